@@ -1,0 +1,36 @@
+"""rayenv: OSWorld desktops as Ray actors, pooled, leased and healed for RL training.
+
+``from rayenv import EnvPool`` is all a trainer needs; the env host additionally installs
+``rayenv[osworld]`` for desktop-env's task setup and evaluators.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (ActionFailed, ConfigError, DesktopUnavailable, EnvTimeout, EvaluationError, InvalidAction,
+                     InvalidTaskConfig, PoolError, ProviderUnavailable, RayEnvError, SetupFailed)
+from .types import EnvStatus, Observation, StepResult
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .config import PoolConfig
+    from .outcomes import Outcome
+    from .pool import EnvPool, Lease
+
+_LAZY = {"EnvPool": "pool", "Lease": "pool", "PoolConfig": "config", "Outcome": "outcomes"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import Ray-facing classes on first use so ``import rayenv`` stays cheap."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'rayenv' has no attribute {name!r}")
+
+
+__all__ = ["ActionFailed", "ConfigError", "DesktopUnavailable", "EnvPool", "EnvStatus", "EnvTimeout", "EvaluationError",
+           "InvalidAction", "InvalidTaskConfig", "Lease", "Observation", "Outcome", "PoolConfig", "PoolError",
+           "ProviderUnavailable", "RayEnvError", "SetupFailed", "StepResult"]

@@ -1,0 +1,106 @@
+"""The env actor: one desktop behind Ray, called as ``env.step.remote(action)``.
+
+Concurrency: reset/step/evaluate/observe/revert/close share Ray's default concurrency group with
+one slot, so calls on one desktop run one at a time in arrival order (concurrent calls are queued,
+never interleaved). ``status`` and ``ping`` live in a separate ``control`` group so the pool's
+health checks and ``rayenv status`` answer while a long step runs.
+
+The actor asks for ``num_cpus=0`` plus one unit of the custom resource (``osworld_env`` by
+default): only env hosts advertise it, so desktops never land on GPU nodes and verl's CPU workers
+never land on the env host.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+import ray
+from ray.util import metrics
+
+from .desktop import Desktop, EnvOptions
+from .errors import RayEnvError
+from .providers import DesktopSpec, Ownership
+from .types import EnvStatus, Observation, StepResult
+
+logger = logging.getLogger("rayenv.env")
+T = TypeVar("T")
+
+_LATENCY_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300]
+
+
+class _Metrics:
+    """Ray metrics shared by every env actor in a worker process (exported to the dashboard/Prometheus)."""
+
+    def __init__(self) -> None:
+        tags = ("pool", "provider", "phase")
+        self.latency = metrics.Histogram("rayenv_env_call_seconds", "Latency of env actor calls",
+                                         boundaries=_LATENCY_BOUNDARIES, tag_keys=tags)
+        self.failures = metrics.Counter("rayenv_env_failures_total", "Env calls that raised",
+                                        tag_keys=tags + ("error",))
+
+
+@ray.remote(num_cpus=0, concurrency_groups={"control": 4})
+class OSWorldEnv:
+    """A Ray actor wrapping one :class:`~rayenv.desktop.Desktop`; the pool creates and names it."""
+
+    def __init__(self, pool: str, env_id: str, spec: dict[str, Any], options: dict[str, Any]) -> None:
+        context = ray.get_runtime_context()
+        ownership = Ownership(owner=pool, env_id=env_id, actor_id=context.get_actor_id() or "",
+                              node_id=context.get_node_id() or "")
+        self.pool = pool
+        self.desktop = Desktop(DesktopSpec.model_validate(spec), ownership, EnvOptions.model_validate(options))
+        self._metrics = _Metrics()
+        self._tags = {"pool": pool, "provider": self.desktop.spec.provider}
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_id}] %(name)s: %(message)s")
+        self._timed("boot", self.desktop.start)
+
+    def _timed(self, phase: str, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return call()
+        except RayEnvError as exc:
+            self._metrics.failures.inc(tags={**self._tags, "phase": phase, "error": type(exc).__name__})
+            logger.warning("%s %s failed: %s", self.desktop.provider.label(), phase, exc)
+            raise
+        finally:
+            self._metrics.latency.observe(time.perf_counter() - started, tags={**self._tags, "phase": phase})
+
+    def ready(self) -> str:
+        """Returns the env's name once the desktop has booted (``__init__`` already waited)."""
+        return self.desktop.name
+
+    def reset(self, task_config: dict[str, Any] | None = None) -> Observation:
+        return self._timed("reset", lambda: self.desktop.reset(task_config))
+
+    def step(self, action: str | dict[str, Any], pause: float | None = None, step_id: Any = None) -> StepResult:
+        return self._timed("step", lambda: self.desktop.step(action, pause, step_id))
+
+    def evaluate(self) -> float:
+        return self._timed("evaluate", self.desktop.evaluate)
+
+    def observe(self) -> Observation:
+        return self._timed("observe", self.desktop.observe)
+
+    def prepare(self) -> str:
+        """Revert a used desktop ahead of its next lease (the pool's reset prefetch)."""
+        if self.desktop.state != "ready":
+            self._timed("revert", self.desktop.revert)
+        return self.desktop.state
+
+    def close(self) -> None:
+        self.desktop.close()
+
+    @ray.method(concurrency_group="control")
+    def status(self) -> EnvStatus:
+        return self.desktop.status()
+
+    @ray.method(concurrency_group="control")
+    def ping(self) -> bool:
+        """Cheap liveness: the desktop's container/processes run and it is not marked broken."""
+        return self.desktop.state not in ("broken", "closed") and self.desktop.provider.is_alive()
+
+    def __repr__(self) -> str:
+        node = self.desktop.ownership.node_id[:8]
+        return f"OSWorldEnv({self.desktop.provider.label()}, {self.desktop.spec.provider}, node={node})"

@@ -1,0 +1,1 @@
+"""The ``rayenv`` command line (typer)."""

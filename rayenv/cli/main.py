@@ -1,0 +1,14 @@
+"""``rayenv``: run desktops, pools, the demo and the cluster plumbing from one command."""
+
+from __future__ import annotations
+
+import typer
+
+from . import demo
+
+app = typer.Typer(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
+                  no_args_is_help=True, rich_markup_mode="rich")
+app.command("demo")(demo.demo)
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

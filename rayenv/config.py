@@ -1,0 +1,53 @@
+"""Pool configuration: one pydantic model, loadable from ``configs/*.yaml``, printable with ``--show-config``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from .desktop import EnvOptions
+from .errors import ConfigError
+from .providers.base import DesktopSpec
+
+#: The Ray namespace pools live in unless told otherwise; verl workers look here.
+DEFAULT_NAMESPACE = "rayenv"
+#: The custom resource env hosts advertise; env actors ask for one unit each.
+DEFAULT_RESOURCE = "osworld_env"
+
+
+class PoolConfig(BaseModel):
+    """Everything a pool needs. Nested ``desktop`` and ``env`` sections map to the desktop and env models."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="pool name (Ray actor names derive from it)")
+    size: int = Field(1, ge=1, le=512, description="number of desktops kept alive")
+    namespace: str = Field(DEFAULT_NAMESPACE, description="Ray namespace of the pool's named actors")
+    resource: str = Field(DEFAULT_RESOURCE, description="custom Ray resource that marks env hosts")
+    desktop: DesktopSpec = Field(default_factory=DesktopSpec)
+    env: EnvOptions = Field(default_factory=EnvOptions)
+    health_interval: float = Field(5.0, gt=0, description="seconds between health checks of every desktop")
+    ping_timeout: float = Field(10.0, gt=0, description="a desktop that does not answer a ping in time is replaced")
+    boot_attempts: int = Field(3, ge=1, description="tries to boot one desktop before its slot is marked failed")
+    prefetch: bool = Field(True, description="revert a released desktop right away so the next lease starts clean")
+    close_timeout: float = Field(30.0, gt=0, description="seconds to wait for a desktop to close on shutdown")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> "PoolConfig":
+        """Read a YAML file (its ``pool:`` section, or the whole file) and apply non-None overrides."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            data = raw.get("pool", raw)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key == "provider":
+                data.setdefault("desktop", {})["provider"] = value
+            else:
+                data[key] = value
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid pool config: {exc}", hint="see configs/pool.yaml for every key") from None

@@ -1,0 +1,208 @@
+"""One desktop with the ``desktop_env.DesktopEnv`` contract, independent of Ray.
+
+:class:`Desktop` is what an env actor holds. It is plain Python so it can be tested and used
+without a cluster; :mod:`rayenv.actor` adds Ray, metrics and concurrency rules around it.
+
+State machine: ``booting → ready → dirty → (revert) → ready``; any loss of the desktop makes it
+``broken`` (the pool replaces the actor); ``close()`` makes it ``closed``. ``reset`` reverts a dirty
+desktop by restarting it from its image, which is what OSWorld's snapshot revert means.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel, Field
+
+from .actions import parse_action
+from .errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
+from .evaluation import TaskRunner
+from .guest_client import GuestClient
+from .providers import DesktopSpec, Ownership, Provider, make_provider
+from .tasks import TaskConfig, validate_task
+from .types import DesktopState, EnvStatus, Observation, StepResult
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EnvOptions(BaseModel):
+    """Per-desktop behaviour: what an observation holds and how long each phase may take."""
+
+    require_a11y_tree: bool = Field(False, description="fetch the accessibility tree with every observation")
+    require_terminal: bool = Field(False, description="fetch terminal output with every observation")
+    step_timeout: float = Field(60.0, gt=0, description="seconds one action may run inside the desktop")
+    setup_timeout: float = Field(300.0, gt=0, description="seconds a task's setup steps may take")
+    evaluate_timeout: float = Field(300.0, gt=0, description="seconds an evaluation may take")
+    observe_timeout: float = Field(30.0, gt=0, description="seconds to fetch one observation")
+    default_pause: float = Field(0.5, ge=0, description="seconds to wait after an action before observing")
+
+
+class Desktop:
+    """A desktop that can be reset to an OSWorld task, stepped, observed and scored."""
+
+    def __init__(self, spec: DesktopSpec, ownership: Ownership, options: EnvOptions | None = None) -> None:
+        self.spec = spec
+        self.ownership = ownership
+        self.options = options or EnvOptions()
+        self.name = ownership.env_id
+        self.provider: Provider = make_provider(spec, ownership)
+        self.state: DesktopState = "booting"
+        self.task: TaskConfig | None = None
+        self.action_history: list[str] = []
+        self.episodes = 0
+        self.last_error: str | None = None
+        self._client: GuestClient | None = None
+        self._runner: TaskRunner | None = None
+        self._last_step: tuple[Any, StepResult] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        started = time.monotonic()
+        endpoint = self.provider.start()
+        self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
+        self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height))
+        self.state = "ready"
+        logger.info("desktop %s ready at %s in %.1fs", self.provider.label(), endpoint.url, time.monotonic() - started)
+
+    def revert(self) -> None:
+        """Bring the desktop back to its pristine image (restart), dropping the current task."""
+        self._stop_quietly()
+        self.state, self.task, self.action_history, self._last_step = "booting", None, [], None
+        self.start()
+
+    def close(self) -> None:
+        self._stop_quietly()
+        self.state = "closed"
+
+    def _stop_quietly(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self.provider.stop()
+
+    # -- the DesktopEnv contract -------------------------------------------------------------
+    def reset(self, task_config: dict[str, Any] | None = None) -> Observation:
+        """Revert if used, then run the task's setup. A bad task raises before the desktop is touched."""
+        task = validate_task(task_config, env=self.name) if task_config is not None else None
+        runner = self._require_runner("reset")
+        if task is not None:
+            runner.check(task)
+        if self.state != "ready":
+            self.revert()
+            runner = self._require_runner("reset")
+        self.action_history, self._last_step, self.task = [], None, task
+        self.episodes += 1
+        if task is not None:
+            self.state = "dirty"
+            self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset")
+        return self.observe()
+
+    def step(self, action: Any, pause: float | None = None, step_id: Any = None) -> StepResult:
+        """Execute one action. ``step_id`` makes a retried call (same id) return the first result."""
+        if step_id is not None and self._last_step is not None and self._last_step[0] == step_id:
+            return self._last_step[1]
+        parsed = parse_action(action, env=self.name)
+        client = self._require_client("step")
+        pause = self.options.default_pause if pause is None else pause
+        self.state = "dirty"
+        done, info = False, {}
+        if parsed.control == "FAIL":
+            done, info = True, {"fail": True}
+        elif parsed.control == "DONE":
+            done, info = True, {"done": True}
+        elif parsed.code is not None:
+            self._guarded(lambda: client.run_action(parsed.code, timeout=self.options.step_timeout), "step")
+        self.action_history.append(parsed.history_entry)
+        if pause:
+            time.sleep(pause)
+        info.update(step=len(self.action_history), episode=self.episodes)
+        result: StepResult = {"observation": self.observe(), "reward": 0.0, "done": done, "info": info}
+        if step_id is not None:
+            self._last_step = (step_id, result)
+        return result
+
+    def observe(self) -> Observation:
+        client = self._require_client("observe")
+        return self._guarded(lambda: Observation(
+            screenshot=client.screenshot(),
+            accessibility_tree=client.accessibility_tree() if self.options.require_a11y_tree else None,
+            terminal=client.terminal() if self.options.require_terminal else None,
+            instruction=self.task.instruction if self.task else None,
+        ), "observe")
+
+    def evaluate(self) -> float:
+        """The task's score in [0, 1]. Raises :class:`EvaluationError` when no score can be produced."""
+        if self.task is None:
+            raise EvaluationError("no task to evaluate: reset(task_config) first", env=self.name, phase="evaluate",
+                                  hint="pass an OSWorld task config to reset")
+        runner, client, task = self._require_runner("evaluate"), self._require_client("evaluate"), self.task
+        self._guarded(client.screen_size, "evaluate")  # an unreachable desktop must not score 0
+        score = self._bounded(lambda: runner.evaluate(task, self.action_history, "Linux"),
+                              self.options.evaluate_timeout, "evaluate")
+        self._guarded(client.screen_size, "evaluate")
+        return score
+
+    def status(self) -> EnvStatus:
+        return EnvStatus(env=self.name, provider=self.spec.provider, state=self.state,
+                         alive=self.state not in ("broken", "closed") and self.provider.is_alive(),
+                         node_id=self.ownership.node_id, task_id=self.task.id if self.task else None,
+                         steps=len(self.action_history), episodes=self.episodes,
+                         url=self._client.url if self._client else None, last_error=self.last_error,
+                         details=self.provider.describe())
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _require_client(self, phase: str) -> GuestClient:
+        if self._client is None or self.state in ("broken", "closed"):
+            raise DesktopUnavailable(f"desktop is {self.state}", env=self.name, phase=phase,
+                                     hint="release the lease as broken; the pool replaces the desktop")
+        return self._client
+
+    def _require_runner(self, phase: str) -> TaskRunner:
+        self._require_client(phase)
+        assert self._runner is not None
+        return self._runner
+
+    def _guarded(self, call: Callable[[], T], phase: str) -> T:
+        """Run ``call``; if the desktop turns out to be gone, say so and mark it broken."""
+        try:
+            return call()
+        except DesktopUnavailable as exc:
+            self._mark_broken(exc)
+            raise
+        except RayEnvError as exc:
+            self.last_error = str(exc)
+            if not self.provider.is_alive():
+                gone = DesktopUnavailable(f"desktop {self.provider.label()} died during {phase}", env=self.name,
+                                          phase=phase, hint="the pool replaces it; retry the episode elsewhere")
+                self._mark_broken(gone)
+                raise gone from None
+            raise
+
+    def _bounded(self, call: Callable[[], T], timeout: float, phase: str) -> T:
+        """Run a desktop-env call that has no timeout of its own in a thread, and stop waiting after ``timeout``.
+
+        The thread cannot be killed, so on timeout the desktop is marked broken and the pool
+        replaces it rather than letting a later call queue behind the stuck one.
+        """
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-{phase}")
+        try:
+            return self._guarded(lambda: pool.submit(call).result(timeout=timeout), phase)
+        except concurrent.futures.TimeoutError:
+            error = EnvTimeout(f"{phase} took longer than {timeout:.0f}s on {self.provider.label()}", env=self.name,
+                               phase=phase, hint=f"raise EnvOptions.{phase}_timeout; the desktop will be replaced")
+            self._mark_broken(error)
+            raise error from None
+        finally:
+            pool.shutdown(wait=False)
+
+    def _mark_broken(self, error: RayEnvError) -> None:
+        self.state = "broken"
+        self.last_error = str(error)
+        logger.warning("desktop %s broken: %s", self.provider.label(), error)
+
+    def __repr__(self) -> str:
+        return f"Desktop({self.provider.label()}, {self.spec.provider}, {self.state})"

@@ -1,0 +1,188 @@
+"""Task setup and scoring with desktop-env's own code, imported only when a task needs it.
+
+desktop-env's ``SetupController`` runs a task's ``config`` steps and its ``metrics``/``getters``
+score the outcome, exactly as OSWorld does. Importing them pulls the evaluator stack (pandas,
+openpyxl, ...), so this module defers that import to the first task on the env host: the actor
+module, the pool and the trainer side never pay for it.
+
+Scoring differs from ``DesktopEnv.evaluate`` in one deliberate way: anything that stops the
+evaluator from producing a score (unknown metric, getter crash, metric crash, desktop unreachable)
+raises :class:`~rayenv.errors.EvaluationError` instead of returning 0. A file the agent never
+created is still a legitimate 0, as in OSWorld.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import EvaluationError, InvalidTaskConfig, ProviderUnavailable, SetupFailed
+from .providers.base import GuestEndpoint
+from .tasks import TaskConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _desktop_env() -> tuple[Any, Any, Any, Any]:
+    try:
+        from desktop_env.controllers.python import PythonController
+        from desktop_env.controllers.setup import SetupController
+        from desktop_env.evaluators import getters, metrics
+    except ImportError as exc:
+        raise ProviderUnavailable(f"desktop-env is not importable here: {exc}", phase="reset",
+                                  hint="on the env host run: pip install 'rayenv[osworld]'") from exc
+    return PythonController, SetupController, getters, metrics
+
+
+@dataclass
+class GetterContext:
+    """The attributes desktop-env's getters read from their ``env`` argument, and nothing else."""
+
+    controller: Any
+    setup_controller: Any
+    vm_ip: str
+    server_port: int
+    chromium_port: int
+    vlc_port: int
+    cache_dir: str
+    vm_platform: str
+    action_history: list[str] = field(default_factory=list)
+    current_use_proxy: bool = False
+
+
+class TaskRunner:
+    """Runs one desktop's task setup and evaluation through desktop-env's controllers."""
+
+    def __init__(self, endpoint: GuestEndpoint, *, env: str, screen: tuple[int, int], cache_root: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.env = env
+        self.screen = screen
+        self.cache_root = cache_root or os.path.join(tempfile.gettempdir(), "rayenv-cache", env)
+        self._controllers: tuple[Any, Any] | None = None
+
+    def _get_controllers(self) -> tuple[Any, Any]:
+        if self._controllers is None:
+            python_controller, setup_controller, _, _ = _desktop_env()
+            extra = self.endpoint.extra_ports
+            self._controllers = (
+                python_controller(vm_ip=self.endpoint.host, server_port=self.endpoint.port),
+                setup_controller(vm_ip=self.endpoint.host, server_port=self.endpoint.port,
+                                 chromium_port=extra.get("chromium", 9222), vlc_port=extra.get("vlc", 8080),
+                                 cache_dir=self.cache_root, client_password="password",
+                                 screen_width=self.screen[0], screen_height=self.screen[1]),
+            )
+        return self._controllers
+
+    def check(self, task: TaskConfig) -> None:
+        """Resolve every setup step, getter and metric name; raise :class:`InvalidTaskConfig` if any is unknown."""
+        _, setup_cls, getters, metrics = _desktop_env()
+        steps = list(task.config) + list(task.evaluator.postconfig)
+        unknown = [f"setup step {s.type!r}" for s in steps if not hasattr(setup_cls, f"_{s.type}_setup")]
+        unknown += [f"metric {m!r}" for m in task.evaluator.metric_names()
+                    if m != "infeasible" and not hasattr(metrics, m)]
+        for spec in _as_list(task.evaluator.result) + _as_list(task.evaluator.expected):
+            if spec and not hasattr(getters, f"get_{spec.get('type')}"):
+                unknown.append(f"getter {spec.get('type')!r}")
+        if unknown:
+            raise InvalidTaskConfig(f"task {task.id!r} names what desktop-env {_version()} does not have: "
+                                    + ", ".join(unknown), env=self.env, phase="reset",
+                                    hint="fix the task JSON or upgrade desktop-env on the env host")
+
+    def setup(self, task: TaskConfig, steps: list[Any] | None = None, *, phase: str = "reset") -> None:
+        """Run the task's setup steps (or ``steps``) inside the desktop."""
+        _, setup = self._get_controllers()
+        cache_dir = os.path.join(self.cache_root, task.id)
+        os.makedirs(cache_dir, exist_ok=True)
+        setup.reset_cache_dir(cache_dir)
+        config = [step.model_dump() for step in (task.config if steps is None else steps)]
+        try:
+            ok = setup.setup(config, False)
+        except Exception as exc:  # desktop-env raises bare Exception for a failed step
+            raise SetupFailed(f"task {task.id!r} setup failed: {exc}", env=self.env, phase=phase,
+                              hint="check the step's parameters; the desktop is still usable") from None
+        if not ok:
+            raise SetupFailed(f"task {task.id!r} setup could not reach the guest API", env=self.env, phase=phase,
+                              hint="the desktop may be down; the pool replaces it")
+
+    def evaluate(self, task: TaskConfig, action_history: list[str], vm_platform: str) -> float:
+        """Score the desktop's current state with the task's evaluator. Raises :class:`EvaluationError`."""
+        if task.evaluator.postconfig:
+            self.setup(task, task.evaluator.postconfig, phase="evaluate")
+        last = action_history[-1] if action_history else None
+        if task.infeasible:
+            return 1.0 if last == "FAIL" else 0.0
+        if last == "FAIL":
+            return 0.0
+        controller, setup = self._get_controllers()
+        _, _, getters, metrics = _desktop_env()
+        context = GetterContext(controller=controller, setup_controller=setup, vm_ip=self.endpoint.host,
+                                server_port=self.endpoint.port,
+                                chromium_port=self.endpoint.extra_ports.get("chromium", 9222),
+                                vlc_port=self.endpoint.extra_ports.get("vlc", 8080),
+                                cache_dir=os.path.join(self.cache_root, task.id), vm_platform=vm_platform,
+                                action_history=list(action_history))
+        os.makedirs(context.cache_dir, exist_ok=True)
+        evaluator = task.evaluator
+        names = evaluator.metric_names()
+        results, expecteds, options = (_per_metric(evaluator.result, len(names)),
+                                       _per_metric(evaluator.expected, len(names)),
+                                       _per_metric(evaluator.options, len(names)))
+        scores: list[float] = []
+        for name, result_spec, expected_spec, option in zip(names, results, expecteds, options):
+            score = self._score_one(getattr(metrics, name), name, getters, context, result_spec, expected_spec,
+                                    option or {})
+            if evaluator.conj == "and" and score == 0.0:
+                return 0.0
+            if evaluator.conj == "or" and score == 1.0:
+                return 1.0
+            scores.append(score)
+        return sum(scores) / len(scores) if evaluator.conj == "and" else max(scores)
+
+    def _score_one(self, metric: Callable[..., Any], name: str, getters: Any, context: GetterContext,
+                   result_spec: dict | None, expected_spec: dict | None, option: dict) -> float:
+        try:
+            result = _get(getters, context, result_spec)
+        except FileNotFoundError:
+            return 0.0  # the agent never produced the file: a real 0, as OSWorld scores it
+        except Exception as exc:
+            raise self._failure(f"getter {result_spec and result_spec.get('type')!r} failed: {exc!r}") from None
+        try:
+            expected = _get(getters, context, expected_spec) if expected_spec else None
+            score = metric(result, expected, **option) if expected_spec else metric(result, **option)
+            return float(score)
+        except Exception as exc:
+            raise self._failure(f"metric {name!r} failed: {exc!r}") from None
+
+    def _failure(self, message: str) -> EvaluationError:
+        return EvaluationError(message, env=self.env, phase="evaluate",
+                               hint="the episode has no score; drop it rather than training on 0.0")
+
+
+def _as_list(value: Any) -> list[dict | None]:
+    if isinstance(value, list):
+        return value
+    return [value] if value else []
+
+
+def _per_metric(value: Any, count: int) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    return [value or None] * count
+
+
+def _get(getters: Any, context: GetterContext, spec: dict | None) -> Any:
+    if not spec:
+        return None
+    return getattr(getters, f"get_{spec['type']}")(context, spec)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("desktop-env")
+    except Exception:  # pragma: no cover - only for the error text
+        return "?"

@@ -1,0 +1,93 @@
+"""A strict client for the OSWorld guest HTTP API, used on the hot path (every step).
+
+desktop-env's ``PythonController`` speaks the same API but returns ``None`` on any failure and
+retries with sleeps, which would turn a dead desktop into an empty observation or a 0.0 reward.
+This client keeps one keep-alive session, bounds every call with a timeout and raises typed errors
+that name the desktop. desktop-env's own controllers are still used for task setup and evaluation
+(see :mod:`rayenv.evaluation`), where OSWorld's semantics matter more than latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from .actions import PYAUTOGUI_PRELUDE
+from .errors import ActionFailed, DesktopUnavailable, EnvTimeout
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    output: str
+    error: str
+    returncode: int
+
+
+class GuestClient:
+    """Calls one desktop's guest server. ``env`` is the desktop's name, used in every error."""
+
+    def __init__(self, url: str, *, env: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.env = env
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _request(self, method: str, path: str, *, phase: str, timeout: float | None = None,
+                 **kwargs: Any) -> requests.Response:
+        limit = timeout or self.timeout
+        try:
+            response = self._session.request(method, self.url + path, timeout=limit, **kwargs)
+        except requests.Timeout:
+            raise EnvTimeout(f"guest API {path} did not answer within {limit:.0f}s", env=self.env, phase=phase,
+                             hint="raise the timeout, or let the pool replace this desktop") from None
+        except requests.ConnectionError as exc:
+            raise DesktopUnavailable(f"guest API at {self.url} is unreachable: {exc.__class__.__name__}",
+                                     env=self.env, phase=phase,
+                                     hint="the desktop is down; release the lease as broken so the pool replaces it") from None
+        if response.status_code >= 500 and path in ("/screenshot", "/screen_size", "/platform"):
+            raise DesktopUnavailable(f"guest API {path} answered HTTP {response.status_code}: {response.text[:200]}",
+                                     env=self.env, phase=phase, hint="the desktop is unhealthy; the pool replaces it")
+        return response
+
+    def screenshot(self) -> bytes:
+        response = self._request("GET", "/screenshot", phase="observe")
+        if not response.content.startswith(PNG_MAGIC):
+            raise DesktopUnavailable(f"/screenshot returned {len(response.content)} bytes that are not a PNG",
+                                     env=self.env, phase="observe", hint="the desktop's X server may be down")
+        return response.content
+
+    def accessibility_tree(self) -> str | None:
+        response = self._request("GET", "/accessibility", phase="observe")
+        return response.json().get("AT") if response.ok else None
+
+    def terminal(self) -> str | None:
+        response = self._request("GET", "/terminal", phase="observe")
+        return response.json().get("output") if response.ok else None
+
+    def screen_size(self) -> tuple[int, int]:
+        data = self._request("POST", "/screen_size", phase="status", timeout=5).json()
+        return int(data["width"]), int(data["height"])
+
+    def run_action(self, code: str, *, timeout: float) -> ExecResult:
+        """Run pyautogui code inside the desktop; raise :class:`ActionFailed` with the guest traceback."""
+        payload = {"command": ["python3", "-c", PYAUTOGUI_PRELUDE + code], "shell": False, "timeout": timeout}
+        response = self._request("POST", "/execute", phase="step", json=payload, timeout=timeout + 5)
+        try:
+            data = response.json()
+        except ValueError:
+            raise ActionFailed(f"guest /execute answered HTTP {response.status_code} without JSON",
+                               env=self.env, phase="step", traceback=response.text[:2000]) from None
+        result = ExecResult(output=data.get("output") or "", error=data.get("error") or data.get("message") or "",
+                            returncode=int(data.get("returncode", 0 if response.ok else -1)))
+        if not response.ok or data.get("status") == "error" or result.returncode != 0:
+            raise ActionFailed(f"action raised inside the desktop (exit {result.returncode})", env=self.env,
+                               phase="step", traceback=result.error,
+                               hint="the desktop is still usable; fix the action and step again")
+        return result

@@ -1,0 +1,445 @@
+"""EnvPool: N desktops kept alive as Ray actors, leased to rollouts, healed when they die.
+
+The pool's state lives in one detached, named Ray actor (:class:`PoolManager`), so every process
+of the cluster sees the same pool: the driver that created it, verl's agent-loop workers
+(``EnvPool.connect``), ``rayenv status`` and the sidecar. :class:`EnvPool` is the thin handle they
+hold. Example (runs as written on a machine with Xvfb)::
+
+    import ray
+    from rayenv import EnvPool
+
+    ray.init(resources={"osworld_env": 2})
+    pool = EnvPool.create(name="demo", size=2, provider="process")
+    with pool.lease() as env:
+        obs = ray.get(env.reset.remote(None))
+        result = ray.get(env.step.remote("pyautogui.moveTo(100, 100)"))
+    pool.shutdown()
+
+Slots: each of the ``size`` slots holds at most one env actor at a time. A slot is ``booting``,
+``idle``, ``leased``, ``preparing`` (reset prefetch after a release), ``replacing`` or ``failed``
+(booting kept failing; retried by the health loop). A lease names its slot and the actor's
+generation, so releasing a lease whose desktop was already replaced is a harmless no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator, Literal
+
+import ray
+from ray.actor import ActorHandle
+from ray.util import metrics
+
+from .actor import OSWorldEnv
+from .config import DEFAULT_NAMESPACE, PoolConfig
+from .errors import DesktopUnavailable, EnvTimeout, PoolError
+from .outcomes import Outcome, as_completed, gather
+from .reaper import reap_cluster
+
+logger = logging.getLogger("rayenv.pool")
+
+SlotState = Literal["booting", "idle", "leased", "preparing", "replacing", "failed"]
+HEALTHY_STATES = ("idle", "leased", "preparing")
+
+
+def manager_name(pool: str) -> str:
+    return f"rayenv-pool:{pool}"
+
+
+@dataclass
+class Slot:
+    index: int
+    state: SlotState = "booting"
+    generation: int = 0
+    handle: ActorHandle | None = None
+    actor_id: str = ""
+    node_id: str = ""
+    env_name: str = ""
+    leased_at: float | None = None
+    replacements: int = 0
+    last_error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"slot": self.index, "env": self.env_name, "state": self.state, "generation": self.generation,
+                "actor_id": self.actor_id, "node_id": self.node_id, "replacements": self.replacements,
+                "leased_for": round(time.time() - self.leased_at, 1) if self.leased_at else None,
+                "last_error": self.last_error}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A desktop lent to one rollout. ``env`` is the actor handle to call."""
+
+    slot: int
+    generation: int
+    env_name: str
+    env: ActorHandle = field(compare=False)
+
+
+@ray.remote(num_cpus=0)
+class PoolManager:
+    """Owns the pool's slots. Async actor: waiting lessees never block health checks or releases."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [pool] %(name)s: %(message)s")
+        self.config = PoolConfig.model_validate(config)
+        self.slots = [Slot(index=i) for i in range(self.config.size)]
+        self.changed = asyncio.Condition()
+        self.closing = False
+        self._tasks: set[asyncio.Task] = set()
+        self._gauge = metrics.Gauge("rayenv_pool_desktops", "Desktops per slot state", tag_keys=("pool", "state"))
+
+    # -- creation and replacement ------------------------------------------------------------
+    async def start(self) -> dict[str, Any]:
+        await asyncio.gather(*(self._boot(slot) for slot in self.slots))
+        self._spawn(self._health_loop())
+        return self.status()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _boot(self, slot: Slot) -> None:
+        cfg = self.config
+        for attempt in range(1, cfg.boot_attempts + 1):
+            if self.closing:
+                return
+            slot.generation += 1
+            slot.state = "booting"
+            slot.env_name = f"{cfg.name}-env-{slot.index:02d}-g{slot.generation}"
+            handle = OSWorldEnv.options(
+                name=f"{cfg.name}.env-{slot.index:02d}.{cfg.desktop.provider}.g{slot.generation}",
+                namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
+                max_restarts=0,
+            ).remote(cfg.name, slot.env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
+            slot.handle, slot.actor_id = handle, handle._actor_id.hex()
+            try:
+                await asyncio.wait_for(handle.ready.remote(), cfg.desktop.boot_timeout + 60)
+                status = await handle.status.remote()
+            except Exception as exc:  # noqa: BLE001 - any boot failure means: kill, record, retry
+                slot.last_error = f"boot attempt {attempt}: {_short(exc)}"
+                logger.warning("slot %d: %s", slot.index, slot.last_error)
+                ray.kill(handle, no_restart=True)
+                await asyncio.sleep(min(2 ** attempt, 30))
+                continue
+            slot.node_id = status["node_id"]
+            await self._set_state(slot, "idle")
+            logger.info("slot %d: %s ready on node %s", slot.index, slot.env_name, slot.node_id[:8])
+            return
+        slot.handle = None
+        await self._set_state(slot, "failed")
+
+    async def _replace(self, slot: Slot, reason: str) -> None:
+        """Close (best effort) and kill the slot's actor, reap what it left, boot a new one."""
+        if slot.state in ("replacing", "booting") or self.closing:
+            return
+        logger.warning("slot %d: replacing %s: %s", slot.index, slot.env_name, reason)
+        slot.state, slot.last_error, slot.leased_at = "replacing", reason, None
+        slot.replacements += 1
+        await self._retire(slot.handle)
+        await self._reap()
+        await self._boot(slot)
+
+    async def _retire(self, handle: ActorHandle | None) -> None:
+        if handle is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(handle.close.remote(), self.config.close_timeout)
+        with contextlib.suppress(Exception):
+            ray.kill(handle, no_restart=True)
+
+    async def _reap(self, live: list[str] | None = None) -> list[str]:
+        live = [s.actor_id for s in self.slots if s.handle is not None] if live is None else live
+        removed: list[str] = []
+        for ref in reap_cluster(self.config.name, live, self.config.resource):
+            with contextlib.suppress(Exception):
+                removed += await asyncio.wait_for(ref, 60)
+        return removed
+
+    async def _set_state(self, slot: Slot, state: SlotState) -> None:
+        async with self.changed:
+            slot.state = state
+            self.changed.notify_all()
+        for name in ("booting", "idle", "leased", "preparing", "replacing", "failed"):
+            self._gauge.set(sum(s.state == name for s in self.slots), tags={"pool": self.config.name, "state": name})
+
+    # -- health --------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        rounds = 0
+        while not self.closing:
+            await asyncio.sleep(self.config.health_interval)
+            await self.check_health()
+            rounds += 1
+            if rounds % 6 == 0:
+                await self._reap()
+
+    async def check_health(self) -> dict[str, Any]:
+        """Ping every live desktop; replace those that are dead, broken or silent; retry failed slots."""
+        async def probe(slot: Slot) -> None:
+            if slot.state == "failed":
+                await self._boot(slot)
+                return
+            if slot.state not in HEALTHY_STATES or slot.handle is None:
+                return
+            try:
+                alive = await asyncio.wait_for(slot.handle.ping.remote(), self.config.ping_timeout)
+                reason = "desktop is down" if not alive else ""
+            except Exception as exc:  # noqa: BLE001 - a dead actor, a dead node and a hang all mean replace
+                reason = f"ping failed: {_short(exc)}"
+            if reason:
+                await self._replace(slot, reason)
+
+        await asyncio.gather(*(probe(slot) for slot in self.slots))
+        return self.status()
+
+    # -- leasing -------------------------------------------------------------------------------
+    async def acquire(self, timeout: float | None = None) -> Lease:
+        async def idle_slot() -> Slot:
+            async with self.changed:
+                await self.changed.wait_for(lambda: self.closing or any(s.state == "idle" for s in self.slots))
+                if self.closing:
+                    raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
+                slot = next(s for s in self.slots if s.state == "idle")
+                slot.state, slot.leased_at = "leased", time.time()
+                return slot
+
+        try:
+            slot = await asyncio.wait_for(idle_slot(), timeout)
+        except asyncio.TimeoutError:
+            raise PoolError(f"no desktop of pool {self.config.name!r} became free within {timeout}s",
+                            phase="lease", hint=f"pool status: {self._counts()}; grow the pool or release leases") from None
+        assert slot.handle is not None
+        return Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
+
+    async def release(self, slot_index: int, generation: int, broken: bool = False) -> None:
+        slot = self.slots[slot_index]
+        if slot.generation != generation or slot.state != "leased":
+            return  # this desktop was already replaced; nothing to give back
+        slot.leased_at = None
+        if broken:
+            self._spawn(self._replace(slot, "released as broken"))
+        elif self.config.prefetch:
+            await self._set_state(slot, "preparing")
+            self._spawn(self._prepare(slot, generation))
+        else:
+            await self._set_state(slot, "idle")
+
+    async def _prepare(self, slot: Slot, generation: int) -> None:
+        assert slot.handle is not None
+        try:
+            await slot.handle.prepare.remote()
+        except Exception as exc:  # noqa: BLE001
+            if slot.generation == generation:
+                await self._replace(slot, f"revert failed: {_short(exc)}")
+            return
+        if slot.generation == generation and slot.state == "preparing":
+            await self._set_state(slot, "idle")
+
+    # -- inspection and shutdown -------------------------------------------------------------
+    def _counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for slot in self.slots:
+            counts[slot.state] = counts.get(slot.state, 0) + 1
+        return counts
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"name": cfg.name, "namespace": cfg.namespace, "size": cfg.size, "provider": cfg.desktop.provider,
+                "resource": cfg.resource, "healthy": sum(s.state in HEALTHY_STATES for s in self.slots),
+                "counts": self._counts(), "replacements": sum(s.replacements for s in self.slots),
+                "closing": self.closing, "slots": [s.summary() for s in self.slots]}
+
+    def handles(self) -> dict[str, ActorHandle]:
+        return {s.env_name: s.handle for s in self.slots if s.handle is not None and s.state in HEALTHY_STATES}
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.model_dump()
+
+    async def reap(self) -> list[str]:
+        return await self._reap()
+
+    async def shutdown(self) -> list[str]:
+        """Close every desktop, kill every env actor, and remove anything left of this pool."""
+        async with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(self._retire(s.handle) for s in self.slots))
+        for slot in self.slots:
+            slot.handle, slot.state = None, "failed"
+        return await self._reap(live=[])
+
+
+class EnvPool:
+    """A handle on a named pool; cheap to create, safe to pass to other Ray tasks and actors."""
+
+    def __init__(self, name: str, namespace: str, manager: ActorHandle, config: dict[str, Any]) -> None:
+        self.name = name
+        self.namespace = namespace
+        self._manager = manager
+        self.config = PoolConfig.model_validate(config)
+
+    # -- creating and attaching ----------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str = "default", size: int = 1, provider: str = "process", *,
+               config: PoolConfig | None = None, wait: bool = True, **overrides: Any) -> "EnvPool":
+        """Create a pool and (with ``wait``) return once every slot has booted or given up.
+
+        ``overrides`` are :class:`~rayenv.config.PoolConfig` fields (``namespace``, ``resource``,
+        ``desktop={...}``, ``env={...}``, ``health_interval``, ...). Ray must be initialized, or is
+        initialized from ``RAY_ADDRESS`` / a local cluster.
+        """
+        if config is None:
+            config = PoolConfig.load(None, name=name, size=size, provider=provider, **overrides)
+        _ensure_ray()
+        with contextlib.suppress(ValueError):
+            ray.get_actor(manager_name(config.name), namespace=config.namespace)
+            raise PoolError(f"pool {config.name!r} already exists in namespace {config.namespace!r}",
+                            phase="create", hint="EnvPool.connect(name) to use it, or shut it down first")
+        _check_capacity(config)
+        manager = PoolManager.options(name=manager_name(config.name), namespace=config.namespace,
+                                      lifetime="detached", max_concurrency=10_000).remote(config.model_dump())
+        pool = cls(config.name, config.namespace, manager, config.model_dump())
+        start = manager.start.remote()
+        if wait:
+            ray.get(start)
+        return pool
+
+    @classmethod
+    def connect(cls, name: str = "default", namespace: str = DEFAULT_NAMESPACE) -> "EnvPool":
+        """Attach to a pool created by another process (a verl worker, ``rayenv status``, ...)."""
+        _ensure_ray()
+        try:
+            manager = ray.get_actor(manager_name(name), namespace=namespace)
+        except ValueError:
+            raise PoolError(f"no pool {name!r} in Ray namespace {namespace!r}", phase="connect",
+                            hint="check the name and namespace (rayenv status lists pools), and RAY_ADDRESS") from None
+        return cls(name, namespace, manager, ray.get(manager.config_dict.remote()))
+
+    # -- inspection ------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.config.size
+
+    def status(self) -> dict[str, Any]:
+        return ray.get(self._manager.status.remote())
+
+    def healthy(self) -> list[str]:
+        """Names of the desktops that are up (idle, leased or being prepared)."""
+        return list(ray.get(self._manager.handles.remote()))
+
+    def envs(self) -> dict[str, ActorHandle]:
+        """Actor handles of every healthy desktop, by name (for lock-step rollouts over the whole pool)."""
+        return ray.get(self._manager.handles.remote())
+
+    def check_health(self) -> dict[str, Any]:
+        """Run a health round now (the pool also runs one every ``health_interval`` seconds)."""
+        return ray.get(self._manager.check_health.remote())
+
+    def wait_healthy(self, timeout: float = 300.0, count: int | None = None) -> dict[str, Any]:
+        """Block until ``count`` (default: all) desktops are healthy; raise :class:`PoolError` on timeout."""
+        deadline, want = time.monotonic() + timeout, self.size if count is None else count
+        while True:
+            status = self.check_health()
+            if status["healthy"] >= want:
+                return status
+            if time.monotonic() > deadline:
+                raise PoolError(f"pool {self.name!r} has {status['healthy']}/{want} healthy desktops after {timeout}s",
+                                phase="wait", hint=f"slot errors: {[s['last_error'] for s in status['slots']]}")
+            time.sleep(1.0)
+
+    # -- leasing -----------------------------------------------------------------------------------
+    def acquire(self, timeout: float | None = None) -> Lease:
+        return ray.get(self._manager.acquire.remote(timeout))
+
+    def release(self, lease: Lease, broken: bool = False) -> None:
+        ray.get(self._manager.release.remote(lease.slot, lease.generation, broken))
+
+    @contextlib.contextmanager
+    def lease(self, timeout: float | None = None) -> Iterator[ActorHandle]:
+        """Lend one desktop for the block. A desktop that turned out dead is replaced on exit."""
+        lease = self.acquire(timeout)
+        broken = False
+        try:
+            yield lease.env
+        except (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError):
+            broken = True
+            raise
+        finally:
+            self.release(lease, broken=broken)
+
+    async def acquire_async(self, timeout: float | None = None) -> Lease:
+        return await self._manager.acquire.remote(timeout)
+
+    async def release_async(self, lease: Lease, broken: bool = False) -> None:
+        await self._manager.release.remote(lease.slot, lease.generation, broken)
+
+    @contextlib.asynccontextmanager
+    async def lease_async(self, timeout: float | None = None) -> AsyncIterator[Lease]:
+        """The asyncio form of :meth:`lease` for agent loops; yields the :class:`Lease`."""
+        lease = await self.acquire_async(timeout)
+        broken = False
+        try:
+            yield lease
+        except (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError):
+            broken = True
+            raise
+        finally:
+            await self.release_async(lease, broken=broken)
+
+    # -- batch helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def reset_all(envs: dict[str, ActorHandle], tasks: dict[str, dict | None], timeout: float | None = None
+                  ) -> dict[str, Outcome]:
+        """Reset each named desktop to its task, in parallel; one failure never hides the others."""
+        return gather({name: envs[name].reset.remote(task) for name, task in tasks.items()}, timeout)
+
+    @staticmethod
+    def step_all(envs: dict[str, ActorHandle], actions: dict[str, Any], pause: float | None = None,
+                 timeout: float | None = None) -> dict[str, Outcome]:
+        """One lock-step step: send every action, wait for all results."""
+        return gather({name: envs[name].step.remote(action, pause) for name, action in actions.items()}, timeout)
+
+    as_completed = staticmethod(as_completed)
+
+    def reap(self) -> list[str]:
+        """Remove this pool's containers and process desktops whose actor is gone; returns their names."""
+        return ray.get(self._manager.reap.remote())
+
+    def shutdown(self) -> list[str]:
+        """Close every desktop, kill every actor of this pool and the manager; returns what the final reap removed."""
+        removed = ray.get(self._manager.shutdown.remote())
+        ray.kill(self._manager, no_restart=True)
+        return removed
+
+    def __repr__(self) -> str:
+        return f"EnvPool({self.name!r}, size={self.size}, namespace={self.namespace!r})"
+
+    def __reduce__(self):
+        return (EnvPool, (self.name, self.namespace, self._manager, self.config.model_dump()))
+
+
+def _ensure_ray() -> None:
+    if not ray.is_initialized():
+        ray.init(namespace=DEFAULT_NAMESPACE, log_to_driver=False)
+
+
+def _check_capacity(config: PoolConfig) -> None:
+    """Fail fast, in words, when no node advertises the env resource (Ray would wait forever)."""
+    total = ray.cluster_resources().get(config.resource, 0)
+    if total < config.size:
+        raise PoolError(f"the cluster advertises {total:g} {config.resource!r} but the pool needs {config.size}",
+                        phase="create",
+                        hint=f"start env hosts with `ray start ... --resources='{{\"{config.resource}\": N}}'` "
+                             f"(rayenv worker start does this), or lower the pool size")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,107 @@
+"""The contract every desktop provider implements.
+
+A provider owns exactly one desktop: it boots it, tells where its guest API listens, reports
+whether it is still alive, and removes every trace of it on :meth:`Provider.stop`. Everything
+above (actions, observations, task setup, evaluation) speaks the OSWorld guest HTTP API and does
+not care whether the desktop is a QEMU VM in a container, a desktop-lite container or a pair of
+host processes. A new provider is one module that subclasses :class:`Provider`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+#: Docker label keys. ``rayenv.owner`` is what shutdown, the reaper and humans filter on.
+LABEL_OWNER = "rayenv.owner"
+LABEL_ENV = "rayenv.env"
+LABEL_NODE = "rayenv.node"
+LABEL_ACTOR = "rayenv.actor"
+LABEL_PROVIDER = "rayenv.provider"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who started a desktop: recorded on every container and process so it can be found again.
+
+    ``owner`` is the pool name (or ``"cli"`` for one-off desktops), ``env_id`` the desktop's name
+    within it, ``actor_id`` the Ray actor id (empty outside Ray) and ``node_id`` the Ray node.
+    """
+
+    owner: str
+    env_id: str
+    actor_id: str = ""
+    node_id: str = ""
+
+    def labels(self, provider: str) -> dict[str, str]:
+        return {LABEL_OWNER: self.owner, LABEL_ENV: self.env_id, LABEL_ACTOR: self.actor_id,
+                LABEL_NODE: self.node_id, LABEL_PROVIDER: provider}
+
+
+@dataclass(frozen=True)
+class GuestEndpoint:
+    """Where a desktop's guest API server answers (host side)."""
+
+    host: str
+    port: int
+    extra_ports: dict[str, int] = field(default_factory=dict)  # e.g. {"chromium": 9222, "vnc": 8006}
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class DesktopSpec(BaseModel):
+    """What desktop to start. One model for all providers; each ignores what it does not use."""
+
+    provider: str = Field("process", description="docker | lite | process")
+    screen_width: int = Field(1920, ge=320, le=7680)
+    screen_height: int = Field(1080, ge=240, le=4320)
+    boot_timeout: float = Field(120.0, gt=0, description="seconds from start to a guest API answer")
+    lite_image: str | None = Field(None, description="desktop-lite image tag (default: current version)")
+    docker_image: str = Field("happysixd/osworld-docker", description="OSWorld QEMU image")
+    vm_path: str | None = Field(None, description="qcow2 path for the docker provider")
+    vm_url: str | None = Field(None, description="where to download the qcow2 from when vm_path is absent")
+    vm_sha256: str | None = Field(None, description="expected checksum of the qcow2")
+    docker_memory: str = Field("4G", description="RAM of the OSWorld VM (docker provider)")
+    docker_cpus: int = Field(4, ge=1, description="vCPUs of the OSWorld VM (docker provider)")
+    require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")
+
+
+class Provider(abc.ABC):
+    """One desktop's lifecycle. Not thread-safe; the env actor serializes calls."""
+
+    name: ClassVar[str]
+
+    def __init__(self, spec: DesktopSpec, ownership: Ownership) -> None:
+        self.spec = spec
+        self.ownership = ownership
+
+    @abc.abstractmethod
+    def start(self) -> GuestEndpoint:
+        """Boot the desktop and return once its guest API answers (or raise, leaving nothing behind).
+
+        Raises :class:`~rayenv.errors.EnvTimeout` after ``spec.boot_timeout`` and
+        :class:`~rayenv.errors.ProviderUnavailable` when this machine cannot run the provider.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Remove the desktop and everything it created (container, volumes, processes). Idempotent."""
+
+    @abc.abstractmethod
+    def is_alive(self) -> bool:
+        """Whether the container / processes are still running (cheap; no guest API call)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Facts for logs, status tables and errors: container id and name, display, pids, ports."""
+
+    def label(self) -> str:
+        """A short human name for errors: ``env-3 (container 1a2b3c4d)``."""
+        facts = self.describe()
+        detail = facts.get("container_name") or facts.get("display") or ""
+        return f"{self.ownership.env_id} ({detail})" if detail else self.ownership.env_id
