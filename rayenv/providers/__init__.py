@@ -17,12 +17,21 @@ PROVIDER_NAMES = tuple(_PROVIDERS)
 
 
 def provider_class(name: str) -> type[Provider]:
-    """The :class:`Provider` subclass registered under ``name``."""
-    try:
+    """The :class:`Provider` subclass registered under ``name``, or named ``"package.module:Class"``.
+
+    The dotted form lets a user (or a test) plug in a provider without touching rayenv.
+    """
+    if ":" in name:
+        module, attr = name.split(":", 1)
+    elif name in _PROVIDERS:
         module, attr = _PROVIDERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown provider {name!r}", hint=f"use one of {', '.join(PROVIDER_NAMES)}") from None
-    return getattr(importlib.import_module(module), attr)
+    else:
+        raise ConfigError(f"unknown provider {name!r}",
+                          hint=f"use one of {', '.join(PROVIDER_NAMES)} or 'package.module:ProviderClass'")
+    cls = getattr(importlib.import_module(module), attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError(f"{name!r} is not a Provider subclass", hint="subclass rayenv.providers.base.Provider")
+    return cls
 
 
 def make_provider(spec: DesktopSpec, ownership: Ownership) -> Provider:

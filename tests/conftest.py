@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests start real parts (Ray, Xvfb, Docker) and own their teardown."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+# Ray workers started by tests must import tests/fakes.py and the checkout's rayenv.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture
+def fake_dir(tmp_path, monkeypatch):
+    """A private directory for fake desktops' kill switches, visible to Ray workers through the env."""
+    monkeypatch.setenv("RAYENV_FAKE_DIR", str(tmp_path))
+    return tmp_path

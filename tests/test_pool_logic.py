@@ -1,0 +1,132 @@
+"""EnvPool bookkeeping, specified on fake desktops (fast). Real desktops prove the features in test_pool_e2e.py."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import ray
+
+from rayenv import ActionFailed, DesktopUnavailable, EnvPool, EvaluationError, InvalidAction, PoolError
+from fakes import kill_file
+
+FAKE = "fakes:FakeProvider"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    fake_root = tmp_path_factory.mktemp("fake")
+    os.environ["RAYENV_FAKE_DIR"] = str(fake_root)
+    ray.init(num_cpus=2, resources={"osworld_env": 8}, include_dashboard=False, namespace="rayenv-tests",
+             log_to_driver=False)
+    yield fake_root
+    ray.shutdown()
+
+
+@pytest.fixture
+def pool(cluster, request):
+    pool = EnvPool.create(name=f"t{abs(hash(request.node.name)) % 10**6}", size=2, provider=FAKE,
+                          health_interval=0.5, namespace="rayenv-tests", env={"default_pause": 0})
+    yield pool
+    pool.shutdown()
+
+
+def running(fake_root) -> list[str]:
+    return sorted(p.stem for p in fake_root.glob("*.running"))
+
+
+def test_a_lease_yields_an_env_actor_that_steps(pool):
+    with pool.lease(timeout=10) as env:
+        obs = ray.get(env.reset.remote(None))
+        assert obs["screenshot"].startswith(b"\x89PNG")
+        result = ray.get(env.step.remote("pyautogui.moveTo(1, 1)"))
+        assert result["done"] is False and result["info"]["step"] == 1
+        assert pool.status()["counts"]["leased"] == 1
+
+
+def test_leases_beyond_the_pool_size_wait_and_then_time_out_with_advice(pool):
+    first, second = pool.acquire(5), pool.acquire(5)
+    with pytest.raises(PoolError, match="no desktop .* became free"):
+        pool.acquire(timeout=0.5)
+    pool.release(first)
+    third = pool.acquire(timeout=10)  # the released desktop comes back after its prefetch revert
+    assert third.slot == first.slot
+    pool.release(second), pool.release(third)
+
+
+def test_a_malformed_action_is_rejected_and_the_desktop_stays_usable(pool):
+    with pool.lease(timeout=10) as env:
+        with pytest.raises(InvalidAction, match="not valid Python"):
+            ray.get(env.step.remote("pyautogui.click("))
+        with pytest.raises(InvalidAction, match="unknown action_type"):
+            ray.get(env.step.remote({"action_type": "TELEPORT"}))
+        with pytest.raises(ActionFailed) as failure:
+            ray.get(env.step.remote("raise ValueError('x')"))
+        assert "boom" in failure.value.traceback
+        assert ray.get(env.step.remote("DONE"))["done"] is True
+
+
+def test_evaluating_without_a_task_is_an_error_not_a_zero(pool):
+    with pool.lease(timeout=10) as env:
+        ray.get(env.reset.remote(None))
+        with pytest.raises(EvaluationError, match="no task"):
+            ray.get(env.evaluate.remote())
+
+
+def test_a_desktop_that_dies_is_reported_by_name_and_replaced(pool, cluster):
+    lease = pool.acquire(10)
+    kill_file(lease.env_name).touch()
+    with pytest.raises(DesktopUnavailable) as failure:
+        ray.get(lease.env.step.remote("pyautogui.moveTo(1, 1)"))
+    assert failure.value.env == lease.env_name
+    pool.release(lease, broken=True)
+    status = pool.wait_healthy(timeout=30)
+    assert status["replacements"] == 1 and lease.env_name not in pool.healthy()
+    assert len(running(cluster)) >= 2
+
+
+def test_the_health_check_replaces_a_killed_actor(pool):
+    before = pool.status()["slots"][0]
+    ray.kill(pool.envs()[before["env"]], no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        slot = pool.status()["slots"][0]
+        if slot["generation"] > before["generation"] and slot["state"] == "idle":
+            break
+        time.sleep(0.5)
+    assert slot["generation"] > before["generation"] and pool.status()["healthy"] == 2
+
+
+def test_lock_step_helpers_return_one_outcome_per_desktop_even_when_one_fails(pool):
+    envs = pool.envs()
+    names = sorted(envs)
+    outcomes = EnvPool.step_all(envs, {names[0]: "pyautogui.moveTo(1, 1)", names[1]: "pyautogui.click("})
+    assert outcomes[names[0]].ok and not outcomes[names[1]].ok
+    assert isinstance(outcomes[names[1]].error, InvalidAction)
+    finished = [o.key for o in EnvPool.as_completed({n: envs[n].observe.remote() for n in names})]
+    assert sorted(finished) == names
+
+
+def test_connect_sees_the_same_desktops(pool):
+    other = EnvPool.connect(pool.name, namespace="rayenv-tests")
+    assert sorted(other.healthy()) == sorted(pool.healthy()) and other.size == 2
+
+
+def test_creating_a_pool_twice_or_connecting_to_none_says_what_to_do(pool):
+    with pytest.raises(PoolError, match="already exists"):
+        EnvPool.create(name=pool.name, size=1, provider=FAKE, namespace="rayenv-tests")
+    with pytest.raises(PoolError, match="no pool 'nope'"):
+        EnvPool.connect("nope", namespace="rayenv-tests")
+
+
+def test_a_pool_larger_than_the_cluster_fails_fast(cluster):
+    with pytest.raises(PoolError, match="advertises 8"):
+        EnvPool.create(name="huge", size=9, provider=FAKE, namespace="rayenv-tests")
+
+
+def test_shutdown_leaves_no_desktop_behind(cluster):
+    pool = EnvPool.create(name="short", size=2, provider=FAKE, namespace="rayenv-tests")
+    assert len([n for n in running(cluster) if n.startswith("short-")]) == 2
+    pool.shutdown()
+    assert [n for n in running(cluster) if n.startswith("short-")] == []
