@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what it needs, then runs pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -m "not slow" -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --trainer
+exec .venv/bin/python -m pytest "$@"
