@@ -13,6 +13,7 @@ never land on the env host.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, TypeVar
 
@@ -94,7 +95,9 @@ class OSWorldEnv:
 
     @ray.method(concurrency_group="control")
     def status(self) -> EnvStatus:
-        return self.desktop.status()
+        status = self.desktop.status()
+        status["details"]["worker_pid"] = os.getpid()
+        return status
 
     @ray.method(concurrency_group="control")
     def ping(self) -> bool:
