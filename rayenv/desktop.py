@@ -22,6 +22,7 @@ from .errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
 from .evaluation import TaskRunner
 from .guest_client import GuestClient
 from .providers import DesktopSpec, Ownership, Provider, make_provider
+from .recording import TrajectoryRecorder
 from .tasks import TaskConfig, validate_task
 from .types import DesktopState, EnvStatus, Observation, StepResult
 
@@ -39,6 +40,7 @@ class EnvOptions(BaseModel):
     evaluate_timeout: float = Field(300.0, gt=0, description="seconds an evaluation may take")
     observe_timeout: float = Field(30.0, gt=0, description="seconds to fetch one observation")
     default_pause: float = Field(0.5, ge=0, description="seconds to wait after an action before observing")
+    record_dir: str | None = Field(None, description="write screenshots, actions and scores of every episode here")
 
 
 class Desktop:
@@ -58,6 +60,7 @@ class Desktop:
         self._client: GuestClient | None = None
         self._runner: TaskRunner | None = None
         self._last_step: tuple[Any, StepResult] | None = None
+        self._recorder = TrajectoryRecorder(self.options.record_dir, self.name) if self.options.record_dir else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -99,7 +102,10 @@ class Desktop:
         if task is not None:
             self.state = "dirty"
             self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset")
-        return self.observe()
+        observation = self.observe()
+        if self._recorder:
+            self._recorder.start_episode(self.episodes, task.id if task else None, observation["screenshot"])
+        return observation
 
     def step(self, action: Any, pause: float | None = None, step_id: Any = None) -> StepResult:
         """Execute one action. ``step_id`` makes a retried call (same id) return the first result."""
@@ -123,6 +129,8 @@ class Desktop:
         result: StepResult = {"observation": self.observe(), "reward": 0.0, "done": done, "info": info}
         if step_id is not None:
             self._last_step = (step_id, result)
+        if self._recorder:
+            self._recorder.step(len(self.action_history), action, done, info, result["observation"]["screenshot"])
         return result
 
     def observe(self) -> Observation:
@@ -141,9 +149,16 @@ class Desktop:
                                   hint="pass an OSWorld task config to reset")
         runner, client, task = self._require_runner("evaluate"), self._require_client("evaluate"), self.task
         self._guarded(client.screen_size, "evaluate")  # an unreachable desktop must not score 0
-        score = self._bounded(lambda: runner.evaluate(task, self.action_history, "Linux"),
-                              self.options.evaluate_timeout, "evaluate")
-        self._guarded(client.screen_size, "evaluate")
+        try:
+            score = self._bounded(lambda: runner.evaluate(task, self.action_history, "Linux"),
+                                  self.options.evaluate_timeout, "evaluate")
+            self._guarded(client.screen_size, "evaluate")
+        except RayEnvError as exc:
+            if self._recorder:
+                self._recorder.score(None, str(exc))
+            raise
+        if self._recorder:
+            self._recorder.score(score)
         return score
 
     def status(self) -> EnvStatus:

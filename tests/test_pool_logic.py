@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -130,3 +131,19 @@ def test_shutdown_leaves_no_desktop_behind(cluster):
     assert len([n for n in running(cluster) if n.startswith("short-")]) == 2
     pool.shutdown()
     assert [n for n in running(cluster) if n.startswith("short-")] == []
+
+
+def test_recording_keeps_each_episodes_screenshots_and_actions(cluster, tmp_path):
+    pool = EnvPool.create(name="rec", size=1, provider=FAKE, namespace="rayenv-tests",
+                          env={"default_pause": 0, "record_dir": str(tmp_path)})
+    try:
+        with pool.lease(timeout=10) as env:
+            ray.get(env.reset.remote(None))
+            ray.get(env.step.remote("pyautogui.moveTo(1, 1)"))
+            ray.get(env.step.remote("DONE"))
+    finally:
+        pool.shutdown()
+    (episode,) = list(tmp_path.glob("rec-env-00-g1/*"))
+    events = [json.loads(line) for line in (episode / "trajectory.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["reset", "step", "step"]
+    assert events[2]["done"] is True and (episode / "step-002.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,194 @@
+"""What a step costs through rayenv, against a direct guest call and the old HTTP bridge.
+
+One run, one desktop, three paths to the same action + screenshot:
+
+* **direct**: the guest API called straight from this process (the floor);
+* **rayenv**: ``env.step.remote(action)`` through the Ray actor that owns the desktop;
+* **bridge**: an HTTP server in the shape of the old bridge (FastAPI, screenshot as base64 inside
+  JSON, the whole episode history re-sent by the client on every step).
+
+Then pool throughput (steps/s) with 1, 2, 4 and 8 desktops stepping as fast as they can.
+Results: ``bench/results/step_overhead.{md,json,png}``.
+
+    .venv/bin/python bench/step_overhead.py --provider process --steps 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+import requests
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from rayenv import EnvPool
+from rayenv.guest_client import GuestClient
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EPISODE = 15  # the bridge's history grows within an episode, as it did in training
+
+
+def action(i: int) -> str:
+    return f"pyautogui.moveTo({100 + (i % 50) * 10}, {100 + (i % 30) * 10})"
+
+
+class BridgeStep(BaseModel):
+    action: str
+    history: list[dict[str, str]]
+
+
+def start_bridge(guest_url: str, port: int) -> uvicorn.Server:
+    """The old wire format: base64 PNG in JSON; the client re-sends all previous turns every step."""
+    app = FastAPI()
+    client = GuestClient(guest_url, env="bridge")
+
+    @app.post("/env/step")
+    def step(request: BridgeStep) -> dict[str, Any]:
+        client.run_action(request.action, timeout=60)
+        shot = base64.b64encode(client.screenshot()).decode()
+        return {"observation": {"screenshot": shot, "accessibility_tree": None}, "reward": 0.0, "done": False,
+                "info": {"history_len": len(request.history)}}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server
+
+
+def timed(steps: int, call: Callable[[int], int]) -> dict[str, Any]:
+    latencies, sizes = [], []
+    call(-1)  # warm up connections and caches
+    for i in range(steps):
+        started = time.perf_counter()
+        sizes.append(call(i))
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    return {"p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+            "bytes_per_step": statistics.mean(sizes)}
+
+
+def measure_paths(pool: EnvPool, steps: int, bridge_port: int) -> dict[str, Any]:
+    env = next(iter(pool.envs().values()))
+    ray.get(env.reset.remote(None))
+    url = ray.get(env.status.remote())["url"]
+    direct = GuestClient(url, env="direct")
+
+    def via_direct(i: int) -> int:
+        direct.run_action(action(i), timeout=60)
+        return len(direct.screenshot())
+
+    def via_rayenv(i: int) -> int:
+        return len(ray.get(env.step.remote(action(i), 0))["observation"]["screenshot"])
+
+    bridge = start_bridge(url, bridge_port)
+    history: list[dict[str, str]] = []
+    session = requests.Session()
+
+    def via_bridge(i: int) -> int:
+        if i % EPISODE == 0:
+            history.clear()
+        body = json.dumps({"action": action(i), "history": history}).encode()
+        response = session.post(f"http://127.0.0.1:{bridge_port}/env/step", data=body,
+                                headers={"Content-Type": "application/json"}, timeout=120)
+        response.raise_for_status()
+        history.append({"action": action(i), "screenshot": response.json()["observation"]["screenshot"]})
+        return len(body) + len(response.content)
+
+    results = {"direct": timed(steps, via_direct), "rayenv": timed(steps, via_rayenv),
+               "bridge": timed(steps, via_bridge)}
+    bridge.should_exit = True
+    results["rayenv_overhead_vs_direct_p50"] = results["rayenv"]["p50_ms"] / results["direct"]["p50_ms"] - 1
+    results["bridge_over_rayenv_p50"] = results["bridge"]["p50_ms"] / results["rayenv"]["p50_ms"]
+    results["bridge_over_rayenv_bytes"] = results["bridge"]["bytes_per_step"] / results["rayenv"]["bytes_per_step"]
+    return results
+
+
+def throughput(pool: EnvPool, count: int, seconds: float) -> float:
+    envs = list(pool.envs().values())[:count]
+    done, deadline, i = 0, time.monotonic() + seconds, 0
+    inflight = {env.step.remote(action(i), 0): env for env in envs}
+    started = time.monotonic()
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        env = inflight.pop(ready[0])
+        ray.get(ready[0])
+        done += 1
+        i += 1
+        if time.monotonic() < deadline:
+            inflight[env.step.remote(action(i), 0)] = env
+    return done / (time.monotonic() - started)
+
+
+def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "step_overhead.json").write_text(json.dumps(results, indent=2))
+    paths = results["paths"]
+    lines = [f"# Step overhead ({args.provider} desktop, {args.width}x{args.height}, {args.steps} steps per path)", "",
+             "| path | p50 ms | p95 ms | bytes/step |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {paths[name]['p50_ms']:.1f} | {paths[name]['p95_ms']:.1f} | {paths[name]['bytes_per_step']:,.0f} |"
+              for name in ("direct", "rayenv", "bridge")]
+    lines += ["", f"rayenv adds **{100 * paths['rayenv_overhead_vs_direct_p50']:+.1f}%** to a direct guest call's p50 "
+                  f"(goal < 5%).",
+              f"The old bridge is **{paths['bridge_over_rayenv_p50']:.2f}x** rayenv's p50 latency and moves "
+              f"**{paths['bridge_over_rayenv_bytes']:.1f}x** the bytes per step (history re-sent, base64).", "",
+              "| desktops | steps/s |", "| ---: | ---: |"]
+    lines += [f"| {n} | {rate:.1f} |" for n, rate in results["throughput"].items()]
+    (RESULTS / "step_overhead.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = ["direct", "rayenv", "bridge"]
+    left.bar(names, [paths[n]["p50_ms"] for n in names], label="p50")
+    left.scatter(names, [paths[n]["p95_ms"] for n in names], color="black", zorder=3, label="p95")
+    left.set_ylabel("ms per step (action + screenshot)")
+    left.legend()
+    sizes = list(results["throughput"])
+    right.plot([int(n) for n in sizes], list(results["throughput"].values()), marker="o")
+    right.set_xlabel("desktops")
+    right.set_ylabel("steps/s")
+    figure.suptitle(f"{args.provider} desktops at {args.width}x{args.height}")
+    figure.tight_layout()
+    figure.savefig(RESULTS / "step_overhead.png", dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--provider", default="process")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--sizes", default="1,2,4,8")
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each throughput run")
+    parser.add_argument("--bridge-port", type=int, default=28080)
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+    ray.init(resources={"osworld_env": max(sizes)}, include_dashboard=False, log_to_driver=False)
+    pool = EnvPool.create(name="bench", size=max(sizes), provider=args.provider, env={"default_pause": 0},
+                          desktop={"provider": args.provider, "screen_width": args.width, "screen_height": args.height})
+    try:
+        results = {"paths": measure_paths(pool, args.steps, args.bridge_port),
+                   "throughput": {str(n): throughput(pool, n, args.seconds) for n in sizes}}
+    finally:
+        pool.shutdown()
+        ray.shutdown()
+    write_report(results, args)
+    print((RESULTS / "step_overhead.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
