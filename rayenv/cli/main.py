@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from . import demo
+from . import demo, pool
 
 app = typer.Typer(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
                   no_args_is_help=True, rich_markup_mode="rich")
 app.command("demo")(demo.demo)
+app.add_typer(pool.app, name="pool")
 
 if __name__ == "__main__":  # pragma: no cover
     app()
