@@ -32,6 +32,7 @@ class PoolConfig(BaseModel):
     boot_attempts: int = Field(3, ge=1, description="tries to boot one desktop before its slot is marked failed")
     prefetch: bool = Field(True, description="revert a released desktop right away so the next lease starts clean")
     close_timeout: float = Field(30.0, gt=0, description="seconds to wait for a desktop to close on shutdown")
+    manager_on_head: bool = Field(True, description="run the pool's manager on the Ray head, so it outlives an env host's outage")
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "PoolConfig":

@@ -44,6 +44,8 @@ logger = logging.getLogger("rayenv.pool")
 
 SlotState = Literal["booting", "idle", "leased", "preparing", "replacing", "failed"]
 HEALTHY_STATES = ("idle", "leased", "preparing")
+#: Ray gives the head node this resource; the manager asks for a sliver of it to live there.
+HEAD_RESOURCE = "node:__internal_head__"
 
 
 def manager_name(pool: str) -> str:
@@ -303,8 +305,9 @@ class EnvPool:
             raise PoolError(f"pool {config.name!r} already exists in namespace {config.namespace!r}",
                             phase="create", hint="EnvPool.connect(name) to use it, or shut it down first")
         _check_capacity(config)
-        manager = PoolManager.options(name=manager_name(config.name), namespace=config.namespace,
-                                      lifetime="detached", max_concurrency=10_000).remote(config.model_dump())
+        placement = {"resources": {HEAD_RESOURCE: 0.001}} if config.manager_on_head and _has_head_resource() else {}
+        manager = PoolManager.options(name=manager_name(config.name), namespace=config.namespace, lifetime="detached",
+                                      max_concurrency=10_000, **placement).remote(config.model_dump())
         pool = cls(config.name, config.namespace, manager, config.model_dump())
         start = manager.start.remote()
         if wait:
@@ -428,6 +431,10 @@ class EnvPool:
 def _ensure_ray() -> None:
     if not ray.is_initialized():
         ray.init(namespace=DEFAULT_NAMESPACE, log_to_driver=False)
+
+
+def _has_head_resource() -> bool:
+    return HEAD_RESOURCE in ray.cluster_resources()
 
 
 def _check_capacity(config: PoolConfig) -> None:
