@@ -129,6 +129,9 @@ class PoolManager:
                 ray.kill(handle, no_restart=True)
                 await asyncio.sleep(min(2 ** attempt, 30))
                 continue
+            if self.closing:  # shut down while this desktop booted: it must not outlive the pool
+                await self._retire(handle)
+                return
             slot.node_id = status["node_id"]
             await self._set_state(slot, "idle")
             logger.info("slot %d: %s ready on node %s", slot.index, slot.env_name, slot.node_id[:8])
