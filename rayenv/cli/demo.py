@@ -57,7 +57,8 @@ def run_episode(env: Any, task: dict[str, Any], pause: float) -> dict[str, Any]:
         ray.get(env.reset.remote(task))
         record["reset_s"] = time.perf_counter() - started
         step_times = []
-        for action in [*task["rayenv_solution"], "DONE"]:
+        solution = list(task["rayenv_solution"])
+        for action in solution if solution[-1] in ("DONE", "FAIL") else [*solution, "DONE"]:
             started = time.perf_counter()
             ray.get(env.step.remote(action, pause))
             step_times.append(time.perf_counter() - started)

@@ -1,0 +1,132 @@
+"""Process mode: a desktop-lite desktop as host processes, for machines without a Docker engine.
+
+The same ``desktop-session`` script the container runs is started here as one process group:
+Xvfb picks its own display number (``-displayfd``) and the guest server binds port 0 and writes the
+port to a file, so any number of desktops can start at once without racing for either. Each desktop
+gets a private ``HOME`` below its work directory: a task's ``~/hello.txt`` lands there, never in the
+host user's home, and two desktops on the same task never share files. A record of
+each running desktop (owner, actor id, process group) sits in ``~/.cache/rayenv/run/<owner>/`` so
+the reaper can stop desktops whose actor died (``kill -9`` of the actor's worker does not reach
+them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EnvTimeout, ProviderUnavailable
+
+OSWORLD_DIR = Path(__file__).resolve().parents[2] / "OSWorld"
+SESSION_SCRIPT = OSWORLD_DIR / "image" / "desktop-session"
+GUEST_SERVER = OSWORLD_DIR / "guest" / "server.py"
+REQUIRED_PROGRAMS = ("Xvfb", "openbox", "dbus-run-session", "xdotool")
+
+
+def run_dir(owner: str) -> Path:
+    return Path(os.environ.get("RAYENV_RUN_DIR", Path.home() / ".cache" / "rayenv" / "run")) / owner
+
+
+@dataclass
+class ProcessDesktop:
+    """A running desktop session: its process group (led by the session script), display and guest port."""
+
+    process: subprocess.Popen
+    display: str
+    port: int
+    record: Path
+    workdir: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        _kill_group(self.pgid)
+        self.process.wait(timeout=10)
+        self.record.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def check_programs() -> None:
+    missing = [name for name in REQUIRED_PROGRAMS if shutil.which(name) is None]
+    if missing:
+        raise ProviderUnavailable(f"process mode needs {', '.join(missing)} on this host", phase="boot",
+                                  hint="apt-get install xvfb openbox dbus-x11 xdotool at-spi2-core (scripts/bootstrap.sh does)")
+
+
+def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height: int, timeout: float) -> ProcessDesktop:
+    """Start one desktop session and wait until its guest server is listening."""
+    check_programs()
+    workdir = Path(tempfile.mkdtemp(prefix=f"rayenv-{env_id}-"))
+    port_file, display_file, home = workdir / "port", workdir / "display", workdir / "home"
+    home.mkdir()
+    environment = {**os.environ, "HOME": str(home), "SCREEN_WIDTH": str(width), "SCREEN_HEIGHT": str(height), "GUEST_HOST": "127.0.0.1",
+                   "GUEST_PORT": "0", "GUEST_PORT_FILE": str(port_file), "DISPLAY_FILE": str(display_file),
+                   "GUEST_PYTHON": sys.executable, "GUEST_SERVER": str(GUEST_SERVER)}
+    environment.pop("DISPLAY", None)
+    log = open(workdir / "session.log", "wb")
+    process = subprocess.Popen(["bash", str(SESSION_SCRIPT)], env=environment, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True, cwd=str(home))
+    log.close()
+    record = run_dir(owner) / f"{env_id}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"env": env_id, "actor_id": actor_id, "pgid": process.pid, "workdir": str(workdir)}))
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = (workdir / "session.log").read_text(errors="replace")[-2000:]
+            _kill_group(process.pid)
+            process.wait(timeout=10)
+            record.unlink(missing_ok=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+            if process.poll() is not None and time.monotonic() <= deadline:
+                raise ProviderUnavailable(f"desktop session for {env_id} exited with {process.returncode}",
+                                          env=env_id, phase="boot", hint=f"session log:\n{tail}")
+            raise EnvTimeout(f"desktop session for {env_id} did not start within {timeout:.0f}s", env=env_id,
+                             phase="boot", hint=f"raise desktop.boot_timeout; session log:\n{tail}")
+        time.sleep(0.05)
+    return ProcessDesktop(process=process, display=display_file.read_text().strip(),
+                          port=int(port_file.read_text()), record=record, workdir=workdir)
+
+
+def reap_orphans(owner: str, live_actor_ids: set[str]) -> list[str]:
+    """Stop this owner's process desktops whose actor is not live; returns their env names."""
+    removed = []
+    for record in sorted(run_dir(owner).glob("*.json")):
+        try:
+            info = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("actor_id") in live_actor_ids:
+            continue
+        _kill_group(int(info["pgid"]))
+        record.unlink(missing_ok=True)
+        shutil.rmtree(info.get("workdir", ""), ignore_errors=True)
+        removed.append(info.get("env", record.stem))
+    return removed
+
+
+def _kill_group(pgid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(20):
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
