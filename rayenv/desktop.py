@@ -68,6 +68,8 @@ class Desktop:
         endpoint = self.provider.start()
         self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
         self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height))
+        if self.episodes == 0:
+            TaskRunner.warm_up()
         self.state = "ready"
         logger.info("desktop %s ready at %s in %.1fs", self.provider.label(), endpoint.url, time.monotonic() - started)
 

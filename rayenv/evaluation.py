@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -62,6 +63,21 @@ class TaskRunner:
         self.screen = screen
         self.cache_root = cache_root or os.path.join(tempfile.gettempdir(), "rayenv-cache", env)
         self._controllers: tuple[Any, Any] | None = None
+
+    @staticmethod
+    def warm_up() -> None:
+        """Import desktop-env's evaluator stack (seconds: pandas, torch, ...) in the background.
+
+        Called when a desktop boots so the first ``reset(task)`` does not pay for it; Python's
+        import lock makes a concurrent real import simply wait for this one.
+        """
+        def load() -> None:
+            try:
+                _desktop_env()
+            except ProviderUnavailable:
+                pass  # reported, with the fix, by the first reset that needs it
+
+        threading.Thread(target=load, name="desktop-env-import", daemon=True).start()
 
     def _get_controllers(self) -> tuple[Any, Any]:
         if self._controllers is None:

@@ -44,7 +44,7 @@ def scripted_tasks(tasks_dir: Path) -> list[dict[str, Any]]:
     tasks = [task for task in load_tasks(tasks_dir) if task.get("rayenv_solution")]
     if not tasks:
         raise typer.BadParameter(f"no task with a 'rayenv_solution' under {tasks_dir}")
-    return tasks
+    return sorted(tasks, key=lambda task: task["evaluator"]["func"] == "infeasible")  # GUI tasks first
 
 
 def run_episode(env: Any, task: dict[str, Any], pause: float) -> dict[str, Any]:
@@ -123,11 +123,11 @@ def demo(
 def _print_table(summary: dict[str, Any]) -> None:
     table = Table(title=f"rayenv demo: {summary['size']} {summary['provider']} desktop(s), booted in {summary['boot_s']}s")
     for column in ("env", "task", "steps", "reset s", "step p50 s", "evaluate s", "score", "error"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in summary["episodes"]:
         table.add_row(r["env"], r["task"], str(r["steps"]), _fmt(r.get("reset_s")), _fmt(r.get("step_p50_s")),
                       _fmt(r.get("evaluate_s")), _fmt(r["score"]), r["error"] or "")
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 def _fmt(value: Optional[float]) -> str:
