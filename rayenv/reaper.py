@@ -15,7 +15,9 @@ from typing import Iterable
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .providers.base import LABEL_ACTOR, LABEL_ENV, LABEL_OWNER
+from .errors import ProviderUnavailable
+from .providers import containers
+from .providers.base import LABEL_ACTOR, LABEL_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +25,17 @@ logger = logging.getLogger(__name__)
 def reap_containers(owner: str, live_actor_ids: Iterable[str]) -> list[str]:
     """Remove this owner's containers whose actor is not live; returns the removed containers' names."""
     try:
-        import docker
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception:  # no Docker engine on this node: nothing of ours can be there
+        mine = containers.owned(owner)
+    except ProviderUnavailable:  # no Docker engine on this node: nothing of ours can be there
         return []
     live = set(live_actor_ids)
     removed = []
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"}):
+    for container in mine:
         if container.labels.get(LABEL_ACTOR, "") in live:
             continue
         logger.warning("reaping container %s of %s (actor %s is gone)", container.name,
                        container.labels.get(LABEL_ENV), container.labels.get(LABEL_ACTOR))
-        container.remove(force=True, v=True)
+        containers.remove(container)
         removed.append(container.name)
     return removed
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, pool
+from . import demo, desktop, pool
 
 app = typer.Typer(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
                   no_args_is_help=True, rich_markup_mode="rich")
 app.command("demo")(demo.demo)
 app.add_typer(pool.app, name="pool")
+app.add_typer(desktop.app, name="desktop")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,93 @@
+"""Labelled containers on the local Docker engine: start, find the ports Docker chose, remove completely.
+
+Shared by the ``lite`` and ``docker`` providers and the reaper. Host ports are never chosen by us:
+each container port is published on 127.0.0.1 with an ephemeral host port that Docker assigns
+atomically, then read back, so concurrent actors cannot race and nothing listens beyond loopback.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterable
+
+from ..errors import ProviderUnavailable
+from .base import LABEL_OWNER
+
+
+@functools.lru_cache(maxsize=1)
+def client() -> Any:
+    """The Docker engine of this host, or :class:`ProviderUnavailable` saying how to get one."""
+    try:
+        import docker
+
+        engine = docker.from_env(timeout=120)
+        engine.ping()
+    except Exception as exc:
+        raise ProviderUnavailable(f"no Docker engine answers here ({type(exc).__name__}: {exc})", phase="boot",
+                                  hint="install docker.io and start dockerd (scripts/bootstrap.sh does both), "
+                                       "or use the 'process' provider") from None
+    return engine
+
+
+def image_exists(tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client().images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def run_labelled(*, image: str, name: str, labels: dict[str, str], ports: Iterable[int], env: str,
+                 environment: dict[str, str] | None = None, **options: Any) -> Any:
+    """Start a detached container publishing ``ports`` on 127.0.0.1 (host ports chosen by Docker)."""
+    import docker.errors
+
+    if not image_exists(image):
+        raise ProviderUnavailable(f"image {image} is not on this host", env=env, phase="boot",
+                                  hint="for desktop-lite run `rayenv desktop build`; for OSWorld's image "
+                                       "`docker pull` it (or `docker load` it from a machine that can)")
+    try:
+        return client().containers.run(image, name=name, labels=labels, environment=environment or {}, detach=True,
+                                       ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports}, **options)
+    except docker.errors.APIError as exc:
+        raise ProviderUnavailable(f"Docker refused to start {name}: {exc.explanation or exc}", env=env, phase="boot",
+                                  hint="see `docker ps -a --filter label=rayenv.owner`; a stale container of the "
+                                       "same name is removed by the pool's reaper") from None
+
+
+def published_ports(container: Any) -> dict[int, int]:
+    """Container port → host port, as Docker assigned them."""
+    container.reload()
+    mapping = {}
+    for key, bindings in (container.ports or {}).items():
+        if bindings:
+            mapping[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+    return mapping
+
+
+def is_running(container: Any) -> bool:
+    import docker.errors
+
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return False
+    return container.status == "running"
+
+
+def remove(container: Any) -> None:
+    """Remove the container and its anonymous volumes, whatever state it is in."""
+    import docker.errors
+
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def owned(owner: str | None = None) -> list[Any]:
+    """Containers labelled by rayenv (of one owner, or all)."""
+    label = f"{LABEL_OWNER}={owner}" if owner else LABEL_OWNER
+    return client().containers.list(all=True, filters={"label": label})
