@@ -101,8 +101,8 @@ class OSWorldEnv:
 
     @ray.method(concurrency_group="control")
     def ping(self) -> bool:
-        """Cheap liveness: the desktop's container/processes run and it is not marked broken."""
-        return self.desktop.state not in ("broken", "closed") and self.desktop.provider.is_alive()
+        """Cheap liveness: the desktop's container/processes run (or are restarting) and it is not broken."""
+        return self.desktop.healthy()
 
     def __repr__(self) -> str:
         node = self.desktop.ownership.node_id[:8]

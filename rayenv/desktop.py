@@ -75,9 +75,15 @@ class Desktop:
 
     def revert(self) -> None:
         """Bring the desktop back to its pristine image (restart), dropping the current task."""
-        self._stop_quietly()
         self.state, self.task, self.action_history, self._last_step = "booting", None, [], None
+        self._stop_quietly()
         self.start()
+
+    def healthy(self) -> bool:
+        """Up, or on its way up: a desktop mid-revert is not dead (its boot has its own timeout)."""
+        if self.state == "booting":
+            return True
+        return self.state not in ("broken", "closed") and self.provider.is_alive()
 
     def close(self) -> None:
         self._stop_quietly()
@@ -165,7 +171,7 @@ class Desktop:
 
     def status(self) -> EnvStatus:
         return EnvStatus(env=self.name, provider=self.spec.provider, state=self.state,
-                         alive=self.state not in ("broken", "closed") and self.provider.is_alive(),
+                         alive=self.healthy(),
                          node_id=self.ownership.node_id, task_id=self.task.id if self.task else None,
                          steps=len(self.action_history), episodes=self.episodes,
                          url=self._client.url if self._client else None, last_error=self.last_error,

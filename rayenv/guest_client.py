@@ -87,7 +87,8 @@ class GuestClient:
         result = ExecResult(output=data.get("output") or "", error=data.get("error") or data.get("message") or "",
                             returncode=int(data.get("returncode", 0 if response.ok else -1)))
         if not response.ok or data.get("status") == "error" or result.returncode != 0:
-            raise ActionFailed(f"action raised inside the desktop (exit {result.returncode})", env=self.env,
+            last_line = (result.error.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            raise ActionFailed(f"action raised inside the desktop: {last_line[:300]}", env=self.env,
                                phase="step", traceback=result.error,
                                hint="the desktop is still usable; fix the action and step again")
         return result

@@ -147,6 +147,7 @@ class PoolManager:
         slot.state, slot.last_error, slot.leased_at = "replacing", reason, None
         slot.replacements += 1
         await self._retire(slot.handle)
+        slot.handle, slot.actor_id = None, ""  # so the reap below counts the old desktop as orphaned
         await self._reap()
         await self._boot(slot)
 

@@ -21,7 +21,7 @@ for arg in "$@"; do
 done
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
-APT_PACKAGES=(xvfb xdotool openbox xterm mousepad galculator x11-utils dbus-x11 at-spi2-core python3-pyatspi
+APT_PACKAGES=(xvfb xdotool openbox xterm mousepad galculator x11-utils x11-xserver-utils dbus-x11 at-spi2-core python3-pyatspi
   ffmpeg debootstrap openssh-server openssh-client iproute2 iptables socat curl procps psmisc)
 [ "$WANT_DOCKER" = 1 ] && APT_PACKAGES+=(docker.io)
 missing=()
@@ -43,7 +43,7 @@ if [ "$WANT_DOCKER" = 1 ] && ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see $CACHE/dockerd.log"; exit 1; }
 fi
 
-hash=$( (cat pyproject.toml scripts/bootstrap.sh; python3 --version) | sha256sum | cut -c1-12)
+hash=$( (cat pyproject.toml; python3 --version) | sha256sum | cut -c1-12)  # what the venvs contain
 
 make_venv() {  # make_venv NAME PIP_ARGS... ; prints the venv path
   local name=$1; shift

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+
+# Ray's token authentication, with a token of this test session's own (never the user's ~/.ray one).
+# Set before anything imports Ray: its C++ core reads the mode once, at import.
+_AUTH_DIR = Path(tempfile.mkdtemp(prefix="rayenv-tests-auth-"))
+(_AUTH_DIR / "auth_token").write_text(secrets.token_hex(32))
+os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_AUTH_DIR / "auth_token"),
+                   "RAY_USAGE_STATS_ENABLED": "0"})
 
 # Ray workers started by tests must import tests/fakes.py and the checkout's rayenv.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")) if p)

@@ -1,23 +1,24 @@
 """Real multi-node Ray clusters on one machine, started with `ray start` like users do.
 
 Each node is a separate `ray start` with its own ports; only the env node advertises
-``osworld_env``. Stopped by killing exactly the processes this cluster started (found through its
-own session directory), so concurrent clusters on the machine are never touched.
+``osworld_env``. Stopped by killing exactly the processes this cluster started (found by a marker in
+their environment), so concurrent clusters on the machine are never touched.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import secrets
 import subprocess
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import psutil
+
+MARKER = "RAYENV_TEST_CLUSTER"
 
 
 @dataclass
@@ -27,10 +28,11 @@ class Cluster:
     env_node_id: str | None = None
 
     def env(self) -> dict[str, str]:
+        """Environment for a process that joins this cluster (driver or node); auth comes from conftest."""
         return {**os.environ, "RAY_ADDRESS": self.address}
 
 
-def _ray(python: str, *args: str, env: dict[str, str] | None = None) -> str:
+def _ray(python: str, *args: str, env: dict[str, str]) -> str:
     ray_cli = str(Path(python).with_name("ray"))
     done = subprocess.run([ray_cli, "start", *args], capture_output=True, text=True, env=env, timeout=180)
     if done.returncode != 0:
@@ -38,21 +40,28 @@ def _ray(python: str, *args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def _kill_tree_under(temp_dir: Path) -> None:
-    """Kill every process whose command line mentions this cluster's temp dir (raylets, GCS, workers)."""
-    mine = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(temp_dir) in cmdline:
-            mine.append(proc)
-    for proc in mine:
-        for child in proc.children(recursive=True):
-            mine.append(child)
-    for proc in mine:
+def _kill_marked(marker: str) -> None:
+    """Kill every process carrying this cluster's marker in its environment (Ray's daemons and workers
+    inherit it from `ray start`, even after they are re-parented to init), and their descendants."""
+    needle = f"{MARKER}={marker}".encode()
+    victims = []
+    for proc in psutil.process_iter(["pid"]):
+        try:  # raw bytes: Ray's setproctitle overwrites the start of the environment block
+            if needle in Path(f"/proc/{proc.pid}/environ").read_bytes():
+                victims.append(proc)
+        except OSError:
+            continue
+    for proc in list(victims):  # agents started by a raylet do not all inherit its environment
         try:
-            proc.send_signal(signal.SIGKILL)
+            victims.extend(proc.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    for proc in victims:
+        try:
+            proc.kill()
         except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(victims, timeout=10)
 
 
 @contextmanager
@@ -63,7 +72,8 @@ def ray_cluster(tmp_root: Path, *, base_port: int, head_python: str, env_python:
     temp_dir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{base_port}"
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    marker = secrets.token_hex(8)
+    env = {**os.environ, MARKER: marker}
     try:
         _ray(head_python, "--head", f"--port={base_port}", f"--num-cpus={head_cpus}", f"--temp-dir={temp_dir}",
              f"--node-manager-port={base_port + 1}", f"--object-manager-port={base_port + 2}",
@@ -79,5 +89,4 @@ def ray_cluster(tmp_root: Path, *, base_port: int, head_python: str, env_python:
              f"--metrics-export-port={base_port + 17}", f"--runtime-env-agent-port={base_port + 18}", *common, env=env)
         yield Cluster(address=address, temp_dir=temp_dir)
     finally:
-        _kill_tree_under(temp_dir)
-        time.sleep(0.5)
+        _kill_marked(marker)

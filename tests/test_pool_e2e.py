@@ -98,7 +98,7 @@ def test_a_second_driver_from_the_trainer_install_attaches_and_sees_the_same_des
               "print(json.dumps({'envs': sorted(p.healthy()), 'desktop_env': u.find_spec('desktop_env') is not None, "
               "'torch': u.find_spec('torch') is not None}))")
     out = subprocess.run([str(TRAINER_PYTHON), "-c", script], capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+                         env={k: v for k, v in cluster.env().items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"envs": sorted(pool.healthy()), "desktop_env": False, "torch": False}

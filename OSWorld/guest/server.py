@@ -233,16 +233,20 @@ def post_open_file() -> Response:
     return jsonify({"status": "success" if waited["returncode"] == 0 else "error", "message": f"opened {path}"})
 
 
-def _window_ids(name: str, strict: bool, by_class: bool) -> list[str]:
+def _window_ids(name: str, strict: bool, by_class: bool, wait: float = 0) -> list[str]:
+    """Visible windows matching ``name``; with ``wait``, first wait up to that long for one to appear."""
     flag = "--class" if by_class else "--name"
     pattern = f"^{name}$" if strict else name
+    if wait:
+        run(["xdotool", "search", "--sync", "--onlyvisible", flag, pattern], timeout=wait)
     return run(["xdotool", "search", "--onlyvisible", flag, pattern], timeout=10)["output"].split()
 
 
 @app.post("/setup/activate_window")
 def post_activate_window() -> Response:
     data = _json()
-    windows = _window_ids(data.get("window_name", ""), bool(data.get("strict")), bool(data.get("by_class")))
+    # a window launched by the previous setup step may still be mapping: wait for it, as a person would
+    windows = _window_ids(data.get("window_name", ""), bool(data.get("strict")), bool(data.get("by_class")), wait=20)
     if not windows:
         return jsonify({"status": "error", "message": "window not found"}), 404
     run(["xdotool", "windowactivate", "--sync", windows[0]], timeout=10)

@@ -40,7 +40,7 @@ SUITE = "bookworm"
 PACKAGES = (
     "xvfb", "openbox", "xterm", "mousepad", "galculator", "x11-utils", "xdotool", "dbus", "dbus-x11", "at-spi2-core",
     "libatk-adaptor", "python3", "python3-flask", "python3-xlib", "python3-pil", "python3-pyatspi", "python3-gi",
-    "ffmpeg", "fonts-dejavu-core", "procps", "xdg-utils", "ca-certificates",
+    "python3-tk", "x11-xserver-utils", "ffmpeg", "fonts-dejavu-core", "procps", "xdg-utils", "ca-certificates",
 )
 #: pyautogui is not packaged by Debian; these are pure Python and come from PyPI.
 PYPI_PACKAGES = ("pyautogui==0.9.54", "pymsgbox", "pytweening", "pyscreeze", "mouseinfo", "pyperclip", "pygetwindow",
