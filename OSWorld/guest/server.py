@@ -53,18 +53,30 @@ def _argv(command: Any, shell: bool) -> list[str] | str:
 
 def run(command: Any, *, shell: bool = False, timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None,
         stdin: str | None = None) -> dict[str, Any]:
-    """Run to completion (killing the whole process group on timeout); OSWorld's result keys."""
-    process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=cwd or str(HOME), text=True,
-                               stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        output, error = process.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, error = process.communicate()
+    """Run until the command itself exits (killing its process group on timeout); OSWorld's result keys.
+
+    Output goes to temporary files, not pipes: an app the command starts in the background keeps
+    its inherited output open, and waiting for pipe EOF would wait for that app to quit.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=cwd or str(HOME),
+                                   stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                   stdout=out, stderr=err, start_new_session=True)
+        timed_out = False
+        try:
+            if stdin is not None:
+                process.communicate(stdin.encode(), timeout=timeout)
+            else:
+                process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        out.seek(0), err.seek(0)
+        output, error = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if timed_out:
         return {"status": "error", "message": f"timed out after {timeout:g}s", "output": output,
-                "error": (error or "") + f"\nTimeoutError: the command did not finish within {timeout:g}s",
-                "returncode": -1}
+                "error": error + f"\nTimeoutError: the command did not finish within {timeout:g}s", "returncode": -1}
     status = "success" if process.returncode == 0 else "error"
     return {"status": status, "output": output, "error": error, "returncode": process.returncode}
 
