@@ -1,0 +1,111 @@
+"""How fast and how big is a desktop-lite desktop?
+
+Reports, in one run: image build time (cold with ``--cold``: a forced rebuild from debootstrap;
+cached: nothing changed), start → first screenshot for a container and a process-mode desktop,
+screenshot latency p50/p95 at 1920x1080, and memory per desktop. Results:
+``bench/results/desktop_lite.{md,json}``.
+
+    .venv/bin/python bench/desktop_lite.py [--cold] [--shots 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from rayenv.guest_client import GuestClient
+from rayenv.providers import DesktopSpec, Ownership, make_provider
+from rayenv.providers.containers import client
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed_build(force: bool) -> float:
+    """Wall time of `rayenv desktop build` as a user runs it (a fresh process, so no in-memory cache)."""
+    command = [str(Path(sys.executable).with_name("rayenv")), "desktop", "build"] + (["--force"] if force else [])
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def container_memory_mib(name: str) -> float:
+    stats = client().containers.get(name).stats(stream=False)
+    usage = stats["memory_stats"]
+    return (usage["usage"] - usage.get("stats", {}).get("inactive_file", 0)) / 2**20
+
+
+def process_group_memory_mib(pgid: int) -> float:
+    total = 0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            continue
+    return total / 2**20
+
+
+def measure_desktop(provider_name: str, shots: int) -> dict[str, Any]:
+    provider = make_provider(DesktopSpec(provider=provider_name, screen_width=1920, screen_height=1080),
+                             Ownership(owner="bench", env_id=f"bench-{provider_name}"))
+    started = time.perf_counter()
+    endpoint = provider.start()
+    client_ = GuestClient(endpoint.url, env=provider_name)
+    client_.screenshot()
+    first_screenshot = time.perf_counter() - started
+    try:
+        latencies, sizes = [], []
+        for _ in range(shots):
+            begun = time.perf_counter()
+            sizes.append(len(client_.screenshot()))
+            latencies.append(time.perf_counter() - begun)
+        latencies.sort()
+        facts = provider.describe()
+        memory = (container_memory_mib(facts["container_name"]) if provider_name == "lite"
+                  else process_group_memory_mib(facts["pgid"]))
+        return {"start_to_first_screenshot_s": first_screenshot,
+                "screenshot_p50_ms": 1000 * statistics.median(latencies),
+                "screenshot_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+                "screenshot_kib": statistics.mean(sizes) / 1024, "memory_mib": memory}
+    finally:
+        provider.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cold", action="store_true", help="also time a forced rebuild from debootstrap (~2 min)")
+    parser.add_argument("--shots", type=int, default=50)
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    if args.cold:
+        results["cold_build_s"] = timed_build(force=True)
+    results["cached_build_s"] = timed_build(force=False)
+    results["lite"] = measure_desktop("lite", args.shots)
+    results["process"] = measure_desktop("process", args.shots)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "desktop_lite.json").write_text(json.dumps(results, indent=2))
+    lines = ["# desktop-lite (1920x1080)", ""]
+    if "cold_build_s" in results:
+        lines.append(f"- cold build (debootstrap + import + guest layer): **{results['cold_build_s']:.0f} s**")
+    lines += [f"- cached build (nothing changed): **{results['cached_build_s']:.2f} s**", "",
+              "| desktop | start → first screenshot s | screenshot p50 ms | p95 ms | PNG KiB | memory MiB |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ("lite", "process"):
+        r = results[name]
+        lines.append(f"| {name} | {r['start_to_first_screenshot_s']:.2f} | {r['screenshot_p50_ms']:.1f} | "
+                     f"{r['screenshot_p95_ms']:.1f} | {r['screenshot_kib']:.0f} | {r['memory_mib']:.0f} |")
+    (RESULTS / "desktop_lite.md").write_text("\n".join(lines) + "\n")
+    print((RESULTS / "desktop_lite.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
