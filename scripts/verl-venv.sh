@@ -11,8 +11,8 @@
 # Ray is pinned to the env host's version (read from the env-host virtualenv when there is one):
 # all nodes of one Ray cluster must run the same Ray.
 #
-# The venv lives in $RAYENV_CACHE/venvs/verl-<hash> (default ~/.cache/rayenv), keyed by this script,
-# pyproject.toml and the Python version; `.venv-verl` in the checkout links to it. A second run
+# The venv lives in $RAYENV_CACHE/venvs/verl-<hash> (default ~/.cache/rayenv), keyed by the package
+# list below, the Ray pin and the Python version; `.venv-verl` in the checkout links to it. A second run
 # with nothing changed only re-links the editable rayenv install (a second or two).
 # Usage: scripts/verl-venv.sh [--print]   (--print: only print the path the venv would have)
 set -euo pipefail
@@ -37,7 +37,8 @@ ray_pin() {  # the env host's Ray version, so both virtualenvs can join one clus
 }
 
 RAY_VERSION=${RAYENV_RAY_VERSION:-$(ray_pin || true)}
-hash=$( (cat "$0" pyproject.toml; "$PYTHON" --version; echo "$TORCH_SPEC $RAY_VERSION") | sha256sum | cut -c1-12)
+recipe="$TORCH_SPEC $VERL_SPEC ${EXTRAS[*]} ${LIGHT_DEPS[*]} ray==$RAY_VERSION"  # what the venv contains
+hash=$( (echo "$recipe"; "$PYTHON" --version) | sha256sum | cut -c1-12)
 VENV=$CACHE/venvs/verl-$hash
 if [ "${1:-}" = "--print" ]; then echo "$VENV"; exit 0; fi
 
