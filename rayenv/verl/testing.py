@@ -48,7 +48,8 @@ def build_tiny_model(path: str | Path, corpus: Sequence[str] = ()) -> Path:
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(out)
     Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.eos_token_id,
+                num_attention_heads=2, num_key_value_heads=1, architectures=["Qwen2ForCausalLM"],
+                eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
     return out
 

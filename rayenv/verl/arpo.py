@@ -1,0 +1,154 @@
+"""An env worker with ARPO's method names and return shapes, backed by a rayenv pool desktop.
+
+ARPO-style trainers hold one env-worker actor per rollout slot and call ``reset(task_config)``,
+``step(prediction)``, ``evaluate()`` and ``get_history_messages()`` on it; their worker reaches its
+desktop over HTTP (``RemoteEnvWorker(url)``). :class:`ARPOEnvWorker` keeps those names and shapes
+and leases a desktop from a pool instead, so switching is a change of class and config::
+
+    from rayenv.verl.arpo import ARPOEnvWorker
+    workers = [ARPOEnvWorker.remote(i, pool="train", max_steps=15) for i in range(n)]
+    out = ray.get(workers[0].reset.remote(task_config))   # {"env_idx", "obs_messages", "is_done", "format_reward"}
+    out = ray.get(workers[0].step.remote(model_reply))
+    score = ray.get(workers[0].evaluate.remote())
+
+The desktop is leased at ``reset`` and given back after ``evaluate`` (or at the next ``reset`` /
+``close``), so a pool of N desktops serves any number of workers, N at a time. Differences from
+ARPO, on purpose: an env failure is not hidden as a 0.0 score; ``evaluate`` raises it (and
+``reset``/``step`` report it under ``env_error`` with ``is_done=True``). Training tensors
+(ARPO's ``get_train_dict``) stay the trainer's business. The mapping table is in docs/verl.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
+from ..pool import Lease
+from .episode import ACTION_ERRORS, Episode, EpisodeFailed, connect_pool, png_size
+from .messages import feedback_message, first_messages, observation_message
+from .parsers import ReplyFormatError, make_parser
+from .settings import AgentSettings
+
+
+@ray.remote(num_cpus=0)
+class ARPOEnvWorker:
+    """ARPO's ``EnvWorker`` contract over a leased rayenv desktop (an async Ray actor)."""
+
+    def __init__(self, worker_idx: int, max_steps: int = 15, **settings: Any) -> None:
+        self.worker_idx = worker_idx
+        self.settings = AgentSettings(max_turns=max_steps, **settings)
+        self.parse = make_parser(self.settings.parser, **self.settings.parser_options)
+        self._lease: Lease | None = None
+        self._episode: Episode | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.history_messages: list[dict[str, Any]] = []
+        self.history_images: list[bytes] = []
+        self.step_counter = 0
+        self.done = False
+        self.initialized = False
+        self.env_error = ""
+        self._screen: tuple[int, int] = (0, 0)
+
+    def _reply(self, format_reward: float = 0.0) -> dict[str, Any]:
+        return {"env_idx": self.worker_idx, "obs_messages": None if self.done else self.history_messages,
+                "is_done": self.done, "format_reward": format_reward, "env_error": self.env_error}
+
+    # -- ARPO's methods --------------------------------------------------------------------------
+    async def reset(self, task_config: dict[str, Any]) -> dict[str, Any]:
+        await self._give_back()
+        self._reset_state()
+        pool = connect_pool(self.settings)
+        try:
+            self._lease = await pool.acquire_async(self.settings.lease_timeout)
+            self._episode = Episode(self._lease, self.settings)
+            observation = await self._episode.reset(task_config)
+        except RayEnvError as error:
+            return await self._fail(error)
+        self.initialized = True
+        self._observe(observation)
+        self.history_messages = first_messages(task_config["instruction"], observation, parser=self.settings.parser,
+                                               with_image=True, system=self.settings.system_prompt)
+        return self._reply()
+
+    async def step(self, prediction: str) -> dict[str, Any]:
+        if self.done or self._episode is None:
+            return self._reply()
+        self.history_messages.append({"role": "assistant", "content": prediction})
+        self.step_counter += 1
+        try:
+            parsed = self.parse(prediction, self._screen)
+        except ReplyFormatError as exc:
+            self.done = self.step_counter >= self.settings.max_turns
+            self.history_messages.append(feedback_message(f"Your reply could not be used: {exc}"))
+            return self._reply(format_reward=-1.0)
+        note, result = "", None
+        try:
+            for action in parsed.actions:
+                try:
+                    result = await self._episode.step(action)
+                except ACTION_ERRORS as exc:
+                    note = f"The action failed: {exc.message}"
+                    break
+                if result["done"]:
+                    break
+        except RayEnvError as error:
+            return await self._fail(error)
+        self.done = parsed.terminal is not None or self.step_counter >= self.settings.max_turns
+        if not self.done and result is not None:
+            self._observe(result["observation"])
+            self.history_messages.append(observation_message(result["observation"], with_image=True, note=note))
+        return self._reply()
+
+    async def evaluate(self) -> float:
+        """The OSWorld evaluator's score. Raises the env error when there is no score (never a silent 0)."""
+        if self.env_error:
+            raise EpisodeFailed(RayEnvError(self.env_error, phase="evaluate"))
+        if self._episode is None:
+            raise EpisodeFailed(RayEnvError("evaluate before reset", phase="evaluate"))
+        try:
+            return await self._episode.evaluate()
+        except RayEnvError as error:
+            await self._fail(error)
+            raise EpisodeFailed(error) from None
+        finally:
+            await self._give_back()
+
+    def get_history_messages(self) -> list[dict[str, Any]]:
+        return self.history_messages
+
+    def get_history_images(self) -> list[bytes]:
+        return self.history_images
+
+    def is_done(self) -> bool:
+        return self.done
+
+    def is_init(self) -> bool:
+        return self.initialized
+
+    def get_environment_info(self) -> dict[str, Any]:
+        return {"worker_idx": self.worker_idx, "service_id": self._lease.env_name if self._lease else None,
+                "pool": self.settings.pool}
+
+    async def cleanup_environment(self) -> None:
+        await self._give_back()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _observe(self, observation: dict[str, Any]) -> None:
+        self.history_images.append(observation["screenshot"])
+        self._screen = png_size(observation["screenshot"])
+
+    async def _fail(self, error: RayEnvError) -> dict[str, Any]:
+        self.env_error = EpisodeFailed(error).reason
+        self.done = True
+        await self._give_back(broken=isinstance(error, (DesktopUnavailable, EnvTimeout)))
+        return self._reply()
+
+    async def _give_back(self, broken: bool = False) -> None:
+        if self._lease is not None:
+            lease, self._lease, self._episode = self._lease, None, None
+            await connect_pool(self.settings).release_async(lease, broken=broken)
+
