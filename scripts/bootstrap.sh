@@ -52,8 +52,12 @@ make_venv() {  # make_venv NAME PIP_ARGS... ; prints the venv path
     log "creating the $name virtualenv in $venv (first run only; desktop-env alone takes ~5 min)"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q -U pip >&2
-    "$venv/bin/pip" install -q --progress-bar on "$@" >&2
+    local pip_log=$CACHE/pip-$name.log
+    if ! { "$venv/bin/pip" install -q -U pip && "$venv/bin/pip" install -q "$@"; } >"$pip_log" 2>&1; then
+      grep -v "^WARNING: Location" "$pip_log" | tail -30 >&2
+      log "pip install failed; full log: $pip_log"
+      exit 1
+    fi
     touch "$venv/.complete"
     find "$CACHE/venvs" -maxdepth 1 -name "$name-*" ! -path "$venv" -exec rm -rf {} + 2>/dev/null || true
   fi

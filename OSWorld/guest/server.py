@@ -32,12 +32,14 @@ from werkzeug.serving import make_server
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import a11y  # noqa: E402
 import screen  # noqa: E402
+from zygote import Zygote  # noqa: E402
 
 app = Flask(__name__)
 HOME = Path.home()
 DEFAULT_TIMEOUT = 120.0
 _recording: dict[str, Any] = {}
 _wallpaper: dict[str, str] = {}
+_zygote: dict[str, Zygote] = {}
 
 
 # -- running things on this desktop ------------------------------------------------------------
@@ -185,14 +187,34 @@ def post_file() -> Response:
 
 
 # -- actions ----------------------------------------------------------------------------------
+def _python_code(command: Any, shell: bool) -> str | None:
+    """The code of a ``["python", "-c", code]`` command (desktop-env's action shape), else None."""
+    if shell or not isinstance(command, list) or len(command) != 3:
+        return None
+    return command[2] if command[0] in ("python", "python3") and command[1] == "-c" else None
+
+
+def run_action(code: str, timeout: float) -> dict[str, Any]:
+    """``python -c code`` through the warm zygote (same results, no interpreter start)."""
+    returncode, timed_out, output, error = _zygote["zygote"].run(code, timeout)
+    if timed_out:
+        return {"status": "error", "message": f"timed out after {timeout:g}s", "output": output,
+                "error": error + f"\nTimeoutError: the command did not finish within {timeout:g}s", "returncode": -1}
+    return {"status": "success" if returncode == 0 else "error", "output": output, "error": error,
+            "returncode": returncode}
+
+
 @app.post("/execute")
 @app.post("/setup/execute")
 def post_execute() -> Response:
     data = _json()
     if "command" not in data:
         return jsonify({"status": "error", "message": "missing 'command'"}), 400
-    result = run(data["command"], shell=bool(data.get("shell")), timeout=_timeout(data))
-    return jsonify(result)
+    shell = bool(data.get("shell"))
+    code = _python_code(data["command"], shell)
+    if code is not None and "zygote" in _zygote and _zygote["zygote"].alive():
+        return jsonify(run_action(code, _timeout(data)))
+    return jsonify(run(data["command"], shell=shell, timeout=_timeout(data)))
 
 
 @app.post("/run_python")
@@ -321,6 +343,10 @@ def main() -> None:
     args = parser.parse_args()
     if "DISPLAY" not in os.environ:
         sys.exit("guest server: DISPLAY is not set; start it on the desktop's X display")
+    try:  # before any server thread exists: the zygote is forked from a single-threaded process
+        _zygote["zygote"] = Zygote()
+    except Exception as exc:
+        print(f"guest server: actions run as plain subprocesses ({exc})", file=sys.stderr)
     server = make_server(args.host, args.port, app, threaded=True)
     if args.port_file:
         staging = Path(args.port_file + ".tmp")
