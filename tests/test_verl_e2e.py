@@ -93,7 +93,7 @@ def test_verl_agent_loop_worker_scores_a_solved_and_an_unsolved_task_with_osworl
 def test_arpo_compatible_worker_runs_the_same_scenario_through_arpos_method_names(cluster):
     out = cluster("arpo")
     assert out["scores"] == {SOLVED: 1.0, UNSOLVED: 0.0}
-    assert out["first_reply_keys"] == ["env_idx", "env_error", "format_reward", "is_done", "obs_messages"]
+    assert out["first_reply_keys"] == ["env_error", "env_idx", "format_reward", "is_done", "obs_messages"]
     assert out["history_roles"][SOLVED] == ["system", "user"] + ["assistant", "user"] * 3 + ["assistant"]
     assert out["images"][SOLVED] == 4
     assert out["pool"]["leased"] == 0
