@@ -65,16 +65,24 @@ def start_bridge(guest_url: str, port: int) -> uvicorn.Server:
     return server
 
 
-def timed(steps: int, call: Callable[[int], int]) -> dict[str, Any]:
-    latencies, sizes = [], []
-    call(-1)  # warm up connections and caches
+def interleaved(steps: int, paths: dict[str, Callable[[int], int]]) -> dict[str, dict[str, Any]]:
+    """Time every path on every step, in rotating order, so background load hits all paths alike."""
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    sizes: dict[str, list[int]] = {name: [] for name in paths}
+    names = list(paths)
+    for name in names:
+        paths[name](-1)  # warm up connections and caches
     for i in range(steps):
-        started = time.perf_counter()
-        sizes.append(call(i))
-        latencies.append(time.perf_counter() - started)
-    latencies.sort()
-    return {"p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
-            "bytes_per_step": statistics.mean(sizes)}
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            started = time.perf_counter()
+            sizes[name].append(paths[name](i))
+            latencies[name].append(time.perf_counter() - started)
+    results = {}
+    for name in names:
+        ordered = sorted(latencies[name])
+        results[name] = {"p50_ms": 1000 * statistics.median(ordered), "p95_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))],
+                         "bytes_per_step": statistics.mean(sizes[name])}
+    return results
 
 
 def measure_paths(pool: EnvPool, steps: int, bridge_port: int) -> dict[str, Any]:
@@ -104,8 +112,7 @@ def measure_paths(pool: EnvPool, steps: int, bridge_port: int) -> dict[str, Any]
         history.append({"action": action(i), "screenshot": response.json()["observation"]["screenshot"]})
         return len(body) + len(response.content)
 
-    results = {"direct": timed(steps, via_direct), "rayenv": timed(steps, via_rayenv),
-               "bridge": timed(steps, via_bridge)}
+    results: dict[str, Any] = interleaved(steps, {"direct": via_direct, "rayenv": via_rayenv, "bridge": via_bridge})
     bridge.should_exit = True
     results["rayenv_overhead_vs_direct_p50"] = results["rayenv"]["p50_ms"] / results["direct"]["p50_ms"] - 1
     results["bridge_over_rayenv_p50"] = results["bridge"]["p50_ms"] / results["rayenv"]["p50_ms"]
