@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --trainer
+scripts/verl-venv.sh >/dev/null   # the verl trainer virtualenv (numpy 2, no desktop-env)
 exec .venv/bin/python -m pytest "$@"
