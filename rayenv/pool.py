@@ -256,7 +256,8 @@ class PoolManager:
     def status(self) -> dict[str, Any]:
         cfg = self.config
         return {"name": cfg.name, "namespace": cfg.namespace, "size": cfg.size, "provider": cfg.desktop.provider,
-                "resource": cfg.resource, "healthy": sum(s.state in HEALTHY_STATES for s in self.slots),
+                "resource": cfg.resource, "require_a11y_tree": cfg.env.require_a11y_tree,
+                "healthy": sum(s.state in HEALTHY_STATES for s in self.slots),
                 "counts": self._counts(), "replacements": sum(s.replacements for s in self.slots),
                 "closing": self.closing, "slots": [s.summary() for s in self.slots]}
 

@@ -1,0 +1,59 @@
+"""``rayenv sidecar`` and ``rayenv status``: what an operator runs on an env host or the head."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..config import DEFAULT_NAMESPACE
+
+
+def sidecar(
+    host: str = typer.Option("127.0.0.1", help="bind address (loopback unless you mean it)"),
+    port: int = typer.Option(18082, help="port of GET /health"),
+    pool: str = typer.Option("default", help="pool to report"),
+    namespace: str = typer.Option(DEFAULT_NAMESPACE, help="Ray namespace of the pool"),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
+) -> None:
+    """Serve GET /health (the old bridge's keys, plus Ray, node and pool facts) until interrupted."""
+    import uvicorn
+
+    from ..sidecar import create_app
+
+    uvicorn.run(create_app(pool, namespace, address), host=host, port=port, log_level="warning")
+
+
+def status(
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON on stdout"),
+) -> None:
+    """Every rayenv pool of the cluster: desktops per state, replacements, and each slot's last error."""
+    import ray
+
+    from ..pool import EnvPool, manager_name
+
+    ray.init(address=address or "auto", log_to_driver=False)
+    prefix, pools = manager_name(""), []
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].startswith(prefix):
+            pools.append(EnvPool.connect(actor["name"][len(prefix):], actor["namespace"]).status())
+    if as_json:
+        print(json.dumps(pools, indent=2))
+        return
+    console = Console(width=160)
+    if not pools:
+        console.print("no rayenv pool in this cluster")
+    for pool in pools:
+        table = Table(title=f"pool {pool['name']} ({pool['namespace']}): {pool['healthy']}/{pool['size']} up, "
+                            f"{pool['provider']}, {pool['replacements']} replacement(s)")
+        for column in ("slot", "env", "state", "node", "leased for s", "replacements", "last error"):
+            table.add_column(column, overflow="fold")
+        for slot in pool["slots"]:
+            table.add_row(str(slot["slot"]), slot["env"], slot["state"], slot["node_id"][:8],
+                          "" if slot["leased_for"] is None else str(slot["leased_for"]), str(slot["replacements"]),
+                          slot["last_error"] or "")
+        console.print(table)

@@ -1,0 +1,100 @@
+"""The health sidecar: the old bridge's ``GET /health`` contract, answered from real desktops.
+
+Scripts and dashboards of the HTTP-bridge era poll ``GET /health``; they keep working. Every old
+key is here with an honest meaning: ``kvm_available`` is true only if creating a VM through
+``/dev/kvm`` works, ``env_status`` says whether the pool's desktops are up (not whether a Python
+object exists). New keys tell an operator what the bridge could not: the Ray connection, this
+node, the pool's size and healthy count, and replacements so far. Binds 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from .config import DEFAULT_NAMESPACE
+from .kvm import probe_kvm
+
+EnvState = Literal["initialized", "degraded", "not_initialized"]
+
+
+class Health(BaseModel):
+    """``GET /health``. The first eight keys are the old bridge's, with the same meanings."""
+
+    status: Literal["ok", "degraded"] = Field(description="ok: every desktop of the pool is up")
+    provider: str | None = Field(description="docker | lite | process (the pool's provider)")
+    observation_type: str = Field(description="what an observation holds: screenshot or screenshot_a11y_tree")
+    screenshot_source: str = Field(description="where screenshots come from")
+    kvm_available: bool = Field(description="creating a VM through kvm_device works on this host")
+    kvm_device: str
+    env_status: EnvState = Field(description="initialized: all desktops up; degraded: some; not_initialized: no pool")
+    message: str
+    ray_connected: bool
+    ray_address: str | None
+    node_id: str | None = Field(description="the Ray node this sidecar runs on")
+    pool: str
+    namespace: str
+    pool_size: int
+    healthy: int
+    leased: int
+    replacements: int
+
+
+class PoolWatcher:
+    """Connects to Ray on first use and reads the pool's status; never raises into a request."""
+
+    def __init__(self, pool: str, namespace: str, address: str | None) -> None:
+        self.pool, self.namespace, self.address = pool, namespace, address
+        self._lock = threading.Lock()
+
+    def _ray(self) -> Any:
+        import ray
+
+        with self._lock:
+            if not ray.is_initialized():
+                ray.init(address=self.address or "auto", namespace=self.namespace, log_to_driver=False)
+        return ray
+
+    def read(self) -> tuple[bool, str | None, dict[str, Any] | None, str]:
+        """(ray connected, node id, pool status or None, problem in words)."""
+        try:
+            ray = self._ray()
+        except Exception as exc:  # no cluster reachable
+            return False, None, None, f"Ray is not reachable at {self.address or 'auto'}: {type(exc).__name__}"
+        node_id = ray.get_runtime_context().get_node_id()
+        try:
+            from .pool import EnvPool
+
+            return True, node_id, EnvPool.connect(self.pool, self.namespace).status(), ""
+        except Exception as exc:
+            return True, node_id, None, f"no pool {self.pool!r} in namespace {self.namespace!r}: {type(exc).__name__}"
+
+
+def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, address: str | None = None) -> FastAPI:
+    app = FastAPI(title="rayenv sidecar", description=__doc__)
+    watcher = PoolWatcher(pool, namespace, address)
+    kvm = probe_kvm()
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        connected, node_id, status, problem = watcher.read()
+        size = status["size"] if status else 0
+        healthy = status["healthy"] if status else 0
+        counts = status["counts"] if status else {}
+        env_status: EnvState = ("not_initialized" if status is None else
+                                "initialized" if healthy == size else "degraded")
+        parts = [kvm.message, problem or f"{healthy}/{size} desktops up"]
+        return Health(
+            status="ok" if env_status == "initialized" else "degraded",
+            provider=status["provider"] if status else None,
+            observation_type=("screenshot_a11y_tree" if status and status.get("require_a11y_tree") else "screenshot"),
+            screenshot_source="guest API GET /screenshot (PNG bytes through Ray)",
+            kvm_available=kvm.available, kvm_device=kvm.device, env_status=env_status, message="; ".join(parts),
+            ray_connected=connected, ray_address=address, node_id=node_id, pool=pool, namespace=namespace,
+            pool_size=size, healthy=healthy, leased=counts.get("leased", 0),
+            replacements=status["replacements"] if status else 0)
+
+    return app
