@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +18,7 @@ TESTS = Path(__file__).resolve().parent
 # Ray's token authentication, with a token of this test session's own (never the user's ~/.ray one).
 # Set before anything imports Ray: its C++ core reads the mode once, at import.
 _AUTH_DIR = Path(tempfile.mkdtemp(prefix="rayenv-tests-auth-"))
+atexit.register(shutil.rmtree, _AUTH_DIR, True)
 (_AUTH_DIR / "auth_token").write_text(secrets.token_hex(32))
 os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_AUTH_DIR / "auth_token"),
                    "RAY_USAGE_STATS_ENABLED": "0"})
