@@ -20,7 +20,7 @@ def rayenv(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_help_lists_every_command():
     out = rayenv("--help").stdout
-    for command in ("demo", "pool", "desktop", "status", "sidecar"):
+    for command in ("demo", "pool", "desktop", "status", "sidecar", "tunnel"):
         assert command in out
 
 

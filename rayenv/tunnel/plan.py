@@ -1,0 +1,150 @@
+"""The port plan for joining an env host to a Ray head over one SSH connection.
+
+Ray needs connections both ways, but the env host can only open an SSH connection to the head, and
+the head's sshd is stock (``GatewayPorts no``). So every Ray port is pinned, and one ``ssh``
+carries all of them (scheme measured by hand, see ``ARCHITECTURE.md`` §2):
+
+* the head advertises ``127.0.0.2`` (loopback on Linux, which Ray does not rewrite); the env host
+  reaches the head's GCS, node manager, object manager and worker ports through ``-L`` forwards;
+* the env host advertises ``127.0.0.1`` (where ``sshd`` binds ``-R`` listeners on the head); the head
+  reaches the env host's node manager, object manager, worker ports and dashboard agent through
+  ``-R`` forwards (every ``actor.method.remote()`` lands on a worker port);
+* runtime-env agent, metrics export, dashboard and client server stay local: pinned, not forwarded.
+
+Port sets of the two sides never overlap, since both sides' listeners share each host's loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+
+from ..errors import ConfigError
+
+
+class NodePorts(BaseModel):
+    """The ports one Ray node listens on; ``worker_ports`` is sized from what runs there."""
+
+    node_manager: int
+    object_manager: int
+    dashboard_agent_grpc: int
+    dashboard_agent_http: int
+    metrics_export: int
+    runtime_env_agent: int
+    min_worker_port: int
+    worker_ports: int = Field(ge=4, description="one per actor, idle worker and driver on this node")
+
+    @property
+    def max_worker_port(self) -> int:
+        return self.min_worker_port + self.worker_ports - 1
+
+    @property
+    def worker_range(self) -> range:
+        return range(self.min_worker_port, self.max_worker_port + 1)
+
+    def all_ports(self) -> set[int]:
+        return {self.node_manager, self.object_manager, self.dashboard_agent_grpc, self.dashboard_agent_http,
+                self.metrics_export, self.runtime_env_agent, *self.worker_range}
+
+    def ray_start_flags(self) -> list[str]:
+        return [f"--node-manager-port={self.node_manager}", f"--object-manager-port={self.object_manager}",
+                f"--dashboard-agent-grpc-port={self.dashboard_agent_grpc}",
+                f"--dashboard-agent-listen-port={self.dashboard_agent_http}",
+                f"--metrics-export-port={self.metrics_export}", f"--runtime-env-agent-port={self.runtime_env_agent}",
+                f"--min-worker-port={self.min_worker_port}", f"--max-worker-port={self.max_worker_port}"]
+
+
+class HeadPorts(NodePorts):
+    gcs: int = 6379
+    dashboard: int = 8265
+    client_server: int = 10001
+
+    def all_ports(self) -> set[int]:
+        return super().all_ports() | {self.gcs, self.dashboard, self.client_server}
+
+
+def default_head() -> HeadPorts:
+    return HeadPorts(node_manager=6380, object_manager=6381, dashboard_agent_grpc=6382, dashboard_agent_http=6383,
+                     metrics_export=6384, runtime_env_agent=6385, min_worker_port=20000, worker_ports=64)
+
+
+def default_env_host() -> NodePorts:
+    return NodePorts(node_manager=6390, object_manager=6391, dashboard_agent_grpc=6392, dashboard_agent_http=6393,
+                     metrics_export=6394, runtime_env_agent=6395, min_worker_port=21000, worker_ports=24)
+
+
+class PortPlan(BaseModel):
+    """Both sides' ports and addresses; everything else (flags, forwards, the ssh command) derives from it."""
+
+    head_ip: str = "127.0.0.2"
+    env_ip: str = "127.0.0.1"
+    head: HeadPorts = Field(default_factory=default_head)
+    env_host: NodePorts = Field(default_factory=default_env_host)
+    keepalive_interval: int = Field(10, ge=1, description="ssh ServerAliveInterval, seconds")
+    keepalive_count: int = Field(3, ge=1, description="missed keepalives before ssh gives up")
+
+    @model_validator(mode="after")
+    def _sides_do_not_overlap(self) -> "PortPlan":
+        shared = self.head.all_ports() & self.env_host.all_ports()
+        if shared:
+            raise ValueError(f"head and env host ports overlap: {sorted(shared)[:10]}")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, pool_size: int | None = None) -> "PortPlan":
+        data = (yaml.safe_load(Path(path).read_text()) or {}).get("tunnel", {}) if path else {}
+        try:
+            plan = cls.model_validate(_merged(cls().model_dump(), data))  # a file may name only what it changes
+        except ValueError as exc:
+            raise ConfigError(f"invalid port plan: {exc}", hint="see configs/tunnel.yaml") from None
+        return plan.sized_for(pool_size) if pool_size else plan
+
+    def sized_for(self, pool_size: int) -> "PortPlan":
+        """Enough env-host worker ports for every desktop actor, the reaper and idle workers."""
+        needed = max(self.env_host.worker_ports, 2 * pool_size + 8)
+        return self.model_copy(update={"env_host": self.env_host.model_copy(update={"worker_ports": needed})})
+
+    # -- what the head must reach on the env host, and the other way round --------------------------
+    def local_forwards(self) -> list[int]:
+        """Head ports the env host reaches (``-L``): GCS, node manager, object manager, worker ports."""
+        head = self.head
+        return [head.gcs, head.node_manager, head.object_manager, *head.worker_range]
+
+    def remote_forwards(self) -> list[int]:
+        """Env-host ports the head reaches (``-R``): node manager, object manager, dashboard agent, workers."""
+        env = self.env_host
+        return [env.node_manager, env.object_manager, env.dashboard_agent_grpc, env.dashboard_agent_http,
+                *env.worker_range]
+
+    def ssh_command(self, destination: str, *, port: int | None = None, identity: str | None = None,
+                    jump: str | None = None) -> list[str]:
+        """The one ``ssh`` the env host runs: every forward, fail fast on a refused forward, keepalives."""
+        command = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", f"ServerAliveInterval={self.keepalive_interval}",
+                   "-o", f"ServerAliveCountMax={self.keepalive_count}", "-o", "BatchMode=yes"]
+        if port:
+            command += ["-p", str(port)]
+        if identity:
+            command += ["-i", identity]
+        if jump:
+            command += ["-J", jump]
+        for p in self.local_forwards():
+            command += ["-L", f"{self.head_ip}:{p}:{self.head_ip}:{p}"]
+        for p in self.remote_forwards():
+            command += ["-R", f"{self.env_ip}:{p}:{self.env_ip}:{p}"]
+        return command + [destination]
+
+    def head_start_flags(self) -> list[str]:
+        return ["--head", f"--node-ip-address={self.head_ip}", f"--port={self.head.gcs}",
+                f"--dashboard-port={self.head.dashboard}", f"--ray-client-server-port={self.head.client_server}",
+                "--dashboard-host=127.0.0.1", *self.head.ray_start_flags()]
+
+    def worker_start_flags(self, size: int, resource: str = "osworld_env") -> list[str]:
+        return [f"--address={self.head_ip}:{self.head.gcs}", f"--node-ip-address={self.env_ip}", "--num-cpus=0",
+                f"--resources={{\"{resource}\": {size}}}", *self.env_host.ray_start_flags()]
+
+
+def _merged(base: dict, override: dict) -> dict:
+    return {key: _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+            for key, value in {**base, **override}.items()}

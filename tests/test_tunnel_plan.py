@@ -1,0 +1,79 @@
+"""The one-SSH port plan: every Ray port pinned, each forwarded in the direction Ray dials it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rayenv.errors import ConfigError
+from rayenv.tunnel.plan import PortPlan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_config_is_the_default_plan():
+    assert PortPlan.load(REPO / "configs" / "tunnel.yaml") == PortPlan()
+
+
+def test_the_env_host_reaches_the_heads_gcs_raylet_object_manager_and_workers():
+    plan = PortPlan()
+    head = plan.head
+    assert {head.gcs, head.node_manager, head.object_manager} <= set(plan.local_forwards())
+    assert set(head.worker_range) <= set(plan.local_forwards())
+
+
+def test_the_head_reaches_the_env_hosts_raylet_object_manager_agent_and_workers():
+    plan = PortPlan()
+    env = plan.env_host
+    assert {env.node_manager, env.object_manager, env.dashboard_agent_grpc, env.dashboard_agent_http} <= set(
+        plan.remote_forwards())
+    assert set(env.worker_range) <= set(plan.remote_forwards())
+
+
+def test_local_only_ports_are_pinned_but_never_forwarded():
+    plan = PortPlan()
+    forwarded = set(plan.local_forwards()) | set(plan.remote_forwards())
+    local_only = {plan.head.runtime_env_agent, plan.head.metrics_export, plan.head.dashboard, plan.head.client_server,
+                  plan.env_host.runtime_env_agent, plan.env_host.metrics_export}
+    assert not local_only & forwarded
+
+
+def test_worker_ports_grow_with_the_pool():
+    assert len(PortPlan().sized_for(40).env_host.worker_range) == 88
+    assert len(PortPlan().sized_for(2).env_host.worker_range) == 24  # never below the configured floor
+
+
+def test_overlapping_sides_are_refused():
+    with pytest.raises(ValueError, match="overlap"):
+        PortPlan(env_host={**PortPlan().env_host.model_dump(), "node_manager": 6379})
+
+
+def test_a_broken_config_file_is_a_config_error(tmp_path):
+    bad = tmp_path / "tunnel.yaml"
+    bad.write_text("tunnel:\n  head: {gcs: 6390}\n")
+    with pytest.raises(ConfigError, match="overlap"):
+        PortPlan.load(bad)
+
+
+def test_the_ssh_command_fails_fast_keeps_alive_and_binds_loopback_only():
+    command = PortPlan().ssh_command("me@gpu", port=2222, identity="~/.ssh/id", jump="bastion")
+    assert command[0] == "ssh" and command[-1] == "me@gpu"
+    assert "ExitOnForwardFailure=yes" in command and "ServerAliveInterval=10" in command
+    assert command[command.index("-p") + 1] == "2222" and command[command.index("-J") + 1] == "bastion"
+    specs = [command[i + 1] for i, word in enumerate(command) if word in ("-L", "-R")]
+    assert specs and all(spec.startswith(("127.0.0.2:", "127.0.0.1:")) for spec in specs)
+
+
+def test_rayenv_tunnel_plan_prints_the_commands_as_json():
+    rayenv = str(Path(sys.executable).with_name("rayenv"))
+    done = subprocess.run([rayenv, "tunnel", "plan", "--size", "16", "--ssh", "me@gpu", "--json"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["commands"]["worker"][:3] == ["ray", "start", "--address=127.0.0.2:6379"]
+    assert '--resources={"osworld_env": 16}' in out["commands"]["worker"]
+    assert out["plan"]["env_host"]["worker_ports"] == 40
