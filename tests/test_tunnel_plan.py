@@ -64,8 +64,18 @@ def test_the_ssh_command_fails_fast_keeps_alive_and_binds_loopback_only():
     assert command[0] == "ssh" and command[-1] == "me@gpu"
     assert "ExitOnForwardFailure=yes" in command and "ServerAliveInterval=10" in command
     assert command[command.index("-p") + 1] == "2222" and command[command.index("-J") + 1] == "bastion"
-    specs = [command[i + 1] for i, word in enumerate(command) if word in ("-L", "-R")]
-    assert specs and all(spec.startswith(("127.0.0.2:", "127.0.0.1:")) for spec in specs)
+    local = [command[i + 1] for i, word in enumerate(command) if word == "-L"]
+    remote = [command[i + 1] for i, word in enumerate(command) if word == "-R"]
+    assert local and all(spec.startswith("127.0.0.2:") and ":127.0.0.2:" in spec for spec in local)
+    # sshd binds -R on 127.0.0.1 (GatewayPorts no); the far end is the address the env host advertises
+    assert remote and all(spec.startswith("127.0.0.1:") and ":127.0.0.3:" in spec for spec in remote)
+
+
+def test_the_head_relays_the_advertised_env_address_to_every_remote_forward():
+    plan = PortPlan()
+    relay = plan.relay_command()
+    for port in plan.remote_forwards():
+        assert f"TCP-LISTEN:{port},bind=127.0.0.3," in relay and f"TCP:127.0.0.1:{port}" in relay
 
 
 def test_rayenv_tunnel_plan_prints_the_commands_as_json():
@@ -74,6 +84,6 @@ def test_rayenv_tunnel_plan_prints_the_commands_as_json():
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["commands"]["worker"][:3] == ["ray", "start", "--address=127.0.0.2:6379"]
+    assert out["commands"]["worker"][:4] == ["ray", "start", "--address=127.0.0.2:6379", "--node-ip-address=127.0.0.3"]
     assert '--resources={"osworld_env": 16}' in out["commands"]["worker"]
     assert out["plan"]["env_host"]["worker_ports"] == 40

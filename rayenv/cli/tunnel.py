@@ -28,6 +28,7 @@ def plan(
     resolved = PortPlan.load(config, pool_size=size)
     commands = {
         "head": ["ray", "start", *resolved.head_start_flags()],
+        "relay": ["bash", "-c", resolved.relay_command()],
         "ssh": resolved.ssh_command(ssh, port=ssh_port, identity=identity, jump=jump),
         "worker": ["ray", "start", *resolved.worker_start_flags(size)],
     }
@@ -36,10 +37,12 @@ def plan(
                           "forwards": {"local": resolved.local_forwards(), "remote": resolved.remote_forwards()}},
                          indent=2))
         return
-    print("# on the head (cluster side, as your user)")
+    print("# 1. on the head (cluster side, as your user); then copy its ~/.ray/auth_token to the env host")
     print(shlex.join(commands["head"]))
-    print(f"# on the env host: one ssh with {len(resolved.local_forwards())} -L and {len(resolved.remote_forwards())} -R forwards")
+    print(f"# 2. on the head: relay the env host's advertised address {resolved.env_ip} to the ssh -R listeners (socat)")
+    print(shlex.join(commands["relay"]))
+    print(f"# 3. on the env host: one ssh with {len(resolved.local_forwards())} -L and "
+          f"{len(resolved.remote_forwards())} -R forwards")
     print(shlex.join(commands["ssh"]))
-    print("# on the env host, once the tunnel is up; NOTE: stock `ray start` rewrites 127.0.0.1 to the machine's IP,")
-    print("# which breaks this step until `rayenv worker start` handles it (docs/remote-env-host.md)")
+    print("# 4. on the env host, with the head's token in ~/.ray/auth_token")
     print(shlex.join(commands["worker"]))

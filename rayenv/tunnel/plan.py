@@ -2,13 +2,17 @@
 
 Ray needs connections both ways, but the env host can only open an SSH connection to the head, and
 the head's sshd is stock (``GatewayPorts no``). So every Ray port is pinned, and one ``ssh``
-carries all of them (scheme measured by hand, see ``ARCHITECTURE.md`` §2):
+carries all of them. Verified by hand on Ray 2.60 between two network namespaces joined only by
+that ssh (token auth on; a pool of two desktops on the env host scored a task through it):
 
-* the head advertises ``127.0.0.2`` (loopback on Linux, which Ray does not rewrite); the env host
-  reaches the head's GCS, node manager, object manager and worker ports through ``-L`` forwards;
-* the env host advertises ``127.0.0.1`` (where ``sshd`` binds ``-R`` listeners on the head); the head
-  reaches the env host's node manager, object manager, worker ports and dashboard agent through
-  ``-R`` forwards (every ``actor.method.remote()`` lands on a worker port);
+* the head advertises ``127.0.0.2`` and the env host ``127.0.0.3``: Ray keeps both as given (it
+  rewrites only 127.0.0.1/localhost), and its daemons listen on every address anyway;
+* ``-L 127.0.0.2:P:127.0.0.2:P`` lets the env host reach the head's GCS, node manager, object
+  manager and worker ports;
+* ``-R 127.0.0.1:Q:127.0.0.3:Q`` brings the env host's node manager, object manager, dashboard agent
+  and worker ports to the head, where sshd can bind them only on 127.0.0.1; a relay on the head
+  (:meth:`PortPlan.relay_command`) maps ``127.0.0.3:Q`` to ``127.0.0.1:Q`` so the head reaches the
+  address the env host advertised. Every ``actor.method.remote()`` lands on a worker port;
 * runtime-env agent, metrics export, dashboard and client server stay local: pinned, not forwarded.
 
 Port sets of the two sides never overlap, since both sides' listeners share each host's loopback.
@@ -79,7 +83,8 @@ class PortPlan(BaseModel):
     """Both sides' ports and addresses; everything else (flags, forwards, the ssh command) derives from it."""
 
     head_ip: str = "127.0.0.2"
-    env_ip: str = "127.0.0.1"
+    env_ip: str = "127.0.0.3"
+    tunnel_ip: str = Field("127.0.0.1", description="where the head's sshd binds -R listeners (GatewayPorts no)")
     head: HeadPorts = Field(default_factory=default_head)
     env_host: NodePorts = Field(default_factory=default_env_host)
     keepalive_interval: int = Field(10, ge=1, description="ssh ServerAliveInterval, seconds")
@@ -132,8 +137,13 @@ class PortPlan(BaseModel):
         for p in self.local_forwards():
             command += ["-L", f"{self.head_ip}:{p}:{self.head_ip}:{p}"]
         for p in self.remote_forwards():
-            command += ["-R", f"{self.env_ip}:{p}:{self.env_ip}:{p}"]
+            command += ["-R", f"{self.tunnel_ip}:{p}:{self.env_ip}:{p}"]
         return command + [destination]
+
+    def relay_command(self) -> str:
+        """Shell for the head: relay each env-host port from the advertised address to the -R listener."""
+        return " & ".join(f"socat TCP-LISTEN:{p},bind={self.env_ip},fork,reuseaddr TCP:{self.tunnel_ip}:{p}"
+                          for p in self.remote_forwards()) + " & wait"
 
     def head_start_flags(self) -> list[str]:
         return ["--head", f"--node-ip-address={self.head_ip}", f"--port={self.head.gcs}",
