@@ -10,6 +10,7 @@ node, the pool's size and healthy count, and replacements so far. Binds 127.0.0.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from .config import DEFAULT_NAMESPACE
 from .kvm import probe_kvm
+from .tunnel.supervisor import read_status
 
 EnvState = Literal["initialized", "degraded", "not_initialized"]
 
@@ -41,13 +43,17 @@ class Health(BaseModel):
     healthy: int
     leased: int
     replacements: int
+    tunnel: str | None = Field(description="connecting | up | down | stopped; None: not joined over ssh")
+    tunnel_reconnects: int = 0
+    tunnel_last_outage_s: float | None = None
+    tunnel_last_error: str = ""
 
 
 class PoolWatcher:
     """Connects to Ray on first use and reads the pool's status; never raises into a request."""
 
-    def __init__(self, pool: str, namespace: str, address: str | None) -> None:
-        self.pool, self.namespace, self.address = pool, namespace, address
+    def __init__(self, pool: str, namespace: str, address: str | None, temp_dir: str | None = None) -> None:
+        self.pool, self.namespace, self.address, self.temp_dir = pool, namespace, address, temp_dir
         self._lock = threading.Lock()
 
     def _ray(self) -> Any:
@@ -55,7 +61,9 @@ class PoolWatcher:
 
         with self._lock:
             if not ray.is_initialized():
-                ray.init(address=self.address or "auto", namespace=self.namespace, log_to_driver=False)
+                # _temp_dir picks this node's raylet where another is visible too (see tunnel.envhost_driver)
+                ray.init(address=self.address or "auto", namespace=self.namespace, log_to_driver=False,
+                         _temp_dir=self.temp_dir)
         return ray
 
     def read(self) -> tuple[bool, str | None, dict[str, Any] | None, str]:
@@ -73,14 +81,17 @@ class PoolWatcher:
             return True, node_id, None, f"no pool {self.pool!r} in namespace {self.namespace!r}: {type(exc).__name__}"
 
 
-def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, address: str | None = None) -> FastAPI:
+def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, address: str | None = None,
+               temp_dir: str | None = None, worker_dir: Path | None = None) -> FastAPI:
+    """``worker_dir``: the supervisor's state directory, for the tunnel's state (``rayenv worker start`` sets it)."""
     app = FastAPI(title="rayenv sidecar", description=__doc__)
-    watcher = PoolWatcher(pool, namespace, address)
+    watcher = PoolWatcher(pool, namespace, address, temp_dir)
     kvm = probe_kvm()
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
         connected, node_id, status, problem = watcher.read()
+        tunnel = read_status(worker_dir) if worker_dir else None
         size = status["size"] if status else 0
         healthy = status["healthy"] if status else 0
         counts = status["counts"] if status else {}
@@ -95,6 +106,9 @@ def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, addres
             kvm_available=kvm.available, kvm_device=kvm.device, env_status=env_status, message="; ".join(parts),
             ray_connected=connected, ray_address=address, node_id=node_id, pool=pool, namespace=namespace,
             pool_size=size, healthy=healthy, leased=counts.get("leased", 0),
-            replacements=status["replacements"] if status else 0)
+            replacements=status["replacements"] if status else 0,
+            tunnel=tunnel.tunnel if tunnel else None, tunnel_reconnects=tunnel.reconnects if tunnel else 0,
+            tunnel_last_outage_s=tunnel.last_outage_s if tunnel else None,
+            tunnel_last_error=tunnel.last_error if tunnel else "")
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -18,13 +19,15 @@ def sidecar(
     pool: str = typer.Option("default", help="pool to report"),
     namespace: str = typer.Option(DEFAULT_NAMESPACE, help="Ray namespace of the pool"),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
+    temp_dir: Optional[str] = typer.Option(None, help="this node's Ray --temp-dir (picks its raylet)"),
+    worker_dir: Optional[Path] = typer.Option(None, help="`rayenv worker` state directory (adds the tunnel's state)"),
 ) -> None:
-    """Serve GET /health (the old bridge's keys, plus Ray, node and pool facts) until interrupted."""
+    """Serve GET /health (the old bridge's keys, plus Ray, node, pool and tunnel facts) until interrupted."""
     import uvicorn
 
     from ..sidecar import create_app
 
-    uvicorn.run(create_app(pool, namespace, address), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(pool, namespace, address, temp_dir, worker_dir), host=host, port=port, log_level="warning")
 
 
 def status(

@@ -1,1 +1,1 @@
-"""Joining an env host to a Ray head over one SSH connection (port plan; the supervisor is to come)."""
+"""Joining an env host to a Ray head over one SSH connection: port plan, ssh, supervisor, head and worker sides."""

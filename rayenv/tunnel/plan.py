@@ -5,14 +5,20 @@ the head's sshd is stock (``GatewayPorts no``). So every Ray port is pinned, and
 carries all of them. Verified by hand on Ray 2.60 between two network namespaces joined only by
 that ssh (token auth on; a pool of two desktops on the env host scored a task through it):
 
-* the head advertises ``127.0.0.2`` and the env host ``127.0.0.3``: Ray keeps both as given (it
-  rewrites only 127.0.0.1/localhost), and its daemons listen on every address anyway;
+* the head advertises ``127.0.0.2`` (Ray keeps it: it rewrites only 127.0.0.1/localhost given
+  as ``--node-ip-address``);
+* the env host is ``127.0.0.1`` (direct scheme, the default): its ``ray start`` gets no
+  ``--node-ip-address`` at all, and Ray derives the node IP "from the perspective of" the head
+  address; the kernel routes 127.0.0.2 over ``lo`` with source 127.0.0.1, so Ray's own public rule
+  yields 127.0.0.1 with nothing patched (``tests/test_tunnel_e2e.py`` pins it). The head's sshd binds
+  ``-R`` listeners on 127.0.0.1, exactly where the head then looks for the env host;
 * ``-L 127.0.0.2:P:127.0.0.2:P`` lets the env host reach the head's GCS, node manager, object
   manager and worker ports;
-* ``-R 127.0.0.1:Q:127.0.0.3:Q`` brings the env host's node manager, object manager, dashboard agent
-  and worker ports to the head, where sshd can bind them only on 127.0.0.1; a relay on the head
-  (:meth:`PortPlan.relay_command`) maps ``127.0.0.3:Q`` to ``127.0.0.1:Q`` so the head reaches the
-  address the env host advertised. Every ``actor.method.remote()`` lands on a worker port;
+* ``-R 127.0.0.1:Q:<env_ip>:Q`` brings the env host's node manager, object manager, dashboard agent
+  and worker ports to the head (every ``actor.method.remote()`` lands on a worker port);
+* relay scheme (``env_ip: 127.0.0.3``): the env host advertises 127.0.0.3 (kept by Ray as given) and
+  a relay on the head (:meth:`PortPlan.relay_command`, socat) maps ``127.0.0.3:Q`` to the ``-R``
+  listener ``127.0.0.1:Q``: one more process per connection and a dependency on the head;
 * runtime-env agent, metrics export, dashboard and client server stay local: pinned, not forwarded.
 
 Port sets of the two sides never overlap, since both sides' listeners share each host's loopback.
@@ -83,12 +89,14 @@ class PortPlan(BaseModel):
     """Both sides' ports and addresses; everything else (flags, forwards, the ssh command) derives from it."""
 
     head_ip: str = "127.0.0.2"
-    env_ip: str = "127.0.0.3"
+    env_ip: str = Field("127.0.0.1", description="what the env host's Ray node is at; tunnel_ip: direct, else relayed")
     tunnel_ip: str = Field("127.0.0.1", description="where the head's sshd binds -R listeners (GatewayPorts no)")
     head: HeadPorts = Field(default_factory=default_head)
     env_host: NodePorts = Field(default_factory=default_env_host)
     keepalive_interval: int = Field(10, ge=1, description="ssh ServerAliveInterval, seconds")
     keepalive_count: int = Field(3, ge=1, description="missed keepalives before ssh gives up")
+    outage_tolerance: int = Field(180, ge=15, description="seconds the link may be down before the head declares "
+                                                          "the env node dead (Ray's default is ~15 s)")
 
     @model_validator(mode="after")
     def _sides_do_not_overlap(self) -> "PortPlan":
@@ -123,22 +131,36 @@ class PortPlan(BaseModel):
         return [env.node_manager, env.object_manager, env.dashboard_agent_grpc, env.dashboard_agent_http,
                 *env.worker_range]
 
-    def ssh_command(self, destination: str, *, port: int | None = None, identity: str | None = None,
-                    jump: str | None = None) -> list[str]:
-        """The one ``ssh`` the env host runs: every forward, fail fast on a refused forward, keepalives."""
-        command = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", f"ServerAliveInterval={self.keepalive_interval}",
-                   "-o", f"ServerAliveCountMax={self.keepalive_count}", "-o", "BatchMode=yes"]
-        if port:
-            command += ["-p", str(port)]
-        if identity:
-            command += ["-i", identity]
-        if jump:
-            command += ["-J", jump]
+    @property
+    def relayed(self) -> bool:
+        """Whether the head needs a relay from the advertised env address to the ``-R`` listeners."""
+        return self.env_ip != self.tunnel_ip
+
+    @property
+    def head_address(self) -> str:
+        return f"{self.head_ip}:{self.head.gcs}"
+
+    def forward_args(self) -> list[str]:
+        """``-L`` for every head port the env host dials, ``-R`` for every env-host port the head dials."""
+        args: list[str] = []
         for p in self.local_forwards():
-            command += ["-L", f"{self.head_ip}:{p}:{self.head_ip}:{p}"]
+            args += ["-L", f"{self.head_ip}:{p}:{self.head_ip}:{p}"]
         for p in self.remote_forwards():
-            command += ["-R", f"{self.tunnel_ip}:{p}:{self.env_ip}:{p}"]
-        return command + [destination]
+            args += ["-R", f"{self.tunnel_ip}:{p}:{self.env_ip}:{p}"]
+        return args
+
+    def keepalive_args(self) -> list[str]:
+        return ["-o", f"ServerAliveInterval={self.keepalive_interval}", "-o", f"ServerAliveCountMax={self.keepalive_count}"]
+
+    def head_env(self) -> dict[str, str]:
+        """Health checks that tolerate ``outage_tolerance`` seconds of silence before declaring the node dead."""
+        period_ms = 3000
+        return {"RAY_health_check_period_ms": str(period_ms),
+                "RAY_health_check_failure_threshold": str(-(-self.outage_tolerance * 1000 // period_ms))}
+
+    def worker_env(self) -> dict[str, str]:
+        """The env host's raylet keeps retrying the GCS through an outage instead of exiting after 60 s."""
+        return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(self.outage_tolerance)}
 
     def relay_command(self) -> str:
         """Shell for the head: relay each env-host port from the advertised address to the -R listener."""
@@ -146,13 +168,15 @@ class PortPlan(BaseModel):
                           for p in self.remote_forwards()) + " & wait"
 
     def head_start_flags(self) -> list[str]:
-        return ["--head", f"--node-ip-address={self.head_ip}", f"--port={self.head.gcs}",
+        return ["--head", f"--node-ip-address={self.head_ip}", f"--port={self.head.gcs}", "--disable-usage-stats",
                 f"--dashboard-port={self.head.dashboard}", f"--ray-client-server-port={self.head.client_server}",
                 "--dashboard-host=127.0.0.1", *self.head.ray_start_flags()]
 
     def worker_start_flags(self, size: int, resource: str = "osworld_env") -> list[str]:
-        return [f"--address={self.head_ip}:{self.head.gcs}", f"--node-ip-address={self.env_ip}", "--num-cpus=0",
-                f"--resources={{\"{resource}\": {size}}}", *self.env_host.ray_start_flags()]
+        # direct scheme: no --node-ip-address, Ray derives 127.0.0.1 from the head address (see above)
+        node_ip = [f"--node-ip-address={self.env_ip}"] if self.relayed else []
+        return [f"--address={self.head_address}", *node_ip, "--num-cpus=0", f"--resources={{\"{resource}\": {size}}}",
+                "--disable-usage-stats", *self.env_host.ray_start_flags()]
 
 
 def _merged(base: dict, override: dict) -> dict:

@@ -1,0 +1,71 @@
+"""Checks before anything starts, each failing with one paragraph that names the fix.
+
+A taken port or a version mismatch otherwise surfaces minutes later as a Ray timeout deep in a log.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import psutil
+
+from ..errors import RayEnvError
+from .plan import PortPlan
+
+
+class PreflightError(RayEnvError):
+    """The join cannot work as configured; nothing was started (or it was undone)."""
+
+
+def env_host_listeners(plan: PortPlan) -> dict[tuple[str, int], str]:
+    """Every (address, port) the env host will listen on, named for the error message."""
+    env = plan.env_host
+    named = {"node manager": env.node_manager, "object manager": env.object_manager,
+             "dashboard agent grpc": env.dashboard_agent_grpc, "dashboard agent http": env.dashboard_agent_http,
+             "metrics export": env.metrics_export, "runtime env agent": env.runtime_env_agent}
+    listeners = {(plan.env_ip, port): f"env host {name} (env_host.{name.replace(' ', '_')})"
+                 for name, port in named.items()}
+    listeners.update({(plan.env_ip, port): "env host worker port (env_host.min_worker_port..)"
+                      for port in env.worker_range})
+    listeners.update({(plan.head_ip, port): f"-L forward of the head's port {port}" for port in plan.local_forwards()})
+    return listeners
+
+
+def _holder(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(proc.cmdline())[:80]})"
+    except psutil.Error:
+        pass
+    return "another process"
+
+
+def check_ports_free(plan: PortPlan) -> None:
+    for (ip, port), role in env_host_listeners(plan).items():
+        with socket.socket() as probe:
+            try:
+                probe.bind((ip, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PreflightError(
+                    f"Port {ip}:{port}, the {role}, is taken on this env host by {_holder(port)}, so the tunnel "
+                    f"or Ray could not bind it and the join would fail half-way. If it is a leftover of an earlier "
+                    f"join, run `rayenv worker stop`; otherwise stop that process, or move the port in your tunnel "
+                    f"config (configs/tunnel.yaml) and pass the same file to `rayenv head start` and "
+                    f"`rayenv worker start --config`.", phase="preflight", hint=f"free {ip}:{port}") from None
+
+
+def check_versions(head_python: str, head_ray: str, here_python: str, here_ray: str) -> None:
+    if (head_python, head_ray) == (here_python, here_ray):
+        return
+    raise PreflightError(
+        f"The head runs Ray {head_ray} on Python {head_python}, but this env host has Ray {here_ray} on Python "
+        f"{here_python}; Ray nodes must run the same Ray version and Python minor version, or the join fails with "
+        f"obscure RPC or pickling errors. Fix: on the env host install the head's versions, e.g. "
+        f"`uv venv --python {head_python} && uv pip install 'ray[default]=={head_ray}'` and reinstall rayenv into "
+        f"that venv (or upgrade the head to match), then run `rayenv worker start` again.",
+        phase="preflight", hint=f"python {head_python} + ray {head_ray} on both sides")

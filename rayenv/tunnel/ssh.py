@@ -1,0 +1,88 @@
+"""The one ssh connection: the tunnel (a ControlMaster carrying every forward) and commands through it.
+
+Everything the env host asks of the head (its versions, the Ray token, a stale-listener cleanup)
+rides the tunnel's own connection through the control socket, so a user's ``ssh`` setup
+(ProxyJump, keys, known_hosts) is exercised once and the firewall sees one TCP connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from .plan import PortPlan
+
+FORWARD_FAILED = re.compile(r"remote port forwarding failed for listen port (\d+)")
+
+
+class SshTarget(BaseModel):
+    """Where the head's sshd is and how to log in; ``options`` are extra ``-o KEY=VALUE`` strings."""
+
+    destination: str
+    port: int | None = None
+    identity: str | None = None
+    jump: str | None = None
+    options: list[str] = Field(default_factory=list)
+    connect_timeout: int = 10
+
+    def base(self) -> list[str]:
+        command = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}"]
+        if self.port:
+            command += ["-p", str(self.port)]
+        if self.identity:
+            command += ["-i", self.identity]
+        if self.jump:
+            command += ["-J", self.jump]
+        for option in self.options:
+            command += ["-o", option]
+        return command
+
+    def control_path(self) -> str:
+        """Short (unix sockets take ~100 bytes) and private to this target."""
+        digest = hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+        return str(Path(tempfile.gettempdir()) / f"rayenv-ssh-{digest}.sock")
+
+    def tunnel_command(self, plan: PortPlan) -> list[str]:
+        """The tunnel: every forward, exit (rather than half-work) when one is refused, keepalives."""
+        return [*self.base(), "-N", "-o", "ExitOnForwardFailure=yes", *plan.keepalive_args(),
+                "-o", "ControlMaster=yes", "-o", f"ControlPath={self.control_path()}", "-o", "ControlPersist=no",
+                *plan.forward_args(), self.destination]
+
+    def run(self, remote: str, *, through_tunnel: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a shell command on the head (through the tunnel's connection when it is up)."""
+        control = ["-o", "ControlMaster=no", "-o", f"ControlPath={self.control_path()}"] if through_tunnel else \
+            ["-o", "ControlPath=none"]
+        return subprocess.run([*self.base(), *control, self.destination, remote], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def tunnel_alive(self) -> bool:
+        done = subprocess.run([*self.base(), "-o", f"ControlPath={self.control_path()}", "-O", "check",
+                               self.destination], capture_output=True, text=True, timeout=10)
+        return done.returncode == 0
+
+
+def refused_remote_ports(stderr: str) -> list[int]:
+    """Ports whose ``-R`` the head's sshd refused: almost always an old session still holding them."""
+    return sorted({int(port) for port in FORWARD_FAILED.findall(stderr)})
+
+
+def stale_listener_cleanup(ports: list[int]) -> str:
+    """Shell for the head: kill *this user's* sshd sessions that listen on our ``-R`` ports.
+
+    After a NAT rebind or a dropped link the head's sshd keeps the old session (and its listeners)
+    until TCP gives up, often many minutes. Those sessions run as the user, so the user may end
+    them; the cleanup connection itself listens on nothing, so it never kills itself.
+    """
+    wanted = " ".join(str(p) for p in ports)
+    return (f"for p in {wanted}; do ss -ltnpH \"sport = :$p\"; done | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
+            "while read pid; do [ \"$(cat /proc/$pid/comm 2>/dev/null)\" = sshd ] && kill $pid && echo $pid; done; true")
+
+
+def describe(command: list[str]) -> str:
+    return shlex.join(command)

@@ -1,0 +1,120 @@
+"""``rayenv worker start|stop``: the env host joins the head over one ssh, then hosts a pool.
+
+Order matters: check locally (ports), bring the tunnel up (the supervisor owns it from then on),
+ask the head through it what to match (versions, token), join, create the pool, serve /health.
+Any failure undoes what was started, so a second attempt starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from .preflight import PreflightError, check_ports_free, check_versions
+from .raynode import HeadInfo, stop_node, versions
+from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
+
+
+def _supervisor_pid(directory: Path) -> int | None:
+    try:
+        pid = int((directory / "supervisor.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if psutil.pid_exists(pid) else None
+
+
+def _wait_for(directory: Path, ready, what: str, timeout: float) -> Status:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status(directory)
+        if status and ready(status):
+            return status
+        time.sleep(0.5)
+    status = read_status(directory)
+    raise PreflightError(f"{what} did not happen within {timeout:.0f}s; last problem: "
+                         f"{status.last_error if status else 'supervisor did not start'}",
+                         phase="worker start", hint=f"see {directory}/supervisor.log and ssh.log")
+
+
+def _head_info(state: WorkerState) -> HeadInfo:
+    done = state.ssh.run(f"cat {HeadInfo.path().relative_to(Path.home())}")  # relative: the head's ~
+    if done.returncode != 0:
+        raise PreflightError(f"The head has no running rayenv head ({HeadInfo.path().name} not found in "
+                             f"~/.cache/rayenv/head on {state.ssh.destination}): run `rayenv head start` there first "
+                             "(as the same user this ssh logs in as), then run `rayenv worker start` again.",
+                             phase="preflight", hint="rayenv head start")
+    return HeadInfo.model_validate_json(done.stdout)
+
+
+def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WORKER_DIR,
+          timeout: float = 120) -> HeadInfo:
+    if _supervisor_pid(directory):
+        raise PreflightError(f"A worker is already running (supervisor pid {_supervisor_pid(directory)}).",
+                             phase="preflight", hint="rayenv worker stop")
+    stop_node(Path(state.temp_dir))  # leftover agents of an earlier join hold our pinned ports
+    check_ports_free(state.plan)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("status.json", "supervisor.pid"):
+        (directory / stale).unlink(missing_ok=True)
+    state_file(directory).write_text(state.model_dump_json(indent=2))
+    # the token file is the supervisor's go-ahead to join Ray: written only once the versions match
+    Path(state.token_path).unlink(missing_ok=True)
+    log = (directory / "supervisor.log").open("a")
+    subprocess.Popen([sys.executable, "-m", "rayenv.tunnel.supervisor", str(directory)], stdin=subprocess.DEVNULL,
+                     stdout=log, stderr=log, start_new_session=True, env=os.environ.copy())
+    try:
+        _wait_for(directory, lambda s: s.tunnel == "up", "the ssh tunnel", timeout)
+        info = _head_info(state)
+        check_versions(info.python, info.ray, *versions())
+        token = state.ssh.run(f"cat {info.token_path}")
+        if token.returncode != 0:
+            raise PreflightError(f"cannot read the head's Ray token {info.token_path}: {token.stderr.strip()}",
+                                 phase="preflight", hint="rayenv head start creates it")
+        Path(state.token_path).touch(mode=0o600)
+        Path(state.token_path).write_text(token.stdout.strip())
+        _wait_for(directory, lambda s: s.ray_joined, "joining Ray", timeout)
+        _create_pool(state, pool_config, directory)
+        return info
+    except BaseException:
+        stop(directory, shutdown_pool=False)
+        raise
+
+
+def _create_pool(state: WorkerState, pool_config: Path | None, directory: Path) -> None:
+    """A driver on this node creates the pool (its manager lives on the head; desktops land here)."""
+    command = [sys.executable, "-m", "rayenv.tunnel.envhost_driver", "create", str(state_file(directory))]
+    if pool_config:
+        command.append(str(pool_config))
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **state.env()}, timeout=900)
+    if done.returncode != 0:
+        raise PreflightError(f"creating pool {state.pool!r} failed: {done.stderr.strip()[-1500:]}",
+                             phase="pool create", hint="rayenv status shows each slot's last error")
+
+
+def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: float = 60) -> bool:
+    """Shut the pool down (while Ray is still reachable), then end the supervisor and all it started."""
+    try:
+        state = WorkerState.model_validate_json(state_file(directory).read_text())
+    except OSError:
+        return False
+    if shutdown_pool and read_status(directory) and read_status(directory).ray_joined:
+        subprocess.run([sys.executable, "-m", "rayenv.tunnel.envhost_driver", "shutdown", str(state_file(directory))],
+                       capture_output=True, text=True, env={**os.environ, **state.env()}, timeout=timeout)
+    pid = _supervisor_pid(directory)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        try:
+            psutil.Process(pid).wait(timeout)
+        except psutil.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    stop_node(Path(state.temp_dir))
+    state_file(directory).unlink(missing_ok=True)
+    return True

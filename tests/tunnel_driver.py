@@ -1,0 +1,62 @@
+"""A trainer-side driver for the tunnel tests, run on the "cluster" side as the unprivileged user.
+
+``episode``: lease a desktop of the pool on the env host, solve a sample task, print the score.
+``inflight SECONDS TIMEOUT``: keep stepping one desktop for SECONDS, each call bounded by TIMEOUT;
+prints every call's outcome (ok, or the error's type) and duration, so a test can check that calls
+across a tunnel outage complete or fail typed, never hang.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+from rayenv import EnvPool
+from rayenv.tasks import load_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def episode() -> dict:
+    task = next(t for t in load_tasks(REPO / "OSWorld" / "tasks") if t["id"] == "mousepad-save-hello")
+    pool = EnvPool.connect("default")
+    with pool.lease(timeout=120) as env:
+        nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        obs = ray.get(env.reset.remote(task))
+        for action in list(task["rayenv_solution"]) + ["DONE"]:
+            result = ray.get(env.step.remote(action))
+        score = ray.get(env.evaluate.remote())
+        where = ray.get(env.status.remote())
+    return {"score": score, "screenshot_bytes": len(obs["screenshot"]), "done": result["done"], "nodes": nodes,
+            "env_status": str(where)[:300]}
+
+
+def inflight(seconds: float, timeout: float) -> list[dict]:
+    pool = EnvPool.connect("default")
+    calls = []
+    lease = pool.acquire(timeout=120)
+    ray.get(lease.env.reset.remote(None))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        start = time.monotonic()
+        try:
+            ray.get(lease.env.step.remote("pyautogui.moveTo(20, 20)", 0), timeout=timeout)
+            outcome = "ok"
+        except Exception as exc:  # the point: which *type* of error, and how fast
+            outcome = type(exc).__name__
+        calls.append({"at": round(start, 2), "outcome": outcome, "seconds": round(time.monotonic() - start, 2)})
+        print(json.dumps(calls[-1]), flush=True)
+        time.sleep(0.2)
+    return calls
+
+
+if __name__ == "__main__":
+    ray.init(address=sys.argv[1], namespace="rayenv", log_to_driver=False)
+    if sys.argv[2] == "episode":
+        print(json.dumps(episode()))
+    else:
+        inflight(float(sys.argv[3]), float(sys.argv[4]))
