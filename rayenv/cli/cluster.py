@@ -37,7 +37,7 @@ ConfigOption = typer.Option(None, "--config", "-c", exists=True, help="tunnel YA
 
 
 def _fail(exc: RayEnvError) -> None:
-    console.print(f"[red]{exc.message}[/red]", soft_wrap=True)
+    console.print(exc.message, style="red", markup=False, soft_wrap=True)  # [default] is not markup
     raise typer.Exit(2)
 
 

@@ -109,6 +109,7 @@ class Supervisor:
     def _open_tunnel(self, timeout: float = 30) -> str:
         """Start ssh and wait for its control socket; returns '' when up, else ssh's complaint."""
         log = self.dir / "ssh.log"
+        Path(self.state.ssh.control_path()).unlink(missing_ok=True)  # left by a killed ssh; ours by its name
         with log.open("w") as err:
             self.ssh = subprocess.Popen(self.state.ssh.tunnel_command(self.state.plan), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
