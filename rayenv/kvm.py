@@ -35,7 +35,10 @@ def probe_kvm(device: str = "/dev/kvm") -> KvmStatus:
     except OSError as exc:
         return KvmStatus(False, device, f"cannot open {device}: {exc.strerror}")
     try:
-        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+        try:
+            version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+        except OSError as exc:
+            return KvmStatus(False, device, f"{device} is not a KVM device: {exc.strerror}")
         if version != KVM_API_VERSION:
             return KvmStatus(False, device, f"{device} speaks KVM API {version}, expected {KVM_API_VERSION}")
         try:

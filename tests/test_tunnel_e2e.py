@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netns import testbed
+import netns
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -43,7 +43,7 @@ RESULTS = REPO / "bench" / "results" / "tunnel_recovery.json"
 def bed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("netns")
     python_home = Path(os.path.realpath(PYTHON)).parent
-    with testbed(tmp, traverse=[python_home, Path(sys.prefix).resolve(), REPO]) as tb:
+    with netns.testbed(tmp, traverse=[python_home, Path(sys.prefix).resolve(), REPO]) as tb:
         tb.tmp = tmp
         tb.tag = secrets.token_hex(3)
         (tmp / "tunnel.yaml").write_text(yaml.safe_dump({"tunnel": {**PORTS, "keepalive_interval": 5,

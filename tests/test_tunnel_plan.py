@@ -11,6 +11,7 @@ import pytest
 
 from rayenv.errors import ConfigError
 from rayenv.tunnel.plan import PortPlan
+from rayenv.tunnel.ssh import SshTarget, refused_remote_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,22 +61,44 @@ def test_a_broken_config_file_is_a_config_error(tmp_path):
 
 
 def test_the_ssh_command_fails_fast_keeps_alive_and_binds_loopback_only():
-    command = PortPlan().ssh_command("me@gpu", port=2222, identity="~/.ssh/id", jump="bastion")
+    target = SshTarget(destination="me@gpu", port=2222, identity="~/.ssh/id", jump="bastion")
+    command = target.tunnel_command(PortPlan())
     assert command[0] == "ssh" and command[-1] == "me@gpu"
     assert "ExitOnForwardFailure=yes" in command and "ServerAliveInterval=10" in command
     assert command[command.index("-p") + 1] == "2222" and command[command.index("-J") + 1] == "bastion"
     local = [command[i + 1] for i, word in enumerate(command) if word == "-L"]
     remote = [command[i + 1] for i, word in enumerate(command) if word == "-R"]
     assert local and all(spec.startswith("127.0.0.2:") and ":127.0.0.2:" in spec for spec in local)
-    # sshd binds -R on 127.0.0.1 (GatewayPorts no); the far end is the address the env host advertises
-    assert remote and all(spec.startswith("127.0.0.1:") and ":127.0.0.3:" in spec for spec in remote)
+    # sshd binds -R on 127.0.0.1 (GatewayPorts no), which is where the env host's node is (direct scheme)
+    assert remote and all(spec.startswith("127.0.0.1:") and ":127.0.0.1:" in spec for spec in remote)
 
 
-def test_the_head_relays_the_advertised_env_address_to_every_remote_forward():
+def test_the_direct_scheme_lets_ray_derive_the_env_hosts_address():
+    """An explicit --node-ip-address=127.0.0.1 would be rewritten by Ray; none is passed."""
     plan = PortPlan()
+    assert not plan.relayed
+    assert not any(flag.startswith("--node-ip-address") for flag in plan.worker_start_flags(2))
+
+
+def test_the_relay_scheme_advertises_its_address_and_relays_every_remote_forward():
+    plan = PortPlan(env_ip="127.0.0.3")
+    assert plan.relayed and "--node-ip-address=127.0.0.3" in plan.worker_start_flags(2)
     relay = plan.relay_command()
     for port in plan.remote_forwards():
         assert f"TCP-LISTEN:{port},bind=127.0.0.3," in relay and f"TCP:127.0.0.1:{port}" in relay
+
+
+def test_the_head_outlasts_the_configured_outage_before_declaring_the_env_node_dead():
+    env = PortPlan(outage_tolerance=120).head_env()
+    assert int(env["RAY_health_check_period_ms"]) * int(env["RAY_health_check_failure_threshold"]) >= 120_000
+    assert PortPlan(outage_tolerance=120).worker_env() == {"RAY_gcs_rpc_server_reconnect_timeout_s": "120"}
+
+
+def test_a_refused_remote_forward_names_the_ports_held_by_a_stale_session():
+    stderr = ("Warning: remote port forwarding failed for listen port 6390\n"
+              "Error: remote port forwarding failed for listen port 6391\n")
+    assert refused_remote_ports(stderr) == [6390, 6391]
+    assert refused_remote_ports("Connection timed out") == []
 
 
 def test_rayenv_tunnel_plan_prints_the_commands_as_json():
@@ -84,6 +107,6 @@ def test_rayenv_tunnel_plan_prints_the_commands_as_json():
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["commands"]["worker"][:4] == ["ray", "start", "--address=127.0.0.2:6379", "--node-ip-address=127.0.0.3"]
+    assert out["commands"]["worker"][:4] == ["ray", "start", "--address=127.0.0.2:6379", "--num-cpus=0"]
     assert '--resources={"osworld_env": 16}' in out["commands"]["worker"]
     assert out["plan"]["env_host"]["worker_ports"] == 40
