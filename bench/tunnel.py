@@ -20,7 +20,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -77,35 +76,34 @@ def main() -> None:
     from netns import testbed
 
     tag = secrets.token_hex(3)
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        with testbed(tmp, ssh_port=22022, traverse=[Path(os.path.realpath(PYTHON)).parent,
-                                                    Path(sys.prefix).resolve(), REPO]) as tb:
-            (tmp / "tunnel.yaml").write_text(yaml.safe_dump({"tunnel": PORTS}))
-            (tmp / "pool.yaml").write_text(yaml.safe_dump({"pool": {"desktop": {"screen_width": 1024,
-                                                                                "screen_height": 768}}}))
-            user = ["env", "-i", f"HOME={tb.home}", "PATH=/usr/bin:/bin", f"PYTHONPATH={REPO}"]
-            root_env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tb.root_home)}
-            check(tb.run(tb.cluster, [*user, *RAYENV, "head", "start", "--config", str(tmp / "tunnel.yaml"),
-                                      "--temp-dir", f"/tmp/rv-bh-{tag}"], as_user=True))
-            worker_temp = f"/tmp/rv-bw-{tag}"
-            check(tb.run(tb.envhost, [*RAYENV, "worker", "start", "--ssh", tb.ssh_destination, "--size", "2",
-                                      "--provider", "process", "--config", str(tmp / "tunnel.yaml"),
-                                      "--pool-config", str(tmp / "pool.yaml"), "--temp-dir", worker_temp,
-                                      "--sidecar-port", "22082", *tb.ssh_options()], env=root_env, timeout=900))
-            head_driver = [*user, "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={tb.home}/.ray/auth_token",
-                           PYTHON, __file__, "drive"]
-            env_driver = {**root_env, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
-                          "RAY_AUTH_TOKEN_PATH": str(tb.root_home / ".cache/rayenv/worker/auth_token")}
-            transfer = json_of(tb.run(tb.cluster, [*head_driver, "transfer"], as_user=True))
-            raw = raw_ssh_rate(tb, transfer["bytes"])
-            tunnel_steps, loopback_steps = [], []
-            for _ in range(3):  # interleaved, so background load hits both alike
-                tunnel_steps += json_of(tb.run(tb.cluster, [*head_driver, "steps"], as_user=True))["latencies"]
-                loopback_steps += json_of(tb.run(tb.envhost, [PYTHON, __file__, "drive", "steps", worker_temp],
-                                                 env=env_driver))["latencies"]
-            tb.run(tb.envhost, [*RAYENV, "worker", "stop"], env=root_env)
-            tb.run(tb.cluster, [*user, *RAYENV, "head", "stop"], as_user=True)
+    with testbed(ssh_port=22022, traverse=[Path(os.path.realpath(PYTHON)).parent,
+                                           Path(sys.prefix).resolve(), REPO]) as tb:
+        tmp = tb.tmp
+        (tmp / "tunnel.yaml").write_text(yaml.safe_dump({"tunnel": PORTS}))
+        (tmp / "pool.yaml").write_text(yaml.safe_dump({"pool": {"desktop": {"screen_width": 1024,
+                                                                            "screen_height": 768}}}))
+        user = ["env", "-i", f"HOME={tb.home}", "PATH=/usr/bin:/bin", f"PYTHONPATH={REPO}"]
+        root_env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tb.root_home)}
+        check(tb.run(tb.cluster, [*user, *RAYENV, "head", "start", "--config", str(tmp / "tunnel.yaml"),
+                                  "--temp-dir", f"/tmp/rv-bh-{tag}"], as_user=True))
+        worker_temp = f"/tmp/rv-bw-{tag}"
+        check(tb.run(tb.envhost, [*RAYENV, "worker", "start", "--ssh", tb.ssh_destination, "--size", "2",
+                                  "--provider", "process", "--config", str(tmp / "tunnel.yaml"),
+                                  "--pool-config", str(tmp / "pool.yaml"), "--temp-dir", worker_temp,
+                                  "--sidecar-port", "22082", *tb.ssh_options()], env=root_env, timeout=900))
+        head_driver = [*user, "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={tb.home}/.ray/auth_token",
+                       PYTHON, __file__, "drive"]
+        env_driver = {**root_env, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
+                      "RAY_AUTH_TOKEN_PATH": str(tb.root_home / ".cache/rayenv/worker/auth_token")}
+        transfer = json_of(tb.run(tb.cluster, [*head_driver, "transfer"], as_user=True))
+        raw = raw_ssh_rate(tb, transfer["bytes"])
+        tunnel_steps, loopback_steps = [], []
+        for _ in range(3):  # interleaved, so background load hits both alike
+            tunnel_steps += json_of(tb.run(tb.cluster, [*head_driver, "steps"], as_user=True))["latencies"]
+            loopback_steps += json_of(tb.run(tb.envhost, [PYTHON, __file__, "drive", "steps", worker_temp],
+                                             env=env_driver))["latencies"]
+        tb.run(tb.envhost, [*RAYENV, "worker", "stop"], env=root_env)
+        tb.run(tb.cluster, [*user, *RAYENV, "head", "stop"], as_user=True)
     report(transfer, raw, tunnel_steps, loopback_steps)
 
 

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class Testbed:
     key: Path
     known_hosts: Path
     veth: str
+    tmp: Path               # the testbed's own directory (readable by the user; removed at teardown)
 
     def argv(self, ns: str, argv: Sequence[str], *, as_user: bool = False) -> list[str]:
         prefix = ["ip", "netns", "exec", ns]
@@ -140,15 +142,21 @@ def _kill_namespace(tb_ns: str) -> None:
 
 
 @contextmanager
-def testbed(tmp: Path, *, ssh_port: int = 22022, traverse: Sequence[Path] = ()) -> Iterator[Testbed]:
-    """Build both namespaces, the veth, the firewall and sshd; tear all of it down on exit."""
+def testbed(*, ssh_port: int = 22022, traverse: Sequence[Path] = ()) -> Iterator[Testbed]:
+    """Build both namespaces, the veth, the firewall and sshd; tear all of it down on exit.
+
+    Its files live in a directory of its own under /tmp (mode 711): pytest resets its own tmp root
+    to 700 whenever any pytest session starts, which would lock the non-root user out mid-test.
+    """
     require_tools()
     tag = secrets.token_hex(3)
+    tmp = Path(tempfile.mkdtemp(prefix=f"rayenv-netns-{tag}-"))
+    tmp.chmod(0o711)
     net = 100 + secrets.randbelow(150)
     tb = Testbed(cluster=f"rayenv-cluster-{tag}", envhost=f"rayenv-envhost-{tag}", cluster_ip=f"10.213.{net}.1",
                  envhost_ip=f"10.213.{net}.2", ssh_port=ssh_port, user=USER, home=tmp / "cluster-home",
                  root_home=tmp / "envhost-home", key=tmp / "id_ed25519", known_hosts=tmp / "known_hosts",
-                 veth=f"rv{tag}")
+                 veth=f"rv{tag}", tmp=tmp)
     modes: dict[Path, int] = {}
     try:
         for ns in (tb.cluster, tb.envhost):
@@ -162,7 +170,7 @@ def testbed(tmp: Path, *, ssh_port: int = 22022, traverse: Sequence[Path] = ()) 
         _firewall_envhost(tb.envhost, tb.cluster_ip, ssh_port)
         _ensure_user(tb.home)
         tb.root_home.mkdir(parents=True, exist_ok=True)
-        modes = _grant_traverse([*traverse, tmp])
+        modes = _grant_traverse(traverse)
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tb.key))
         sshd_dir = tmp / "sshd"
         sshd_dir.mkdir()
@@ -198,3 +206,4 @@ def testbed(tmp: Path, *, ssh_port: int = 22022, traverse: Sequence[Path] = ()) 
             sh("ip", "netns", "del", ns, check=False)
         for path, mode in modes.items():
             os.chmod(path, mode)
+        shutil.rmtree(tmp, ignore_errors=True)

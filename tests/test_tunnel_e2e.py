@@ -40,11 +40,10 @@ RESULTS = REPO / "bench" / "results" / "tunnel_recovery.json"
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("netns")
+def bed():
     python_home = Path(os.path.realpath(PYTHON)).parent
-    with netns.testbed(tmp, traverse=[python_home, Path(sys.prefix).resolve(), REPO]) as tb:
-        tb.tmp = tmp
+    with netns.testbed(traverse=[python_home, Path(sys.prefix).resolve(), REPO]) as tb:
+        tmp = tb.tmp
         tb.tag = secrets.token_hex(3)
         (tmp / "tunnel.yaml").write_text(yaml.safe_dump({"tunnel": {**PORTS, "keepalive_interval": 5,
                                                                     "outage_tolerance": 240}}))
@@ -175,6 +174,14 @@ def test_health_on_the_env_host_reports_the_pool_the_node_and_the_tunnel(worker)
     assert (h["status"], h["env_status"], h["provider"]) == ("ok", "initialized", "process")
     assert (h["pool_size"], h["healthy"], h["ray_connected"], h["tunnel"]) == (2, 2, True, "up")
     assert h["node_id"]
+
+
+def test_rayenv_status_on_the_cluster_lists_the_env_hosts_pool(worker):
+    done = worker.run(worker.cluster, [*driver_env(worker), *RAYENV, "status", "--json", "--address", HEAD],
+                      as_user=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pools = {p["name"]: p for p in json.loads(done.stdout)}
+    assert pools["default"]["size"] == 2 and pools["default"]["healthy"] == 2
 
 
 def _outage(tb, scenario: str, cause) -> None:

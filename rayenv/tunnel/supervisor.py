@@ -48,7 +48,7 @@ class WorkerState(BaseModel):
     token_path: str
     sidecar_host: str
     sidecar_port: int
-    max_backoff: float = 30.0
+    max_backoff: float = 10.0  # a reconnect attempt is one TCP SYN; waiting longer only delays recovery
 
     def worker_flags(self) -> list[str]:
         return self.plan.worker_start_flags(self.size)

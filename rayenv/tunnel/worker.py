@@ -103,9 +103,14 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
         state = WorkerState.model_validate_json(state_file(directory).read_text())
     except OSError:
         return False
-    if shutdown_pool and read_status(directory) and read_status(directory).ray_joined:
-        subprocess.run([sys.executable, "-m", "rayenv.tunnel.envhost_driver", "shutdown", str(state_file(directory))],
-                       capture_output=True, text=True, env={**os.environ, **state.env()}, timeout=timeout)
+    status = read_status(directory)
+    if shutdown_pool and status and status.tunnel == "up" and status.ray_joined:
+        try:  # the desktops die with the node anyway; this only makes the pool's manager forget them cleanly
+            subprocess.run([sys.executable, "-m", "rayenv.tunnel.envhost_driver", "shutdown",
+                            str(state_file(directory))], capture_output=True, text=True,
+                           env={**os.environ, **state.env()}, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"pool {state.pool!r} not shut down: Ray unreachable for {timeout:.0f}s", file=sys.stderr)
     pid = _supervisor_pid(directory)
     if pid:
         os.kill(pid, signal.SIGTERM)
