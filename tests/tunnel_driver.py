@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import ray
+from ray.exceptions import RayError
 
 from rayenv import EnvPool
+from rayenv.errors import RayEnvError
 from rayenv.tasks import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +47,11 @@ def inflight(seconds: float, timeout: float) -> list[dict]:
         start = time.monotonic()
         try:
             ray.get(lease.env.step.remote("pyautogui.moveTo(20, 20)", 0), timeout=timeout)
-            outcome = "ok"
+            outcome, typed = "ok", True
         except Exception as exc:  # the point: which *type* of error, and how fast
-            outcome = type(exc).__name__
-        calls.append({"at": round(start, 2), "outcome": outcome, "seconds": round(time.monotonic() - start, 2)})
+            outcome, typed = f"{type(exc).__name__}: {str(exc)[:200]}", isinstance(exc, (RayError, RayEnvError))
+        calls.append({"at": round(start, 2), "outcome": outcome, "typed": typed,
+                      "seconds": round(time.monotonic() - start, 2)})
         print(json.dumps(calls[-1]), flush=True)
         time.sleep(0.2)
     return calls

@@ -38,9 +38,8 @@ def start(plan: PortPlan, temp_dir: Path, token_path: Path) -> HeadInfo:
                              phase="head start", hint="a taken port? see `rayenv tunnel plan` for the ports it needs")
     if plan.relayed:  # relay scheme: 127.0.0.3:Q -> the -R listener 127.0.0.1:Q
         relay = subprocess.Popen(["bash", "-c", plan.relay_command()], start_new_session=True,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 cwd=temp_dir)  # cwd names temp_dir, so `head stop` finds the relay too
-        (HEAD_DIR / "relay.pid").parent.mkdir(parents=True, exist_ok=True)
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        HEAD_DIR.mkdir(parents=True, exist_ok=True)  # its own process group: `head stop` ends it by pgid
         (HEAD_DIR / "relay.pid").write_text(str(relay.pid))
     python, ray_version = versions()
     info = HeadInfo(address=plan.head_address, python=python, ray=ray_version, token_path=str(token_path),

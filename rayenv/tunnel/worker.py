@@ -8,6 +8,7 @@ Any failure undoes what was started, so a second attempt starts clean.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WOR
         _wait_for(directory, lambda s: s.tunnel == "up", "the ssh tunnel", timeout)
         info = _head_info(state)
         check_versions(info.python, info.ray, *versions())
-        token = state.ssh.run(f"cat {info.token_path}")
+        token = state.ssh.run(f"cat {shlex.quote(info.token_path)}")
         if token.returncode != 0:
             raise PreflightError(f"cannot read the head's Ray token {info.token_path}: {token.stderr.strip()}",
                                  phase="preflight", hint="rayenv head start creates it")
