@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, desktop, ops, pool, tunnel
+from . import cluster, demo, desktop, ops, pool
 
 app = typer.Typer(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
                   no_args_is_help=True, rich_markup_mode="rich")
@@ -13,7 +13,9 @@ app.add_typer(pool.app, name="pool")
 app.add_typer(desktop.app, name="desktop")
 app.command("status")(ops.status)
 app.command("sidecar")(ops.sidecar)
-app.add_typer(tunnel.app, name="tunnel")
+app.add_typer(cluster.head_app, name="head")
+app.add_typer(cluster.worker_app, name="worker")
+app.add_typer(cluster.tunnel_app, name="tunnel")
 
 if __name__ == "__main__":  # pragma: no cover
     app()
