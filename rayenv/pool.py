@@ -19,6 +19,13 @@ Slots: each of the ``size`` slots holds at most one env actor at a time. A slot 
 ``idle``, ``leased``, ``preparing`` (reset prefetch after a release), ``replacing`` or ``failed``
 (booting kept failing; retried by the health loop). A lease names its slot and the actor's
 generation, so releasing a lease whose desktop was already replaced is a harmless no-op.
+
+Dead or unreachable: a desktop whose actor died, or that reports itself down, is replaced at once.
+One that does not answer (its ping times out, or Ray calls its actor unavailable) is most likely on
+an env host whose link dropped: killing it would throw away a desktop, and the episode on it, that
+comes back with the link. So it is only marked unreachable (not leased out, not counted healthy)
+and replaced once it has been silent for ``unreachable_grace`` seconds; a node Ray declares dead
+before then makes its actors die, which replaces them at once.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Literal
+from typing import Any, AsyncIterator, Iterator, Literal, get_args
 
 import ray
 from ray.actor import ActorHandle
@@ -64,11 +71,17 @@ class Slot:
     leased_at: float | None = None
     replacements: int = 0
     last_error: str | None = None
+    unreachable_since: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state in HEALTHY_STATES and self.unreachable_since is None
 
     def summary(self) -> dict[str, Any]:
         return {"slot": self.index, "env": self.env_name, "state": self.state, "generation": self.generation,
                 "actor_id": self.actor_id, "node_id": self.node_id, "replacements": self.replacements,
                 "leased_for": round(time.time() - self.leased_at, 1) if self.leased_at else None,
+                "unreachable_for": round(time.time() - self.unreachable_since, 1) if self.unreachable_since else None,
                 "last_error": self.last_error}
 
 
@@ -144,7 +157,7 @@ class PoolManager:
         if slot.state in ("replacing", "booting") or self.closing:
             return
         logger.warning("slot %d: replacing %s: %s", slot.index, slot.env_name, reason)
-        slot.state, slot.last_error, slot.leased_at = "replacing", reason, None
+        slot.state, slot.last_error, slot.leased_at, slot.unreachable_since = "replacing", reason, None, None
         slot.replacements += 1
         await self._retire(slot.handle)
         slot.handle, slot.actor_id = None, ""  # so the reap below counts the old desktop as orphaned
@@ -171,8 +184,13 @@ class PoolManager:
         async with self.changed:
             slot.state = state
             self.changed.notify_all()
-        for name in ("booting", "idle", "leased", "preparing", "replacing", "failed"):
-            self._gauge.set(sum(s.state == name for s in self.slots), tags={"pool": self.config.name, "state": name})
+        self._export_gauge()
+
+    def _export_gauge(self) -> None:
+        counts = {name: sum(s.state == name for s in self.slots) for name in get_args(SlotState)}
+        counts["unreachable"] = sum(s.unreachable_since is not None for s in self.slots)
+        for name, count in counts.items():
+            self._gauge.set(count, tags={"pool": self.config.name, "state": name})
 
     # -- health --------------------------------------------------------------------------------
     async def _health_loop(self) -> None:
@@ -185,7 +203,7 @@ class PoolManager:
                 await self._reap()
 
     async def check_health(self) -> dict[str, Any]:
-        """Ping every live desktop; replace those that are dead, broken or silent; retry failed slots."""
+        """Ping every live desktop; replace the dead and the long silent; retry failed slots."""
         async def probe(slot: Slot) -> None:
             if slot.state == "failed":
                 await self._boot(slot)
@@ -194,23 +212,44 @@ class PoolManager:
                 return
             try:
                 alive = await asyncio.wait_for(slot.handle.ping.remote(), self.config.ping_timeout)
-                reason = "desktop is down" if not alive else ""
-            except Exception as exc:  # noqa: BLE001 - a dead actor, a dead node and a hang all mean replace
-                reason = f"ping failed: {_short(exc)}"
-            if reason:
-                await self._replace(slot, reason)
+            except (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError) as exc:
+                await self._unreachable(slot, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - a dead actor or a dead node: replace
+                await self._replace(slot, f"ping failed: {_short(exc)}")
+                return
+            if not alive:
+                await self._replace(slot, "desktop is down")
+            elif slot.unreachable_since is not None:
+                logger.info("slot %d: %s answers again after %.0fs", slot.index, slot.env_name,
+                            time.time() - slot.unreachable_since)
+                async with self.changed:
+                    slot.unreachable_since = None
+                    self.changed.notify_all()
 
         await asyncio.gather(*(probe(slot) for slot in self.slots))
         return self.status()
+
+    async def _unreachable(self, slot: Slot, exc: BaseException) -> None:
+        """Keep a silent desktop out of circulation; replace it once it has been silent too long."""
+        now = time.time()
+        if slot.unreachable_since is None:
+            slot.unreachable_since = now
+            slot.last_error = f"unreachable: {_short(exc) if str(exc) else 'ping timed out'}"
+            logger.warning("slot %d: %s is %s; replaced if still silent in %.0fs", slot.index, slot.env_name,
+                           slot.last_error, self.config.unreachable_grace)
+            self._export_gauge()
+        elif now - slot.unreachable_since >= self.config.unreachable_grace:
+            await self._replace(slot, f"unreachable for {now - slot.unreachable_since:.0f}s")
 
     # -- leasing -------------------------------------------------------------------------------
     async def acquire(self, timeout: float | None = None) -> Lease:
         async def idle_slot() -> Slot:
             async with self.changed:
-                await self.changed.wait_for(lambda: self.closing or any(s.state == "idle" for s in self.slots))
+                await self.changed.wait_for(lambda: self.closing or any(_leasable(s) for s in self.slots))
                 if self.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
-                slot = next(s for s in self.slots if s.state == "idle")
+                slot = next(s for s in self.slots if _leasable(s))
                 slot.state, slot.leased_at = "leased", time.time()
                 return slot
 
@@ -257,12 +296,13 @@ class PoolManager:
         cfg = self.config
         return {"name": cfg.name, "namespace": cfg.namespace, "size": cfg.size, "provider": cfg.desktop.provider,
                 "resource": cfg.resource, "require_a11y_tree": cfg.env.require_a11y_tree,
-                "healthy": sum(s.state in HEALTHY_STATES for s in self.slots),
+                "healthy": sum(s.healthy for s in self.slots),
+                "unreachable": sum(s.unreachable_since is not None for s in self.slots),
                 "counts": self._counts(), "replacements": sum(s.replacements for s in self.slots),
                 "closing": self.closing, "slots": [s.summary() for s in self.slots]}
 
     def handles(self) -> dict[str, ActorHandle]:
-        return {s.env_name: s.handle for s in self.slots if s.handle is not None and s.state in HEALTHY_STATES}
+        return {s.env_name: s.handle for s in self.slots if s.handle is not None and s.healthy}
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.model_dump()
@@ -450,6 +490,10 @@ def _check_capacity(config: PoolConfig) -> None:
                         phase="create",
                         hint=f"start env hosts with `ray start ... --resources='{{\"{config.resource}\": N}}'` "
                              f"(rayenv worker start does this), or lower the pool size")
+
+
+def _leasable(slot: Slot) -> bool:
+    return slot.state == "idle" and slot.unreachable_since is None
 
 
 def _short(exc: BaseException) -> str:

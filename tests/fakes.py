@@ -2,7 +2,8 @@
 
 ``FakeProvider`` serves a tiny in-process imitation of the guest API on 127.0.0.1: a 4x4 PNG as the
 screenshot, ``/execute`` that "runs" code by checking it compiles and raising when it contains
-``raise``. Tests kill a fake desktop by touching ``<RAYENV_FAKE_DIR>/<env_id>.dead``.
+``raise``. Tests kill a fake desktop by touching ``<RAYENV_FAKE_DIR>/<env_id>.dead``, and make it
+unreachable (its liveness check hangs, as across a dropped link) with ``<env_id>.silent``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,10 @@ def fake_dir() -> Path:
 
 def kill_file(env_id: str) -> Path:
     return fake_dir() / f"{env_id}.dead"
+
+
+def silence_file(env_id: str) -> Path:
+    return fake_dir() / f"{env_id}.silent"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -106,6 +112,8 @@ class FakeProvider(Provider):
         (fake_dir() / f"{self.ownership.env_id}.running").unlink(missing_ok=True)
 
     def is_alive(self) -> bool:
+        while silence_file(self.ownership.env_id).exists():
+            time.sleep(0.1)
         return self._server is not None and not self.dead()
 
     def describe(self) -> dict[str, Any]:

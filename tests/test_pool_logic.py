@@ -10,7 +10,7 @@ import pytest
 import ray
 
 from rayenv import ActionFailed, DesktopUnavailable, EnvPool, EvaluationError, InvalidAction, PoolError
-from fakes import kill_file
+from fakes import kill_file, silence_file
 
 FAKE = "fakes:FakeProvider"
 
@@ -97,6 +97,49 @@ def test_the_health_check_replaces_a_killed_actor(pool):
             break
         time.sleep(0.5)
     assert slot["generation"] > before["generation"] and pool.status()["healthy"] == 2
+
+
+@pytest.fixture
+def patient_pool(cluster, request):
+    pool = EnvPool.create(name=f"p{abs(hash(request.node.name)) % 10**6}", size=1, provider=FAKE,
+                          health_interval=0.3, ping_timeout=0.5, unreachable_grace=6.0, namespace="rayenv-tests",
+                          env={"default_pause": 0})
+    yield pool
+    silence_file(pool.status()["slots"][0]["env"]).unlink(missing_ok=True)
+    pool.shutdown()
+
+
+def wait_for(pool: EnvPool, predicate, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = pool.status()
+        if predicate(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"pool never reached the expected state: {status}")
+
+
+def test_a_desktop_silent_for_less_than_the_grace_is_kept_out_of_leases_and_comes_back_as_it_was(patient_pool):
+    before = patient_pool.status()["slots"][0]
+    silence_file(before["env"]).touch()
+    silent = wait_for(patient_pool, lambda s: s["unreachable"] == 1)
+    assert silent["healthy"] == 0 and silent["slots"][0]["last_error"].startswith("unreachable")
+    with pytest.raises(PoolError):
+        patient_pool.acquire(timeout=1)
+    silence_file(before["env"]).unlink()
+    back = wait_for(patient_pool, lambda s: s["unreachable"] == 0 and s["healthy"] == 1)
+    assert (back["slots"][0]["generation"], back["replacements"]) == (before["generation"], 0)
+    patient_pool.release(patient_pool.acquire(timeout=5))
+
+
+def test_a_desktop_silent_for_longer_than_the_grace_is_replaced(patient_pool):
+    before = patient_pool.status()["slots"][0]
+    silence_file(before["env"]).touch()
+    wait_for(patient_pool, lambda s: s["unreachable"] == 1)
+    replaced = wait_for(patient_pool, lambda s: s["replacements"] == 1 and s["healthy"] == 1, timeout=40)
+    assert replaced["slots"][0]["generation"] > before["generation"]
+    assert replaced["slots"][0]["last_error"].startswith("unreachable for")
+    silence_file(before["env"]).unlink()
 
 
 def test_lock_step_helpers_return_one_outcome_per_desktop_even_when_one_fails(pool):

@@ -29,6 +29,8 @@ def main() -> None:
     if action == "create":
         config = PoolConfig.load(sys.argv[3] if len(sys.argv) > 3 else None, name=state.pool, size=state.size,
                                  provider=state.provider, namespace=state.namespace)
+        if "unreachable_grace" not in config.model_fields_set:  # a desktop outlives what the node outlives
+            config = config.model_copy(update={"unreachable_grace": float(state.plan.outage_tolerance)})
         pool = EnvPool.create(config=config)
         print(json.dumps(pool.status(), default=str))
     elif action == "shutdown":
