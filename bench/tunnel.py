@@ -27,12 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 PYTHON = str(Path(sys.executable).absolute())
 RAYENV = os.environ.get("RAYENV_CLI", f"{PYTHON} -m rayenv.cli.main").split()
-PORTS = {"head": {"gcs": 22379, "node_manager": 22380, "object_manager": 22381, "dashboard_agent_grpc": 22382,
-                  "dashboard_agent_http": 22383, "metrics_export": 22384, "runtime_env_agent": 22385,
-                  "dashboard": 22265, "client_server": 22001, "min_worker_port": 22400, "worker_ports": 64},
-         "env_host": {"node_manager": 22390, "object_manager": 22391, "dashboard_agent_grpc": 22392,
-                      "dashboard_agent_http": 22393, "metrics_export": 22394, "runtime_env_agent": 22395,
-                      "min_worker_port": 22500, "worker_ports": 24}}
+sys.path.insert(0, str(REPO / "tests"))
+from netns import pinned_ports, testbed  # noqa: E402  (the testbed the e2e tests use)
+
+PORTS = pinned_ports(22000)
 HEAD = f"127.0.0.2:{PORTS['head']['gcs']}"
 SCREENSHOTS = 60
 STEPS = 40
@@ -71,9 +69,7 @@ def drive(mode: str, temp_dir: str | None) -> dict:
 
 # -- orchestration ---------------------------------------------------------------------------------------------
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
     import yaml
-    from netns import testbed
 
     tag = secrets.token_hex(3)
     with testbed(ssh_port=22022, traverse=[Path(os.path.realpath(PYTHON)).parent,

@@ -27,6 +27,21 @@ TOOLS = {"ip": "iproute2", "iptables": "iptables", "sshd": "openssh-server", "ss
          "ssh-keygen": "openssh-client", "runuser": "util-linux", "useradd": "passwd"}
 
 
+def pinned_ports(base: int) -> dict[str, dict[str, int]]:
+    """A tunnel plan's ``head``/``env_host`` port sections, all inside ``base`` .. ``base + 523``.
+
+    Each user of the testbed (the e2e tests, the bench) takes its own base so that a run of one never
+    collides with leftovers of the other.
+    """
+    head = {"gcs": 379, "node_manager": 380, "object_manager": 381, "dashboard_agent_grpc": 382,
+            "dashboard_agent_http": 383, "metrics_export": 384, "runtime_env_agent": 385, "dashboard": 265,
+            "client_server": 1, "min_worker_port": 400}
+    env_host = {"node_manager": 390, "object_manager": 391, "dashboard_agent_grpc": 392, "dashboard_agent_http": 393,
+                "metrics_export": 394, "runtime_env_agent": 395, "min_worker_port": 500}
+    return {"head": {**{k: base + v for k, v in head.items()}, "worker_ports": 64},
+            "env_host": {**{k: base + v for k, v in env_host.items()}, "worker_ports": 24}}
+
+
 def require_tools() -> None:
     """Fail (not skip) with the install command when a prerequisite is missing."""
     missing = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")})

@@ -27,12 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(Path(sys.executable).absolute())
 #: the rayenv command; override to try an unreleased CLI layout
 RAYENV = os.environ.get("RAYENV_CLI", f"{PYTHON} -m rayenv.cli.main").split()
-PORTS = {"head": {"gcs": 21379, "node_manager": 21380, "object_manager": 21381, "dashboard_agent_grpc": 21382,
-                  "dashboard_agent_http": 21383, "metrics_export": 21384, "runtime_env_agent": 21385,
-                  "dashboard": 21265, "client_server": 21001, "min_worker_port": 21400, "worker_ports": 64},
-         "env_host": {"node_manager": 21390, "object_manager": 21391, "dashboard_agent_grpc": 21392,
-                      "dashboard_agent_http": 21393, "metrics_export": 21394, "runtime_env_agent": 21395,
-                      "min_worker_port": 21500, "worker_ports": 24}}
+PORTS = netns.pinned_ports(21000)
 HEAD = f"127.0.0.2:{PORTS['head']['gcs']}"
 SIDECAR = 21082
 CALL_TIMEOUT = 20.0
@@ -192,8 +187,8 @@ def _outage(tb, scenario: str, cause) -> None:
                                                   HEAD, "inflight", "150", str(CALL_TIMEOUT)], as_user=True),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(12)
-    started = time.monotonic()
     cause()
+    started = time.monotonic()  # recovery counts from the end of the fault: ssh killed, link back up
     wait_until(lambda: tunnel_status(tb)["reconnects"] > before["reconnects"], 120, "the supervisor noticing")
     tunnel_back = wait_until(lambda: tunnel_status(tb)["tunnel"] == "up", 300, "the tunnel coming back")
     wait_until(lambda: pool_full(tb), 300, "the pool back to full size")

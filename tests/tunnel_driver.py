@@ -41,19 +41,22 @@ def inflight(seconds: float, timeout: float) -> list[dict]:
     pool = EnvPool.connect("default")
     calls = []
     lease = pool.acquire(timeout=120)
-    ray.get(lease.env.reset.remote(None))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        start = time.monotonic()
-        try:
-            ray.get(lease.env.step.remote("pyautogui.moveTo(20, 20)", 0), timeout=timeout)
-            outcome, typed = "ok", True
-        except Exception as exc:  # the point: which *type* of error, and how fast
-            outcome, typed = f"{type(exc).__name__}: {str(exc)[:200]}", isinstance(exc, (RayError, RayEnvError))
-        calls.append({"at": round(start, 2), "outcome": outcome, "typed": typed,
-                      "seconds": round(time.monotonic() - start, 2)})
-        print(json.dumps(calls[-1]), flush=True)
-        time.sleep(0.2)
+    try:
+        ray.get(lease.env.reset.remote(None))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            try:
+                ray.get(lease.env.step.remote("pyautogui.moveTo(20, 20)", 0), timeout=timeout)
+                outcome, typed = "ok", True
+            except Exception as exc:  # the point: which *type* of error, and how fast
+                outcome, typed = f"{type(exc).__name__}: {str(exc)[:200]}", isinstance(exc, (RayError, RayEnvError))
+            calls.append({"at": round(start, 2), "outcome": outcome, "typed": typed,
+                          "seconds": round(time.monotonic() - start, 2)})
+            print(json.dumps(calls[-1]), flush=True)
+            time.sleep(0.2)
+    finally:
+        pool.release(lease)
     return calls
 
 
