@@ -104,6 +104,18 @@ class Testbed:
         if up:
             sh("ip", "-n", self.envhost, "route", "replace", self.cluster_ip, "dev", self.veth + "e")
 
+    def forget_connection(self, pid: int) -> None:
+        """A NAT that forgets the mapping of process ``pid``'s ssh connection: from now on the cluster drops
+        whatever that connection sends (its FIN, its RST), so the head's sshd never learns it ended."""
+        listing = sh("ip", "netns", "exec", self.envhost, "ss", "-Htnp", "state", "established",
+                     f"( dport = :{self.ssh_port} )").stdout
+        ports = [line.split()[2].rsplit(":", 1)[1] for line in listing.splitlines() if f"pid={pid}," in line]
+        if not ports:
+            raise RuntimeError(f"process {pid} has no ssh connection in {self.envhost}: {listing}")
+        for port in ports:
+            sh("ip", "netns", "exec", self.cluster, "iptables", "-w", "-I", "INPUT", "-p", "tcp", "-s",
+               self.envhost_ip, "--sport", port, "-j", "DROP")
+
     def pids(self, ns: str) -> list[int]:
         done = sh("ip", "netns", "pids", ns, check=False)
         return [int(p) for p in done.stdout.split()]

@@ -224,8 +224,10 @@ def test_a_stale_remote_listener_on_the_head_is_cleaned_up(worker):
     before = tunnel_status(worker)["stale_cleanups"]
 
     def rebind():  # the NAT forgets us: our side dies, the head's sshd never hears of it
+        ssh_pid = tunnel_status(worker)["ssh_pid"]
         worker.set_link(False)
-        os.kill(tunnel_status(worker)["ssh_pid"], 9)
+        worker.forget_connection(ssh_pid)
+        os.kill(ssh_pid, 9)
         time.sleep(3)
         worker.set_link(True)
 
