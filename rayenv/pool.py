@@ -26,6 +26,10 @@ an env host whose link dropped: killing it would throw away a desktop, and the e
 comes back with the link. So it is only marked unreachable (not leased out, not counted healthy)
 and replaced once it has been silent for ``unreachable_grace`` seconds; a node Ray declares dead
 before then makes its actors die, which replaces them at once.
+
+Orphaned leases: every lease records its lessee (the actor that took it, or else the driver's job).
+When that lessee dies without releasing (a crashed trainer, a killed verl worker), the health loop
+gives the desktop back as if it had been released, so a restarted trainer finds a full pool.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator, Literal, get_args
 
 import ray
+from ray._private import state as ray_state  # the GCS job and actor tables: is a lessee still alive?
 from ray.actor import ActorHandle
 from ray.util import metrics
 
@@ -72,6 +77,7 @@ class Slot:
     replacements: int = 0
     last_error: str | None = None
     unreachable_since: float | None = None
+    lessee: dict[str, str] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -82,6 +88,7 @@ class Slot:
                 "actor_id": self.actor_id, "node_id": self.node_id, "replacements": self.replacements,
                 "leased_for": round(time.time() - self.leased_at, 1) if self.leased_at else None,
                 "unreachable_for": round(time.time() - self.unreachable_since, 1) if self.unreachable_since else None,
+                "lessee": self.lessee,
                 "last_error": self.last_error}
 
 
@@ -158,6 +165,7 @@ class PoolManager:
             return
         logger.warning("slot %d: replacing %s: %s", slot.index, slot.env_name, reason)
         slot.state, slot.last_error, slot.leased_at, slot.unreachable_since = "replacing", reason, None, None
+        slot.lessee = None
         slot.replacements += 1
         await self._retire(slot.handle)
         slot.handle, slot.actor_id = None, ""  # so the reap below counts the old desktop as orphaned
@@ -228,7 +236,19 @@ class PoolManager:
                     self.changed.notify_all()
 
         await asyncio.gather(*(probe(slot) for slot in self.slots))
+        await self._reclaim_orphaned_leases()
         return self.status()
+
+    async def _reclaim_orphaned_leases(self) -> None:
+        leased = [s for s in self.slots if s.state == "leased" and s.lessee]
+        if not leased:
+            return
+        dead = await asyncio.to_thread(_dead_lessees, [s.lessee for s in leased])
+        for slot in leased:
+            if _lessee_key(slot.lessee) in dead:
+                logger.warning("slot %d: %s was leased by %s, which died without releasing it; taking it back",
+                               slot.index, slot.env_name, _lessee_key(slot.lessee))
+                await self.release(slot.index, slot.generation)
 
     async def _unreachable(self, slot: Slot, exc: BaseException) -> None:
         """Keep a silent desktop out of circulation; replace it once it has been silent too long."""
@@ -243,14 +263,14 @@ class PoolManager:
             await self._replace(slot, f"unreachable for {now - slot.unreachable_since:.0f}s")
 
     # -- leasing -------------------------------------------------------------------------------
-    async def acquire(self, timeout: float | None = None) -> Lease:
+    async def acquire(self, timeout: float | None = None, lessee: dict[str, str] | None = None) -> Lease:
         async def idle_slot() -> Slot:
             async with self.changed:
                 await self.changed.wait_for(lambda: self.closing or any(_leasable(s) for s in self.slots))
                 if self.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
                 slot = next(s for s in self.slots if _leasable(s))
-                slot.state, slot.leased_at = "leased", time.time()
+                slot.state, slot.leased_at, slot.lessee = "leased", time.time(), lessee
                 return slot
 
         try:
@@ -265,7 +285,7 @@ class PoolManager:
         slot = self.slots[slot_index]
         if slot.generation != generation or slot.state != "leased":
             return  # this desktop was already replaced; nothing to give back
-        slot.leased_at = None
+        slot.leased_at, slot.lessee = None, None
         if broken:
             self._spawn(self._replace(slot, "released as broken"))
         elif self.config.prefetch:
@@ -404,7 +424,7 @@ class EnvPool:
 
     # -- leasing -----------------------------------------------------------------------------------
     def acquire(self, timeout: float | None = None) -> Lease:
-        return ray.get(self._manager.acquire.remote(timeout))
+        return ray.get(self._manager.acquire.remote(timeout, _lessee()))
 
     def release(self, lease: Lease, broken: bool = False) -> None:
         ray.get(self._manager.release.remote(lease.slot, lease.generation, broken))
@@ -423,7 +443,7 @@ class EnvPool:
             self.release(lease, broken=broken)
 
     async def acquire_async(self, timeout: float | None = None) -> Lease:
-        return await self._manager.acquire.remote(timeout)
+        return await self._manager.acquire.remote(timeout, _lessee())
 
     async def release_async(self, lease: Lease, broken: bool = False) -> None:
         await self._manager.release.remote(lease.slot, lease.generation, broken)
@@ -490,6 +510,28 @@ def _check_capacity(config: PoolConfig) -> None:
                         phase="create",
                         hint=f"start env hosts with `ray start ... --resources='{{\"{config.resource}\": N}}'` "
                              f"(rayenv worker start does this), or lower the pool size")
+
+
+def _lessee() -> dict[str, str]:
+    """Who is taking a lease: the calling actor if there is one, else the driver's job."""
+    context = ray.get_runtime_context()
+    actor = context.get_actor_id()
+    return {"actor_id": actor} if actor else {"job_id": context.get_job_id()}
+
+
+def _lessee_key(lessee: dict[str, str]) -> str:
+    return f"actor {lessee['actor_id']}" if "actor_id" in lessee else f"job {lessee['job_id']}"
+
+
+def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
+    """The keys of the lessees that the GCS reports dead (blocking: run it off the event loop)."""
+    dead: set[str] = set()
+    if any("job_id" in lessee for lessee in lessees):
+        dead |= {f"job {job['JobID']}" for job in ray_state.jobs() if job["IsDead"]}
+    for lessee in lessees:
+        if "actor_id" in lessee and ray_state.actors(actor_id=lessee["actor_id"]).get("State") == "DEAD":
+            dead.add(_lessee_key(lessee))
+    return dead
 
 
 def _leasable(slot: Slot) -> bool:

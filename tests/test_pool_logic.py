@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -140,6 +142,31 @@ def test_a_desktop_silent_for_longer_than_the_grace_is_replaced(patient_pool):
     assert replaced["slots"][0]["generation"] > before["generation"]
     assert replaced["slots"][0]["last_error"].startswith("unreachable for")
     silence_file(before["env"]).unlink()
+
+
+@ray.remote(num_cpus=0)
+class Lessee:
+    def take(self, pool: EnvPool) -> str:
+        return pool.acquire(timeout=10).env_name
+
+
+def test_a_lease_held_by_an_actor_that_died_goes_back_to_the_pool(pool):
+    lessee = Lessee.remote()
+    taken = ray.get(lessee.take.remote(pool))
+    assert pool.status()["counts"].get("leased") == 1
+    ray.kill(lessee)
+    back = wait_for(pool, lambda s: s["counts"].get("leased", 0) == 0 and s["healthy"] == 2)
+    assert taken in pool.healthy() and back["replacements"] == 0
+
+
+def test_a_lease_held_by_a_driver_that_exited_goes_back_to_the_pool(pool):
+    gcs = ray.get_runtime_context().gcs_address
+    script = ("import ray, sys; from rayenv import EnvPool; ray.init(address=sys.argv[1], namespace='rayenv-tests', "
+              "log_to_driver=False); print(EnvPool.connect(sys.argv[2], 'rayenv-tests').acquire(timeout=10).env_name)")
+    done = subprocess.run([sys.executable, "-c", script, gcs, pool.name], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    back = wait_for(pool, lambda s: s["counts"].get("leased", 0) == 0 and s["healthy"] == 2, timeout=30)
+    assert done.stdout.split()[-1] in pool.healthy() and back["replacements"] == 0
 
 
 def test_lock_step_helpers_return_one_outcome_per_desktop_even_when_one_fails(pool):
