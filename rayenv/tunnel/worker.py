@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from ..reaper import reap_containers, reap_processes
 from .preflight import PreflightError, check_ports_free, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
@@ -122,5 +123,10 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
         except psutil.NoSuchProcess:
             pass
     stop_node(Path(state.temp_dir))
+    # This node's actors are gone with Ray: any desktop of the pool still here (its close never ran,
+    # the pool's shutdown timed out) is an orphan, so remove it with the same reaper the pool uses.
+    leftovers = reap_containers(state.pool, []) + reap_processes(state.pool, [])
+    if leftovers:
+        print(f"removed desktops the pool did not close: {', '.join(leftovers)}", file=sys.stderr)
     state_file(directory).unlink(missing_ok=True)
     return True
