@@ -5,6 +5,8 @@ key is here with an honest meaning: ``kvm_available`` is true only if creating a
 ``/dev/kvm`` works, ``env_status`` says whether the pool's desktops are up (not whether a Python
 object exists). New keys tell an operator what the bridge could not: the Ray connection, this
 node, the pool's size and healthy count, and replacements so far. Binds 127.0.0.1 by default.
+The old ``/env/reset|step|evaluate|history_messages`` endpoints are served too, from a pool
+desktop (:mod:`rayenv.bridge_compat`), so an old HTTP client keeps working during migration.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from .bridge_compat import bridge_router
 from .config import DEFAULT_NAMESPACE
 from .kvm import probe_kvm
 from .tunnel.supervisor import read_status
@@ -56,7 +59,8 @@ class PoolWatcher:
         self.pool, self.namespace, self.address, self.temp_dir = pool, namespace, address, temp_dir
         self._lock = threading.Lock()
 
-    def _ray(self) -> Any:
+    def connect(self) -> Any:
+        """The ``ray`` module, connected to the cluster on first use."""
         import ray
 
         with self._lock:
@@ -69,7 +73,7 @@ class PoolWatcher:
     def read(self) -> tuple[bool, str | None, dict[str, Any] | None, str]:
         """(ray connected, node id, pool status or None, problem in words)."""
         try:
-            ray = self._ray()
+            ray = self.connect()
         except Exception as exc:  # no cluster reachable
             return False, None, None, f"Ray is not reachable at {self.address or 'auto'}: {type(exc).__name__}"
         node_id = ray.get_runtime_context().get_node_id()
@@ -111,4 +115,5 @@ def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, addres
             tunnel_last_outage_s=tunnel.last_outage_s if tunnel else None,
             tunnel_last_error=tunnel.last_error if tunnel else "")
 
+    app.include_router(bridge_router(watcher.connect, pool, namespace))
     return app

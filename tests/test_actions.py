@@ -7,7 +7,8 @@ import pickle
 import pytest
 
 from rayenv.actions import parse_action
-from rayenv.errors import ActionFailed, InvalidAction
+from rayenv.errors import ActionFailed, DesktopUnavailable, InvalidAction
+from rayenv.verl.episode import EpisodeFailed
 
 
 @pytest.mark.parametrize("word", ["WAIT", "FAIL", "DONE", {"action_type": "DONE"}])
@@ -52,3 +53,5 @@ def test_errors_survive_pickling_with_their_fields():
     error = pickle.loads(pickle.dumps(ActionFailed("boom", traceback="Traceback ...", env="e", phase="step", hint="h")))
     assert (error.traceback, error.env, error.phase, error.hint) == ("Traceback ...", "e", "step", "h")
     assert "env=e" in str(error) and "-> h" in str(error)
+    failed = pickle.loads(pickle.dumps(EpisodeFailed(DesktopUnavailable("gone", env="e", phase="evaluate"))))
+    assert failed.reason == "DesktopUnavailable in evaluate: gone" and failed.error.env == "e"

@@ -69,3 +69,25 @@ def test_rayenv_status_lists_every_pool_as_json(pool):
     assert done.returncode == 0, done.stderr[-2000:]
     pools = {p["name"]: p for p in json.loads(done.stdout)}
     assert pools["side"]["size"] == 2 and pools["side"]["namespace"] == NAMESPACE
+
+
+def test_the_old_bridge_endpoints_run_an_episode_on_a_pool_desktop_and_never_fake_a_score(pool):
+    handle, _ = pool
+    app = TestClient(create_app("side", NAMESPACE))
+    task = {"id": "bridge-client", "instruction": "Move the pointer.", "config": [],
+            "evaluator": {"func": "exact_match", "result": {"type": "vm_file", "path": "/tmp/x", "dest": "x"},
+                          "expected": {"type": "rule", "rules": {"expected": "x"}}}}
+    reset = app.post("/env/reset", json={"task_config": task}).json()
+    assert reset["is_done"] is False and reset["env_error"] == ""
+    assert handle.status()["counts"].get("leased") == 1
+    step = app.post("/env/step", json={"prediction": "```python\npyautogui.moveTo(1, 1)\n```"}).json()
+    assert step["is_done"] is False and step["obs_messages"][-1]["role"] == "user"
+    history = app.get("/env/history_messages").json()
+    assert [m["role"] for m in history] == ["system", "user", "assistant", "user"]
+    assert history[1]["content"][1]["image"].startswith("data:image/png;base64,")
+    from fakes import kill_file
+
+    kill_file(next(s["env"] for s in handle.status()["slots"] if s["state"] == "leased")).touch()
+    evaluate = app.post("/env/evaluate")  # the desktop died: no score, and no 0.0 either
+    assert evaluate.status_code == 502 and "DesktopUnavailable" in evaluate.json()["detail"]
+    assert handle.status()["counts"].get("leased", 0) == 0

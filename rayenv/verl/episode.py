@@ -34,6 +34,9 @@ class EpisodeFailed(Exception):
         self.reason = f"{type(error).__name__} in {self.phase}: {error.message}"
         super().__init__(self.reason)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses Ray (ARPOEnvWorker.evaluate raises it) whole
+        return (EpisodeFailed, (self.error,))
+
 
 class Episode:
     """The env calls of one episode on a leased desktop (see :func:`open_episode`)."""
