@@ -81,13 +81,20 @@ def tunnel_status(tb) -> dict:
     return json.loads((tb.root_home / ".cache" / "rayenv" / "worker" / "status.json").read_text())
 
 
-def wait_until(predicate, timeout: float, what: str) -> float:
+def wait_until(predicate, timeout: float, what: str, explain=lambda: "") -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():
             return round(time.monotonic() - start, 1)
         time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
+    raise AssertionError(f"{what} did not happen within {timeout}s\n{explain()}")
+
+
+def worker_logs(tb) -> str:
+    """The supervisor's and ssh's own words, for a failure message."""
+    directory = tb.root_home / ".cache" / "rayenv" / "worker"
+    return "\n".join(f"--- {name}\n{(directory / name).read_text()[-3000:]}" for name in ("supervisor.log", "ssh.log")
+                     if (directory / name).exists())
 
 
 def pool_full(tb) -> bool:
@@ -189,9 +196,11 @@ def _outage(tb, scenario: str, cause) -> None:
     time.sleep(12)
     cause()
     started = time.monotonic()  # recovery counts from the end of the fault: ssh killed, link back up
-    wait_until(lambda: tunnel_status(tb)["reconnects"] > before["reconnects"], 120, "the supervisor noticing")
-    tunnel_back = wait_until(lambda: tunnel_status(tb)["tunnel"] == "up", 300, "the tunnel coming back")
-    wait_until(lambda: pool_full(tb), 300, "the pool back to full size")
+    wait_until(lambda: tunnel_status(tb)["reconnects"] > before["reconnects"], 120, "the supervisor noticing",
+               lambda: worker_logs(tb))
+    tunnel_back = wait_until(lambda: tunnel_status(tb)["tunnel"] == "up", 300, "the tunnel coming back",
+                             lambda: worker_logs(tb))
+    wait_until(lambda: pool_full(tb), 300, "the pool back to full size", lambda: f"{health(tb)}\n{worker_logs(tb)}")
     recovered = round(time.monotonic() - started, 1)
     out, err = calls.communicate(timeout=400)
     outcomes = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

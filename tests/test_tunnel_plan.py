@@ -11,7 +11,7 @@ import pytest
 
 from rayenv.errors import ConfigError
 from rayenv.tunnel.plan import PortPlan
-from rayenv.tunnel.ssh import SshTarget, refused_remote_ports
+from rayenv.tunnel.ssh import SshTarget, refused_remote_ports, session_marker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_a_broken_config_file_is_a_config_error(tmp_path):
 def test_the_ssh_command_fails_fast_keeps_alive_and_binds_loopback_only():
     target = SshTarget(destination="me@gpu", port=2222, identity="~/.ssh/id", jump="bastion")
     command = target.tunnel_command(PortPlan())
-    assert command[0] == "ssh" and command[-1] == "me@gpu"
+    assert command[0] == "ssh" and command[-2] == "me@gpu" and command[-1] == session_marker(PortPlan())
     assert "ExitOnForwardFailure=yes" in command and "ServerAliveInterval=10" in command
     assert command[command.index("-p") + 1] == "2222" and command[command.index("-J") + 1] == "bastion"
     local = [command[i + 1] for i, word in enumerate(command) if word == "-L"]

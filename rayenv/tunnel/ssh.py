@@ -19,6 +19,9 @@ from pydantic import BaseModel, Field
 from .plan import PortPlan
 
 FORWARD_FAILED = re.compile(r"remote port forwarding failed for listen port (\d+)")
+#: On the head, relative to the user's home: one directory per env host (keyed by its node-manager
+#: port, which no two env hosts of one head may share), a file per tunnel session named by its sshd pid.
+SESSIONS = ".cache/rayenv/tunnels"
 
 
 class SshTarget(BaseModel):
@@ -50,9 +53,9 @@ class SshTarget(BaseModel):
 
     def tunnel_command(self, plan: PortPlan) -> list[str]:
         """The tunnel: every forward, exit (rather than half-work) when one is refused, keepalives."""
-        return [*self.base(), "-N", "-o", "ExitOnForwardFailure=yes", *plan.keepalive_args(),
+        return [*self.base(), "-o", "ExitOnForwardFailure=yes", *plan.keepalive_args(),
                 "-o", "ControlMaster=yes", "-o", f"ControlPath={self.control_path()}", "-o", "ControlPersist=no",
-                *plan.forward_args(), self.destination]
+                *plan.forward_args(), self.destination, session_marker(plan)]
 
     def run(self, remote: str, *, through_tunnel: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a shell command on the head (through the tunnel's connection when it is up)."""
@@ -72,16 +75,34 @@ def refused_remote_ports(stderr: str) -> list[int]:
     return sorted({int(port) for port in FORWARD_FAILED.findall(stderr)})
 
 
-def stale_listener_cleanup(ports: list[int]) -> str:
-    """Shell for the head: kill *this user's* sshd sessions that listen on our ``-R`` ports.
+def _sessions(plan: PortPlan) -> str:
+    return f"{SESSIONS}/{plan.env_host.node_manager}"
+
+
+def session_marker(plan: PortPlan) -> str:
+    """The tunnel's remote command: record this session's sshd (pid and start time), then hold the
+    session open until the supervisor's end of ssh's stdin closes.
+
+    The head's sshd hides its sessions' sockets even from their own user (its processes are not
+    dumpable, so ``ss -p`` names no pid), so each session says who it is. ``cat`` ends with the
+    session, leaving nothing behind on the head.
+    """
+    where = _sessions(plan)
+    return f"mkdir -p {where} && cut -d' ' -f22 /proc/$PPID/stat > {where}/$PPID && exec cat >/dev/null"
+
+
+def stale_listener_cleanup(plan: PortPlan) -> str:
+    """Shell for the head: end this env host's earlier tunnel sessions, which still hold its ``-R`` ports.
 
     After a NAT rebind or a dropped link the head's sshd keeps the old session (and its listeners)
-    until TCP gives up, often many minutes. Those sessions run as the user, so the user may end
-    them; the cleanup connection itself listens on nothing, so it never kills itself.
+    until TCP gives up, often hours. Those sessions run as the user, so the user may end them. The
+    cleanup connection is not a tunnel session (it records nothing), and it skips its own sshd anyway;
+    a recorded pid counts only while its start time matches, so a reused pid is never killed.
     """
-    wanted = " ".join(str(p) for p in ports)
-    return (f"for p in {wanted}; do ss -ltnpH \"sport = :$p\"; done | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
-            "while read pid; do [ \"$(cat /proc/$pid/comm 2>/dev/null)\" = sshd ] && kill $pid && echo $pid; done; true")
+    return (f"cd {_sessions(plan)} 2>/dev/null || exit 0; for pid in *; do [ -f \"$pid\" ] || continue; "
+            "[ \"$pid\" = \"$PPID\" ] && continue; "
+            "if [ \"$(cut -d' ' -f22 /proc/$pid/stat 2>/dev/null)\" = \"$(cat \"$pid\")\" ] && kill \"$pid\"; "
+            "then echo \"$pid\"; fi; rm -f \"./$pid\"; done; true")
 
 
 def describe(command: list[str]) -> str:

@@ -109,9 +109,11 @@ class Supervisor:
     def _open_tunnel(self, timeout: float = 30) -> str:
         """Start ssh and wait for its control socket; returns '' when up, else ssh's complaint."""
         log = self.dir / "ssh.log"
+        self._kill_ssh()  # the previous one has exited; this closes its stdin pipe
         Path(self.state.ssh.control_path()).unlink(missing_ok=True)  # left by a killed ssh; ours by its name
         with log.open("w") as err:
-            self.ssh = subprocess.Popen(self.state.ssh.tunnel_command(self.state.plan), stdin=subprocess.DEVNULL,
+            # stdin stays open and unwritten: the head side of the session lives as long as this pipe
+            self.ssh = subprocess.Popen(self.state.ssh.tunnel_command(self.state.plan), stdin=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         self._publish(tunnel="connecting", ssh_pid=self.ssh.pid)
         deadline = time.monotonic() + timeout
@@ -127,20 +129,23 @@ class Supervisor:
         return f"no tunnel after {timeout:.0f}s: {log.read_text().strip()}"
 
     def _kill_ssh(self) -> None:
-        if self.ssh and self.ssh.poll() is None:
+        if self.ssh is None:
+            return
+        if self.ssh.poll() is None:
             self.ssh.kill()
             self.ssh.wait(10)
+        self.ssh.stdin.close()
 
     def _clean_stale(self, ports: list[int]) -> None:
         """An old session on the head holds our -R ports: end it through a session without forwards."""
         self._log(f"head refused -R for ports {ports}: a stale ssh session still holds them; cleaning up")
-        done = self.state.ssh.run(stale_listener_cleanup(self.state.plan.remote_forwards()), through_tunnel=False)
+        done = self.state.ssh.run(stale_listener_cleanup(self.state.plan), through_tunnel=False)
         killed = done.stdout.split()
         self._publish(stale_cleanups=self.status.stale_cleanups + 1,
                       last_error=f"-R refused for {ports[:5]}; ended stale head sessions {killed or '(none found)'}")
         if not killed:
-            self._log("no stale sshd found to end: on the head, `ss -ltnp` shows who holds "
-                      f"{ports[:5]}; ending that session (or waiting for sshd's TCP timeout) fixes it")
+            self._log(f"no earlier tunnel session found to end: another program on the head holds {ports[:5]} "
+                      "(`ss -ltn` there shows them); free those ports or change them in the tunnel config")
 
     # -- Ray and the sidecar --------------------------------------------------------------------------------
     def _ensure_ray(self) -> None:
