@@ -83,6 +83,10 @@ class Slot:
     def healthy(self) -> bool:
         return self.state in HEALTHY_STATES and self.unreachable_since is None
 
+    @property
+    def leasable(self) -> bool:
+        return self.state == "idle" and self.unreachable_since is None
+
     def summary(self) -> dict[str, Any]:
         return {"slot": self.index, "env": self.env_name, "state": self.state, "generation": self.generation,
                 "actor_id": self.actor_id, "node_id": self.node_id, "replacements": self.replacements,
@@ -234,6 +238,7 @@ class PoolManager:
                 async with self.changed:
                     slot.unreachable_since = None
                     self.changed.notify_all()
+                self._export_gauge()
 
         await asyncio.gather(*(probe(slot) for slot in self.slots))
         await self._reclaim_orphaned_leases()
@@ -266,10 +271,10 @@ class PoolManager:
     async def acquire(self, timeout: float | None = None, lessee: dict[str, str] | None = None) -> Lease:
         async def idle_slot() -> Slot:
             async with self.changed:
-                await self.changed.wait_for(lambda: self.closing or any(_leasable(s) for s in self.slots))
+                await self.changed.wait_for(lambda: self.closing or any(s.leasable for s in self.slots))
                 if self.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
-                slot = next(s for s in self.slots if _leasable(s))
+                slot = next(s for s in self.slots if s.leasable)
                 slot.state, slot.leased_at, slot.lessee = "leased", time.time(), lessee
                 return slot
 
@@ -532,10 +537,6 @@ def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
         if "actor_id" in lessee and ray_state.actors(actor_id=lessee["actor_id"]).get("State") == "DEAD":
             dead.add(_lessee_key(lessee))
     return dead
-
-
-def _leasable(slot: Slot) -> bool:
-    return slot.state == "idle" and slot.unreachable_since is None
 
 
 def _short(exc: BaseException) -> str:
