@@ -56,6 +56,11 @@ logger = logging.getLogger("rayenv.pool")
 
 SlotState = Literal["booting", "idle", "leased", "preparing", "replacing", "failed"]
 HEALTHY_STATES = ("idle", "leased", "preparing")
+#: What a call to a desktop on a silent env host raises: the desktop may well come back with the link.
+UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError)
+#: A lessee's errors that say "this desktop is gone" (released as broken, replaced at once), except the
+#: unreachable ones among them.
+BROKEN_ERRORS = (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError)
 #: Ray gives the head node this resource; the manager asks for a sliver of it to live there.
 HEAD_RESOURCE = "node:__internal_head__"
 
@@ -80,12 +85,16 @@ class Slot:
     lessee: dict[str, str] | None = None
 
     @property
+    def unreachable(self) -> bool:
+        return self.unreachable_since is not None
+
+    @property
     def healthy(self) -> bool:
-        return self.state in HEALTHY_STATES and self.unreachable_since is None
+        return self.state in HEALTHY_STATES and not self.unreachable
 
     @property
     def leasable(self) -> bool:
-        return self.state == "idle" and self.unreachable_since is None
+        return self.state == "idle" and not self.unreachable
 
     def summary(self) -> dict[str, Any]:
         return {"slot": self.index, "env": self.env_name, "state": self.state, "generation": self.generation,
@@ -200,7 +209,7 @@ class PoolManager:
 
     def _export_gauge(self) -> None:
         counts = {name: sum(s.state == name for s in self.slots) for name in get_args(SlotState)}
-        counts["unreachable"] = sum(s.unreachable_since is not None for s in self.slots)
+        counts["unreachable"] = sum(s.unreachable for s in self.slots)
         for name, count in counts.items():
             self._gauge.set(count, tags={"pool": self.config.name, "state": name})
 
@@ -224,7 +233,7 @@ class PoolManager:
                 return
             try:
                 alive = await asyncio.wait_for(slot.handle.ping.remote(), self.config.ping_timeout)
-            except (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError) as exc:
+            except UNREACHABLE_ERRORS as exc:
                 await self._unreachable(slot, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - a dead actor or a dead node: replace
@@ -232,7 +241,7 @@ class PoolManager:
                 return
             if not alive:
                 await self._replace(slot, "desktop is down")
-            elif slot.unreachable_since is not None:
+            elif slot.unreachable:
                 logger.info("slot %d: %s answers again after %.0fs", slot.index, slot.env_name,
                             time.time() - slot.unreachable_since)
                 async with self.changed:
@@ -303,6 +312,11 @@ class PoolManager:
         assert slot.handle is not None
         try:
             await slot.handle.prepare.remote()
+        except UNREACHABLE_ERRORS as exc:  # its next reset reverts it; the health loop decides its fate
+            if slot.generation == generation:
+                await self._unreachable(slot, exc)
+                await self._set_state(slot, "idle")
+            return
         except Exception as exc:  # noqa: BLE001
             if slot.generation == generation:
                 await self._replace(slot, f"revert failed: {_short(exc)}")
@@ -322,7 +336,7 @@ class PoolManager:
         return {"name": cfg.name, "namespace": cfg.namespace, "size": cfg.size, "provider": cfg.desktop.provider,
                 "resource": cfg.resource, "require_a11y_tree": cfg.env.require_a11y_tree,
                 "healthy": sum(s.healthy for s in self.slots),
-                "unreachable": sum(s.unreachable_since is not None for s in self.slots),
+                "unreachable": sum(s.unreachable for s in self.slots),
                 "counts": self._counts(), "replacements": sum(s.replacements for s in self.slots),
                 "closing": self.closing, "slots": [s.summary() for s in self.slots]}
 
@@ -436,13 +450,14 @@ class EnvPool:
 
     @contextlib.contextmanager
     def lease(self, timeout: float | None = None) -> Iterator[ActorHandle]:
-        """Lend one desktop for the block. A desktop that turned out dead is replaced on exit."""
+        """Lend one desktop for the block. A desktop that turned out dead is replaced on exit; an unreachable
+        one (its link is down) is given back as is and left to the health loop."""
         lease = self.acquire(timeout)
         broken = False
         try:
             yield lease.env
-        except (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError):
-            broken = True
+        except BROKEN_ERRORS as exc:
+            broken = not isinstance(exc, UNREACHABLE_ERRORS)
             raise
         finally:
             self.release(lease, broken=broken)
@@ -460,8 +475,8 @@ class EnvPool:
         broken = False
         try:
             yield lease
-        except (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError):
-            broken = True
+        except BROKEN_ERRORS as exc:
+            broken = not isinstance(exc, UNREACHABLE_ERRORS)
             raise
         finally:
             await self.release_async(lease, broken=broken)
