@@ -39,7 +39,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Literal, get_args
+from typing import Any, AsyncIterator, Iterator, Literal, Sequence, get_args
 
 import ray
 from ray._private import state as ray_state  # the GCS job and actor tables: is a lessee still alive?
@@ -63,6 +63,8 @@ UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError
 BROKEN_ERRORS = (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError)
 #: Ray gives the head node this resource; the manager asks for a sliver of it to live there.
 HEAD_RESOURCE = "node:__internal_head__"
+#: The health loop also reaps orphaned desktops every this many rounds.
+REAP_EVERY = 6
 
 
 def manager_name(pool: str) -> str:
@@ -180,9 +182,10 @@ class PoolManager:
         slot.state, slot.last_error, slot.leased_at, slot.unreachable_since = "replacing", reason, None, None
         slot.lessee = None
         slot.replacements += 1
+        doomed = slot.actor_id
         await self._retire(slot.handle)
-        slot.handle, slot.actor_id = None, ""  # so the reap below counts the old desktop as orphaned
-        await self._reap()
+        slot.handle, slot.actor_id = None, ""
+        await self._reap(doomed=[doomed] if doomed else [])
         await self._boot(slot)
 
     async def _retire(self, handle: ActorHandle | None) -> None:
@@ -193,12 +196,15 @@ class PoolManager:
         with contextlib.suppress(Exception):
             ray.kill(handle, no_restart=True)
 
-    async def _reap(self, live: list[str] | None = None) -> list[str]:
-        live = [s.actor_id for s in self.slots if s.handle is not None] if live is None else live
+    async def _reap(self, doomed: Sequence[str] = (), everything: bool = False) -> list[str]:
+        """Remove this pool's desktops whose actor is gone (see :mod:`rayenv.reaper`) on every env host."""
         removed: list[str] = []
-        for ref in reap_cluster(self.config.name, live, self.config.resource):
-            with contextlib.suppress(Exception):
+        for ref in reap_cluster(self.config.name, self.config.resource, doomed, everything):
+            try:
                 removed += await asyncio.wait_for(ref, 60)
+            except Exception as exc:  # noqa: BLE001 - an unreachable host is reaped on a later round
+                logger.warning("reap on an env host failed (retried every %.0fs): %s",
+                               self.config.health_interval * REAP_EVERY, _short(exc))
         return removed
 
     async def _set_state(self, slot: Slot, state: SlotState) -> None:
@@ -220,7 +226,7 @@ class PoolManager:
             await asyncio.sleep(self.config.health_interval)
             await self.check_health()
             rounds += 1
-            if rounds % 6 == 0:
+            if rounds % REAP_EVERY == 0:
                 await self._reap()
 
     async def check_health(self) -> dict[str, Any]:
@@ -359,7 +365,7 @@ class PoolManager:
         await asyncio.gather(*(self._retire(s.handle) for s in self.slots))
         for slot in self.slots:
             slot.handle, slot.state = None, "failed"
-        return await self._reap(live=[])
+        return await self._reap(everything=True)
 
 
 class EnvPool:

@@ -3,16 +3,22 @@
 An env actor normally removes its container in ``close()``. When its worker process is killed
 (``kill -9``, OOM, node restart) nobody does, so every container and process desktop carries its
 owner and actor id (see :class:`~rayenv.providers.base.Ownership`), and the pool periodically runs
-:func:`reap_node` on each env host with the set of actor ids it still owns. Anything of that pool
-with another actor id is an orphan and is removed with its volumes.
+:func:`reap_node` on each env host.
+
+Who is an orphan is decided on the node, at the moment it looks, by asking Ray's GCS about each
+desktop's actor: dead, or unknown to this cluster (a desktop from an earlier cluster), means orphan.
+A list of live actors computed by the pool beforehand would not do: an actor booting meanwhile makes
+its container after the list was taken, and the reaper would remove a healthy desktop. The pool adds
+the actors it has just killed (``doomed``), which the GCS may still report alive for a moment.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Callable, Iterable
 
 import ray
+from ray._private import state as ray_state
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .errors import ProviderUnavailable
@@ -21,36 +27,54 @@ from .providers.base import LABEL_ACTOR, LABEL_ENV
 
 logger = logging.getLogger(__name__)
 
+IsOrphan = Callable[[str], bool]
+"""Decides from a desktop's actor id whether the desktop is an orphan."""
 
-def reap_containers(owner: str, live_actor_ids: Iterable[str]) -> list[str]:
-    """Remove this owner's containers whose actor is not live; returns the removed containers' names."""
+
+def every_desktop(_actor_id: str) -> bool:
+    """For when the whole pool goes (shutdown, ``worker stop``): every desktop of the owner is an orphan."""
+    return True
+
+
+def actor_is_gone(actor_id: str) -> bool:
+    """The GCS reports the actor dead, or has never heard of it (blocking: asks the GCS)."""
+    return ray_state.actors(actor_id=actor_id).get("State", "DEAD") == "DEAD"
+
+
+def reap_containers(owner: str, is_orphan: IsOrphan) -> list[str]:
+    """Remove this owner's orphaned containers with their volumes; returns the removed containers' names."""
     try:
         mine = containers.owned(owner)
     except ProviderUnavailable:  # no Docker engine on this node: nothing of ours can be there
         return []
-    live = set(live_actor_ids)
     removed = []
     for container in mine:
-        if container.labels.get(LABEL_ACTOR, "") in live:
+        actor_id = container.labels.get(LABEL_ACTOR, "")
+        if not is_orphan(actor_id):
             continue
         logger.warning("reaping container %s of %s (actor %s is gone)", container.name,
-                       container.labels.get(LABEL_ENV), container.labels.get(LABEL_ACTOR))
+                       container.labels.get(LABEL_ENV), actor_id)
         containers.remove(container)
         removed.append(container.name)
     return removed
 
 
-def reap_processes(owner: str, live_actor_ids: Iterable[str]) -> list[str]:
-    """Stop process-mode desktops of this owner whose actor is gone."""
+def reap_processes(owner: str, is_orphan: IsOrphan) -> list[str]:
+    """Stop this owner's orphaned process-mode desktops; returns their env names."""
     from .desktop_lite.process import reap_orphans
 
-    return reap_orphans(owner, set(live_actor_ids))
+    return reap_orphans(owner, is_orphan)
 
 
 @ray.remote(num_cpus=0)
-def reap_node(owner: str, live_actor_ids: list[str]) -> list[str]:
-    """Run on one env host: remove orphaned containers and process desktops of ``owner``."""
-    return reap_containers(owner, live_actor_ids) + reap_processes(owner, live_actor_ids)
+def reap_node(owner: str, doomed: list[str], everything: bool = False) -> list[str]:
+    """Run on one env host: remove ``owner``'s desktops whose actor is doomed or gone (all, with ``everything``)."""
+    killed = set(doomed)
+
+    def is_orphan(actor_id: str) -> bool:
+        return everything or actor_id in killed or actor_is_gone(actor_id)
+
+    return reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
 
 
 def env_nodes(resource: str) -> list[str]:
@@ -58,8 +82,8 @@ def env_nodes(resource: str) -> list[str]:
     return [node["NodeID"] for node in ray.nodes() if node.get("Alive") and resource in node.get("Resources", {})]
 
 
-def reap_cluster(owner: str, live_actor_ids: Iterable[str], resource: str) -> list[ray.ObjectRef]:
+def reap_cluster(owner: str, resource: str, doomed: Iterable[str] = (), everything: bool = False) -> list[ray.ObjectRef]:
     """Start :func:`reap_node` on every env host; returns the refs (each yields removed names)."""
-    live = list(live_actor_ids)
-    return [reap_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(owner, live)
-            for node in env_nodes(resource)]
+    killed = list(doomed)
+    return [reap_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+            .remote(owner, killed, everything) for node in env_nodes(resource)]

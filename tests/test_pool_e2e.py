@@ -144,12 +144,24 @@ def test_a_kill_9_of_an_actor_worker_is_healed_and_its_container_reaped(pool):
     victim = pool.status()["slots"][0]
     status = ray.get(pool.envs()[victim["env"]].status.remote())
     os.kill(status["details"]["worker_pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        slot = pool.status()["slots"][0]
-        if slot["generation"] > victim["generation"] and slot["state"] == "idle":
-            break
+
+    def healed() -> bool:
+        status = pool.status()
+        slot = status["slots"][0]
+        return status["healthy"] == 4 and slot["generation"] > victim["generation"] and slot["state"] == "idle"
+
+    wait_until(healed, timeout=180)
+    live = {slot["actor_id"] for slot in pool.status()["slots"]}
+    assert victim["actor_id"] not in live
+
+    def only_the_live_actors_have_containers() -> bool:
+        return {c.labels[LABEL_ACTOR] for c in owned_containers("e2e")} == live
+
+    wait_until(only_the_live_actors_have_containers, timeout=60)
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {condition.__name__}"
         time.sleep(1)
-    assert pool.status()["healthy"] == 4
-    actors = {c.labels[LABEL_ACTOR] for c in owned_containers("e2e")}
-    assert victim["actor_id"] not in actors and len(actors) == 4

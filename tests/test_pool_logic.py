@@ -217,3 +217,31 @@ def test_recording_keeps_each_episodes_screenshots_and_actions(cluster, tmp_path
     events = [json.loads(line) for line in (episode / "trajectory.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["reset", "step", "step"]
     assert events[2]["done"] is True and (episode / "step-002.png").read_bytes().startswith(b"\x89PNG")
+
+
+@ray.remote(num_cpus=0)
+class Owner:
+    """Stands for an env actor: all the reaper asks of it is whether the GCS says it lives."""
+
+    def actor_id(self) -> str:
+        return ray.get_runtime_context().get_actor_id()
+
+
+def test_the_reaper_removes_desktops_whose_actor_died_and_spares_those_whose_actor_lives(cluster):
+    from rayenv.desktop_lite.process import start_desktop
+    from rayenv.reaper import reap_cluster
+
+    living, dead = Owner.remote(), Owner.remote()
+    living_id, dead_id = ray.get([living.actor_id.remote(), dead.actor_id.remote()])
+    ray.kill(dead)
+    kept, orphan = (start_desktop(owner="reap-spec", env_id=env_id, actor_id=actor_id, width=320, height=240,
+                                  timeout=30) for env_id, actor_id in (("kept", living_id), ("orphan", dead_id)))
+    try:
+        # The pool passes no list of its live actors: one that booted after such a list was taken
+        # would have its brand-new desktop reaped. The GCS, asked on the node, knows better.
+        assert ray.get(reap_cluster("reap-spec", "osworld_env")) == [["orphan"]]
+        orphan.process.wait(timeout=10)
+        assert kept.alive() and kept.record.exists() and not orphan.record.exists()
+        assert ray.get(reap_cluster("reap-spec", "osworld_env", doomed=[living_id])) == [["kept"]]
+    finally:
+        kept.stop(), orphan.stop()

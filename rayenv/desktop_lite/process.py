@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import EnvTimeout, ProviderUnavailable
 
@@ -101,15 +102,15 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
                           port=int(port_file.read_text()), record=record, workdir=workdir)
 
 
-def reap_orphans(owner: str, live_actor_ids: set[str]) -> list[str]:
-    """Stop this owner's process desktops whose actor is not live; returns their env names."""
+def reap_orphans(owner: str, is_orphan: Callable[[str], bool]) -> list[str]:
+    """Stop this owner's process desktops that ``is_orphan`` (given the actor id) names; returns their env names."""
     removed = []
     for record in sorted(run_dir(owner).glob("*.json")):
         try:
             info = json.loads(record.read_text())
         except (OSError, ValueError):
             continue
-        if info.get("actor_id") in live_actor_ids:
+        if not is_orphan(info.get("actor_id", "")):
             continue
         _kill_group(int(info["pgid"]))
         record.unlink(missing_ok=True)
