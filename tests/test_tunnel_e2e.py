@@ -3,7 +3,8 @@
 Two network namespaces: "cluster" (sshd with GatewayPorts no; `rayenv head start` as a non-root
 user; the trainer-side driver) and "envhost" (root; firewalled so it can open only TCP to that
 sshd; `rayenv worker start --ssh ...`). Every scenario reports its recovery time to
-``bench/results/tunnel_recovery.json``.
+``tunnel_recovery.json`` in ``$RAYENV_RESULTS_DIR`` (default ``~/.cache/rayenv/results``, so a test
+run leaves the checkout as it was); ``RAYENV_RESULTS_DIR=bench/results`` refreshes the committed record.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ PORTS = netns.pinned_ports(21000)
 HEAD = f"127.0.0.2:{PORTS['head']['gcs']}"
 SIDECAR = 21082
 CALL_TIMEOUT = 20.0
-RESULTS = REPO / "bench" / "results" / "tunnel_recovery.json"
+RESULTS = Path(os.environ.get("RAYENV_RESULTS_DIR", Path.home() / ".cache" / "rayenv" / "results")).resolve() \
+    / "tunnel_recovery.json"
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,7 @@ def pool_full(tb) -> bool:
 
 
 def record(scenario: str, **numbers) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[scenario] = numbers
     RESULTS.write_text(json.dumps(results, indent=2))
