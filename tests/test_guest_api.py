@@ -101,6 +101,20 @@ def test_files_can_be_uploaded_listed_and_read_back(desktop, controller):
     assert controller.get_file(f"{home}/up/a.txt") == b"payload"
 
 
+def test_a_changed_wallpaper_shows_on_the_screen_and_is_read_back(desktop, controller):
+    magenta = (200, 30, 90)
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 36), magenta).save(picture, "PNG")
+    requests.post(f"{desktop.url}/setup/upload", data={"file_path": "~/wallpaper.png"},
+                  files={"file_data": ("wallpaper.png", picture.getvalue())}, timeout=10).raise_for_status()
+    requests.post(f"{desktop.url}/setup/change_wallpaper", json={"path": "~/wallpaper.png"},
+                  timeout=30).raise_for_status()
+    screen = Image.open(io.BytesIO(controller.get_screenshot())).convert("RGB")
+    shown = sum(count for count, colour in screen.getcolors(WIDTH * HEIGHT) if colour == magenta)
+    assert shown > 0.2 * WIDTH * HEIGHT  # everywhere no window covers it
+    assert controller.get_vm_wallpaper() == picture.getvalue()
+
+
 def test_a_screen_recording_is_an_mp4(desktop, controller, tmp_path):
     controller.start_recording()
     time.sleep(1.5)

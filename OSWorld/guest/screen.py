@@ -11,7 +11,7 @@ import io
 import threading
 
 from PIL import Image, ImageDraw
-from Xlib import X, display
+from Xlib import X, Xatom, display
 
 _local = threading.local()
 
@@ -52,3 +52,27 @@ def screenshot_png() -> bytes:
     buffer = io.BytesIO()
     grab().save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def paint_wallpaper(path: str) -> None:
+    """Show the image at ``path``, scaled to the screen, as the desktop background.
+
+    The pixmap goes to the root window's background on a connection of its own whose resources
+    outlive it (``RetainPermanent``), and ``_XROOTPMAP_ID`` names it, as wallpaper setters do, so the
+    picture stays after this call and appears in every later screenshot.
+    """
+    connection = display.Display()
+    try:
+        screen = connection.screen()
+        root = screen.root
+        size = (screen.width_in_pixels, screen.height_in_pixels)
+        picture = Image.open(path).convert("RGB").resize(size)
+        pixmap = root.create_pixmap(size[0], size[1], screen.root_depth)
+        pixmap.put_pil_image(pixmap.create_gc(), 0, 0, picture)
+        root.change_attributes(background_pixmap=pixmap)
+        root.change_property(connection.intern_atom("_XROOTPMAP_ID"), Xatom.PIXMAP, 32, [pixmap.id])
+        root.clear_area(0, 0, size[0], size[1])
+        connection.set_close_down_mode(X.RetainPermanent)
+        connection.sync()
+    finally:
+        connection.close()

@@ -303,6 +303,10 @@ def post_change_wallpaper() -> Response:
     path = Path(os.path.expanduser(_json().get("path", "")))
     if not path.is_file():
         return jsonify({"status": "error", "message": f"file not found: {path}"}), 404
+    try:
+        screen.paint_wallpaper(str(path))
+    except Exception as exc:  # noqa: BLE001 - an unreadable image is the caller's error, said plainly
+        return jsonify({"status": "error", "message": f"cannot show {path} as wallpaper: {exc}"}), 400
     _wallpaper["path"] = str(path)
     return jsonify({"status": "success", "message": f"wallpaper set to {path}"})
 
