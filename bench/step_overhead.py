@@ -7,16 +7,21 @@ One run, one desktop, three paths to the same action + screenshot:
 * **bridge**: an HTTP server in the shape of the old bridge (FastAPI, screenshot as base64 inside
   JSON, the whole episode history re-sent by the client on every step).
 
+Twice: on the desktop as built (flat colours: ~30 KB PNGs) and with OSWorld-sized screenshots (a
+photo-like wallpaper set through the guest API, so that every real screenshot weighs ~1.5 MB like one
+of the Ubuntu VM).
+
 Then pool throughput (steps/s) with 1, 2, 4 and 8 desktops stepping as fast as they can.
 Results: ``bench/results/step_overhead.{md,json,png}``.
 
-    .venv/bin/python bench/step_overhead.py --provider process --steps 60
+    .venv/bin/python bench/step_overhead.py --provider lite --steps 90   # (--provider process without Docker)
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import statistics
 import threading
@@ -85,10 +90,32 @@ def interleaved(steps: int, paths: dict[str, Callable[[int], int]]) -> dict[str,
     return results
 
 
-def measure_paths(pool: EnvPool, steps: int, bridge_port: int) -> dict[str, Any]:
+def photo_like_wallpaper(width: int, height: int) -> bytes:
+    """A gradient with a little noise: PNG-compresses like a photo, so screenshots weigh what the VM's do."""
+    import numpy as np
+    from PIL import Image
+
+    rows = np.linspace(40, 180, height)[:, None, None]
+    columns = np.linspace(0, 60, width)[None, :, None]
+    noise = np.random.default_rng(0).integers(0, 2, (height, width, 3))
+    pixels = np.clip(rows + columns + np.array([0, 20, 50]) + noise, 0, 255).astype(np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, "PNG")
+    return png.getvalue()
+
+
+def set_wallpaper(url: str, picture: bytes) -> None:
+    requests.post(f"{url}/setup/upload", data={"file_path": "~/bench-wallpaper.png"},
+                  files={"file_data": ("bench-wallpaper.png", picture)}, timeout=60).raise_for_status()
+    requests.post(f"{url}/setup/change_wallpaper", json={"path": "~/bench-wallpaper.png"}, timeout=60).raise_for_status()
+
+
+def measure_paths(pool: EnvPool, steps: int, bridge_port: int, wallpaper: bytes | None = None) -> dict[str, Any]:
     env = next(iter(pool.envs().values()))
     ray.get(env.reset.remote(None))
     url = ray.get(env.status.remote())["url"]
+    if wallpaper is not None:
+        set_wallpaper(url, wallpaper)
     direct = GuestClient(url, env="direct")
 
     def via_direct(i: int) -> int:
@@ -139,16 +166,17 @@ def throughput(pool: EnvPool, count: int, seconds: float) -> float:
 def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "step_overhead.json").write_text(json.dumps(results, indent=2))
-    paths = results["paths"]
     lines = [f"# Step overhead ({args.provider} desktop, {args.width}x{args.height}, {args.steps} steps per path)", "",
-             "| path | p50 ms | p95 ms | bytes/step |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {name} | {paths[name]['p50_ms']:.1f} | {paths[name]['p95_ms']:.1f} | {paths[name]['bytes_per_step']:,.0f} |"
-              for name in ("direct", "rayenv", "bridge")]
-    lines += ["", f"rayenv adds **{100 * paths['rayenv_overhead_vs_direct_p50']:+.1f}%** to a direct guest call's p50 "
-                  f"(goal < 5%).",
-              f"The old bridge is **{paths['bridge_over_rayenv_p50']:.2f}x** rayenv's p50 latency and moves "
-              f"**{paths['bridge_over_rayenv_bytes']:.1f}x** the bytes per step (history re-sent, base64).", "",
-              "| desktops | steps/s |", "| ---: | ---: |"]
+             "Each step: an action (`pyautogui.moveTo`, no pause) and the screenshot after it. The bridge runs on",
+             f"loopback here; its client re-sends the episode's history (episodes of {EPISODE} steps).", ""]
+    for scenario, paths in results["paths"].items():
+        lines += [f"## {scenario}", "", "| path | p50 ms | p95 ms | bytes/step |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {paths[name]['p50_ms']:.1f} | {paths[name]['p95_ms']:.1f} | "
+                  f"{paths[name]['bytes_per_step']:,.0f} |" for name in ("direct", "rayenv", "bridge")]
+        lines += ["", f"rayenv adds **{100 * paths['rayenv_overhead_vs_direct_p50']:+.1f}%** to a direct guest call's "
+                      f"p50 (goal < 5%). The old bridge takes **{paths['bridge_over_rayenv_p50']:.2f}x** rayenv's p50 "
+                      f"and moves **{paths['bridge_over_rayenv_bytes']:.1f}x** the bytes per step.", ""]
+    lines += ["## Pool throughput (desktop as built)", "", "| desktops | steps/s |", "| ---: | ---: |"]
     lines += [f"| {n} | {rate:.1f} |" for n, rate in results["throughput"].items()]
     (RESULTS / "step_overhead.md").write_text("\n".join(lines) + "\n")
     try:
@@ -158,12 +186,17 @@ def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    names = ["direct", "rayenv", "bridge"]
-    left.bar(names, [paths[n]["p50_ms"] for n in names], label="p50")
-    left.scatter(names, [paths[n]["p95_ms"] for n in names], color="black", zorder=3, label="p95")
-    left.set_ylabel("ms per step (action + screenshot)")
-    left.legend()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names, scenarios = ["direct", "rayenv", "bridge"], list(results["paths"])
+    width = 0.8 / len(scenarios)
+    for k, scenario in enumerate(scenarios):
+        paths = results["paths"][scenario]
+        xs = [i + k * width for i in range(len(names))]
+        left.bar(xs, [paths[n]["p50_ms"] for n in names], width, label=f"{scenario} p50")
+        left.scatter(xs, [paths[n]["p95_ms"] for n in names], color="black", s=12, zorder=3)
+    left.set_xticks([i + width * (len(scenarios) - 1) / 2 for i in range(len(names))], names)
+    left.set_ylabel("ms per step (action + screenshot); dots: p95")
+    left.legend(fontsize="small")
     sizes = list(results["throughput"])
     right.plot([int(n) for n in sizes], list(results["throughput"].values()), marker="o")
     right.set_xlabel("desktops")
@@ -188,8 +221,10 @@ def main() -> None:
     pool = EnvPool.create(name="bench", size=max(sizes), provider=args.provider, env={"default_pause": 0},
                           desktop={"provider": args.provider, "screen_width": args.width, "screen_height": args.height})
     try:
-        results = {"paths": measure_paths(pool, args.steps, args.bridge_port),
+        results = {"paths": {"desktop as built": measure_paths(pool, args.steps, args.bridge_port)},
                    "throughput": {str(n): throughput(pool, n, args.seconds) for n in sizes}}
+        results["paths"]["OSWorld-sized screenshots"] = measure_paths(
+            pool, args.steps, args.bridge_port + 1, wallpaper=photo_like_wallpaper(args.width, args.height))
     finally:
         pool.shutdown()
         ray.shutdown()
