@@ -130,12 +130,14 @@ def main() -> None:
                        PYTHON, __file__, "drive"]
         env_driver = {**root_env, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO),
                       "RAY_AUTH_TOKEN_PATH": str(tb.root_home / ".cache/rayenv/worker/auth_token")}
-        transfer: dict[str, list[float]] = {"tunnel": [], "tunnel_to_driver": [], "raw": [], "warmup": []}
-        for round_ in range(TRANSFER_ROUNDS + 1):  # round 0 warms up: the head's store touches its pages first
-            pulled = json_of(tb.run(tb.cluster, [*head_driver, "transfer"], as_user=True))
-            if round_ == 0:
-                transfer["warmup"].append(pulled["bytes"] / pulled["seconds"] / 1e6)
-                continue
+        def pull_through_tunnel() -> dict:
+            return json_of(tb.run(tb.cluster, [*head_driver, "transfer"], as_user=True))
+
+        warmup = pull_through_tunnel()  # the head's store touches its pages for the first time
+        transfer: dict[str, list[float]] = {"tunnel": [], "tunnel_to_driver": [], "raw": [],
+                                            "warmup": [warmup["bytes"] / warmup["seconds"] / 1e6]}
+        for _ in range(TRANSFER_ROUNDS):
+            pulled = pull_through_tunnel()
             transfer["tunnel"].append(pulled["bytes"] / pulled["seconds"] / 1e6)
             transfer["tunnel_to_driver"].append(pulled["bytes"] / pulled["seconds_to_driver"] / 1e6)
             transfer["raw"].append(raw_ssh(tb, pulled["bytes"]))

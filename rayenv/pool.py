@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator, Literal, Sequence, get_args
 
 import ray
-from ray._private import state as ray_state  # the GCS job and actor tables: is a lessee still alive?
+from ray._private import state as ray_state  # the GCS job table: is a lessee driver still alive?
 from ray.actor import ActorHandle
 from ray.util import metrics
 
@@ -50,7 +50,7 @@ from .actor import OSWorldEnv
 from .config import DEFAULT_NAMESPACE, PoolConfig
 from .errors import DesktopUnavailable, EnvTimeout, PoolError
 from .outcomes import Outcome, as_completed, gather
-from .reaper import reap_cluster
+from .reaper import actor_is_gone, reap_cluster
 
 logger = logging.getLogger("rayenv.pool")
 
@@ -462,8 +462,8 @@ class EnvPool:
         broken = False
         try:
             yield lease.env
-        except BROKEN_ERRORS as exc:
-            broken = not isinstance(exc, UNREACHABLE_ERRORS)
+        except Exception as exc:
+            broken = _breaks_the_desktop(exc)
             raise
         finally:
             self.release(lease, broken=broken)
@@ -481,8 +481,8 @@ class EnvPool:
         broken = False
         try:
             yield lease
-        except BROKEN_ERRORS as exc:
-            broken = not isinstance(exc, UNREACHABLE_ERRORS)
+        except Exception as exc:
+            broken = _breaks_the_desktop(exc)
             raise
         finally:
             await self.release_async(lease, broken=broken)
@@ -538,6 +538,12 @@ def _check_capacity(config: PoolConfig) -> None:
                              f"(rayenv worker start does this), or lower the pool size")
 
 
+def _breaks_the_desktop(exc: BaseException) -> bool:
+    """Whether a lessee's error means its desktop is gone (released as broken, replaced at once); an
+    unreachable one (``ActorUnavailableError`` is a ``RayActorError`` too) is left to the health loop."""
+    return isinstance(exc, BROKEN_ERRORS) and not isinstance(exc, UNREACHABLE_ERRORS)
+
+
 def _lessee() -> dict[str, str]:
     """Who is taking a lease: the calling actor if there is one, else the driver's job."""
     context = ray.get_runtime_context()
@@ -555,7 +561,7 @@ def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
     if any("job_id" in lessee for lessee in lessees):
         dead |= {f"job {job['JobID']}" for job in ray_state.jobs() if job["IsDead"]}
     for lessee in lessees:
-        if "actor_id" in lessee and ray_state.actors(actor_id=lessee["actor_id"]).get("State") == "DEAD":
+        if "actor_id" in lessee and actor_is_gone(lessee["actor_id"]):
             dead.add(_lessee_key(lessee))
     return dead
 

@@ -23,6 +23,7 @@ import ray
 from rayenv import DesktopUnavailable, EnvPool, InvalidAction, InvalidTaskConfig
 from rayenv.providers.base import LABEL_ACTOR, LABEL_OWNER
 from rayenv.tasks import load_tasks
+from polling import wait_until
 from raycluster import ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -159,9 +160,3 @@ def test_a_kill_9_of_an_actor_worker_is_healed_and_its_container_reaped(pool):
 
     wait_until(only_the_live_actors_have_containers, timeout=60)
 
-
-def wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {condition.__name__}"
-        time.sleep(1)

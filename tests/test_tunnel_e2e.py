@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import netns
+from polling import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -81,15 +82,6 @@ def health(tb) -> dict:
 
 def tunnel_status(tb) -> dict:
     return json.loads((tb.root_home / ".cache" / "rayenv" / "worker" / "status.json").read_text())
-
-
-def wait_until(predicate, timeout: float, what: str, explain=lambda: "") -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return round(time.monotonic() - start, 1)
-        time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout}s\n{explain()}")
 
 
 def worker_logs(tb) -> str:
