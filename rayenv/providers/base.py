@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 #: Docker label keys. ``rayenv.owner`` is what shutdown, the reaper and humans filter on.
 LABEL_OWNER = "rayenv.owner"
@@ -63,12 +64,19 @@ class DesktopSpec(BaseModel):
     boot_timeout: float = Field(120.0, gt=0, description="seconds from start to a guest API answer")
     lite_image: str | None = Field(None, description="desktop-lite image tag (default: current version)")
     docker_image: str = Field("happysixd/osworld-docker", description="OSWorld QEMU image")
-    vm_path: str | None = Field(None, description="qcow2 path for the docker provider")
-    vm_url: str | None = Field(None, description="where to download the qcow2 from when vm_path is absent")
-    vm_sha256: str | None = Field(None, description="expected checksum of the qcow2")
+    vm_path: str | None = Field(None, description="qcow2 on the env host for the docker provider (relative: to the "
+                                "directory of the process that creates the pool); default: what `rayenv vm fetch` got")
+    vm_url: str | None = Field(None, description="what `rayenv vm fetch` downloads when vm_path is absent")
+    vm_sha256: str | None = Field(None, description="SHA-256 of what vm_url serves, checked by `rayenv vm fetch`")
     docker_memory: str = Field("4G", description="RAM of the OSWorld VM (docker provider)")
     docker_cpus: int = Field(4, ge=1, description="vCPUs of the OSWorld VM (docker provider)")
     require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")
+
+    @field_validator("vm_path")
+    @classmethod
+    def _absolute_vm_path(cls, value: str | None) -> str | None:
+        """Resolved where the pool is created: the env actor's working directory means nothing to a user."""
+        return str(Path(value).expanduser().absolute()) if value else value
 
 
 class Provider(abc.ABC):

@@ -21,7 +21,7 @@ from ..errors import ProviderUnavailable
 from ..kvm import probe_kvm
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
-from .vm_image import OSWORLD_UBUNTU_URL, ensure_vm_image
+from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,8 @@ class DockerProvider(ContainerProvider):
         self._kvm_reason = ""
 
     def _vm_path(self) -> Path:
-        if self.spec.vm_path:
-            path = Path(self.spec.vm_path).expanduser()
-            if not path.exists():
-                raise ProviderUnavailable(f"VM image {path} does not exist", env=self.ownership.env_id, phase="boot",
-                                          hint="fix desktop.vm_path, or unset it to download OSWorld's Ubuntu image")
-            return path
-        return ensure_vm_image(self.spec.vm_url or OSWORLD_UBUNTU_URL, sha256=self.spec.vm_sha256)
+        """The qcow2 to mount; never downloaded here (a boot window is no place for 10 GB)."""
+        return locate_vm_image(self.spec.vm_path, self.spec.vm_url or OSWORLD_UBUNTU_URL, env=self.ownership.env_id)
 
     def container_options(self) -> dict[str, Any]:
         env_id = self.ownership.env_id

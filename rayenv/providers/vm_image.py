@@ -1,21 +1,31 @@
-"""Fetch the OSWorld Ubuntu qcow2 once per env host: resumable, with progress, checked, never half-used.
+"""The OSWorld Ubuntu qcow2 on an env host: fetched once, beforehand, checked; never half-used.
 
-The image is ~10 GB zipped; a laptop VM's link drops. The download goes to ``<name>.part``, resumes
-with an HTTP ``Range`` request, refuses to start without room for the archive and its extraction,
-verifies the size (and a SHA-256 when one is configured), and only then unzips to a temporary name
-that is renamed into place. A crash at any point leaves either nothing usable-looking or a
-``.part`` to resume from.
+The image is ~10 GB zipped and a laptop VM's link drops, so fetching is a step of its own
+(``rayenv vm fetch``), never part of a desktop's boot: a pool that finds no image fails at once
+with that command (:func:`locate_vm_image`) instead of downloading inside an actor's boot window,
+where the pool would kill it half-way.
+
+:func:`fetch_vm_image` downloads to ``<name>.part`` and resumes with an HTTP ``Range`` request,
+holds a lock for the whole fetch (a second caller, thread or process, waits and then finds the
+image), refuses to start without room for the archive and its extraction, verifies the size (and a
+SHA-256 when one is given), extracts to a temporary name (zip's CRC checks every byte), checks the
+qcow2 header, and only then renames into place. A corrupt archive is deleted, so the next fetch
+starts clean. A crash at any point leaves either nothing usable-looking or a ``.part`` to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import requests
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -24,30 +34,95 @@ from ..errors import ConfigError, ProviderUnavailable
 #: Where OSWorld publishes its Ubuntu image (overridable per pool: ``desktop.vm_url``).
 OSWORLD_UBUNTU_URL = "https://huggingface.co/datasets/xlangai/ubuntu_osworld/resolve/main/Ubuntu.qcow2.zip"
 CHUNK = 1 << 16  # small: bytes read before a dropped connection are kept
+QCOW2_MAGIC = b"QFI\xfb"
+FETCH_COMMAND = "rayenv vm fetch"
 
 
 def default_vm_dir() -> Path:
     return Path(os.environ.get("RAYENV_VM_DIR", Path.home() / ".cache" / "rayenv" / "vm"))
 
 
-def ensure_vm_image(url: str = OSWORLD_UBUNTU_URL, dest_dir: Path | None = None, sha256: str | None = None,
-                    show_progress: bool = True) -> Path:
-    """Return the path of the extracted qcow2, downloading and unzipping it first if needed."""
+def image_name(url: str) -> str:
+    """``Ubuntu.qcow2`` for ``.../Ubuntu.qcow2.zip``: the file a fetch of ``url`` produces."""
+    return url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zip")
+
+
+def check_qcow2(path: Path, *, env: str | None = None) -> Path:
+    """``path`` if it starts with a qcow2 header; a typed error naming the file otherwise."""
+    try:
+        with open(path, "rb") as image:
+            magic = image.read(len(QCOW2_MAGIC))
+    except OSError as exc:
+        raise ProviderUnavailable(f"cannot read the VM image {path}: {exc.strerror}", env=env, phase="boot",
+                                  hint="fix desktop.vm_path (a path on the env host)") from None
+    if magic != QCOW2_MAGIC:
+        raise ProviderUnavailable(f"{path} is not a qcow2 image (it starts with {magic!r})", env=env, phase="boot",
+                                  hint=f"point desktop.vm_path at a .qcow2, or run `{FETCH_COMMAND}` for OSWorld's")
+    return path
+
+
+def locate_vm_image(vm_path: str | None, url: str = OSWORLD_UBUNTU_URL, *, env: str | None = None) -> Path:
+    """The qcow2 a desktop boots: ``vm_path``, else what :func:`fetch_vm_image` of ``url`` left. Never downloads."""
+    if vm_path:
+        path = Path(vm_path).expanduser()
+        if not path.is_file():
+            raise ProviderUnavailable(f"VM image {path} does not exist on this env host", env=env, phase="boot",
+                                      hint="fix desktop.vm_path, or unset it and run "
+                                           f"`{FETCH_COMMAND}` to download OSWorld's Ubuntu image")
+        return check_qcow2(path, env=env)
+    path = default_vm_dir() / image_name(url)
+    if not path.is_file():
+        command = FETCH_COMMAND if url == OSWORLD_UBUNTU_URL else f"{FETCH_COMMAND} --url {url}"
+        raise ProviderUnavailable(f"the VM image {path.name} has not been fetched to {path.parent}", env=env,
+                                  phase="boot", hint=f"run `{command}` on this env host once (~10 GB, resumable), "
+                                                     "or set desktop.vm_path to a qcow2 you already have")
+    return check_qcow2(path, env=env)
+
+
+def fetch_vm_image(url: str = OSWORLD_UBUNTU_URL, dest_dir: Path | None = None, sha256: str | None = None,
+                   show_progress: bool = True) -> Path:
+    """Return the path of the extracted qcow2, downloading and extracting it first if needed."""
     dest_dir = dest_dir or default_vm_dir()
     dest_dir.mkdir(parents=True, exist_ok=True)
-    archive_name = url.rstrip("/").rsplit("/", 1)[-1]
-    image = dest_dir / archive_name.removesuffix(".zip")
-    if image.exists():
-        return image
-    archive = dest_dir / archive_name
-    if not archive.exists():
-        _download(url, archive, show_progress)
-    if sha256:
-        _verify_sha256(archive, sha256)
-    if archive.suffix == ".zip":
-        _unzip_single(archive, image)
-        archive.unlink()
+    image = dest_dir / image_name(url)
+    with _exclusive(dest_dir / f"{image.name}.lock", show_progress):
+        if image.exists():
+            return image
+        archive = dest_dir / url.rstrip("/").rsplit("/", 1)[-1]
+        if not archive.exists():
+            _download(url, archive, show_progress)
+        if sha256:
+            _verify_sha256(archive, sha256)
+        if archive != image:
+            _extract_single(archive, image)
+            archive.unlink()
+        try:
+            check_qcow2(image)
+        except ProviderUnavailable as exc:
+            image.unlink()
+            raise ProviderUnavailable(f"{url} did not hold a qcow2 image; deleted it", phase="download",
+                                      hint=exc.message) from None
     return image
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, show_progress: bool) -> Iterator[None]:
+    """Hold ``lock_path`` exclusively (flock: released by the kernel if the holder dies)."""
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            if show_progress:
+                Console(stderr=True).print(f"another fetch (pid {holder}) is downloading {lock_path.stem}; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0), lock.truncate(), lock.write(str(os.getpid())), lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _remote_size(url: str) -> int | None:
@@ -81,8 +156,8 @@ def _download(url: str, archive: Path, show_progress: bool) -> None:
             pass  # already complete
         else:
             response.raise_for_status()
-        progress = Progress("[bold]VM image", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                            disable=not show_progress, transient=True)
+        progress = Progress(f"[bold]{archive.name}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), disable=not show_progress, transient=True)
         with progress, open(partial, "ab" if have else "wb") as out:
             task = progress.add_task("download", total=total, completed=have)
             if response.status_code != 416:
@@ -106,13 +181,21 @@ def _verify_sha256(archive: Path, expected: str) -> None:
                           hint="the download was corrupt and has been deleted; run again to fetch it anew")
 
 
-def _unzip_single(archive: Path, image: Path) -> None:
-    with zipfile.ZipFile(archive) as bundle:
-        members = [m for m in bundle.infolist() if not m.is_dir()]
-        if len(members) != 1:
-            raise ConfigError(f"{archive.name} holds {len(members)} files, expected one qcow2", phase="download")
-        _check_free_disk(image.parent, members[0].file_size)
-        staging = image.with_name(image.name + ".extracting")
-        with bundle.open(members[0]) as source, open(staging, "wb") as out:
-            shutil.copyfileobj(source, out, CHUNK)
-        staging.rename(image)
+def _extract_single(archive: Path, image: Path) -> None:
+    """Unzip the archive's one file to ``image``; a damaged archive is deleted and reported."""
+    staging = image.with_name(image.name + ".extracting")
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = [m for m in bundle.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise ConfigError(f"{archive.name} holds {len(members)} files, expected one qcow2", phase="download")
+            _check_free_disk(image.parent, members[0].file_size)
+            with bundle.open(members[0]) as source, open(staging, "wb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        staging.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
+        raise ProviderUnavailable(f"{archive.name} is damaged ({exc}); deleted it", phase="download",
+                                  hint=f"run `{FETCH_COMMAND}` again to download it anew") from None
+    staging.rename(image)
+
