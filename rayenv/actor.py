@@ -55,7 +55,6 @@ class OSWorldEnv:
         self._metrics = _Metrics()
         self._tags = {"pool": pool, "provider": self.desktop.spec.provider}
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_id}] %(name)s: %(message)s")
-        self._timed("boot", self.desktop.start)
 
     def _timed(self, phase: str, call: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -68,8 +67,15 @@ class OSWorldEnv:
         finally:
             self._metrics.latency.observe(time.perf_counter() - started, tags={**self._tags, "phase": phase})
 
-    def ready(self) -> str:
-        """Returns the env's name once the desktop has booted (``__init__`` already waited)."""
+    def boot(self) -> str:
+        """Start the desktop (the pool calls this once, first); returns the env's name.
+
+        A method, not ``__init__``: an error raised here reaches the caller as the typed
+        :mod:`rayenv.errors` exception it is, where a failed ``__init__`` becomes an untyped
+        ``ActorDiedError`` carrying only the traceback's text.
+        """
+        if self.desktop.state == "booting":
+            self._timed("boot", self.desktop.start)
         return self.desktop.name
 
     def reset(self, task_config: dict[str, Any] | None = None) -> Observation:

@@ -48,7 +48,7 @@ from ray.util import metrics
 
 from .actor import OSWorldEnv
 from .config import DEFAULT_NAMESPACE, PoolConfig
-from .errors import DesktopUnavailable, EnvTimeout, PoolError
+from .errors import ConfigError, DesktopUnavailable, EnvTimeout, PoolError, ProviderUnavailable, RayEnvError
 from .outcomes import Outcome, as_completed, gather
 from .reaper import actor_is_gone, reap_cluster
 
@@ -61,6 +61,8 @@ UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError
 #: A lessee's errors that say "this desktop is gone" (released as broken, replaced at once), except the
 #: unreachable ones among them.
 BROKEN_ERRORS = (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError)
+#: Boot failures that a retry on the same host cannot fix; the slot fails at once, with the error's hint.
+PERMANENT_BOOT_ERRORS = (ProviderUnavailable, ConfigError)
 #: Ray gives the head node this resource; the manager asks for a sliver of it to live there.
 HEAD_RESOURCE = "node:__internal_head__"
 #: The health loop also reaps orphaned desktops every this many rounds.
@@ -156,12 +158,14 @@ class PoolManager:
             ).remote(cfg.name, slot.env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
             slot.handle, slot.actor_id = handle, handle._actor_id.hex()
             try:
-                await asyncio.wait_for(handle.ready.remote(), cfg.desktop.boot_timeout + 60)
+                await asyncio.wait_for(handle.boot.remote(), cfg.desktop.boot_timeout + 60)
                 status = await handle.status.remote()
             except Exception as exc:  # noqa: BLE001 - any boot failure means: kill, record, retry
                 slot.last_error = f"boot attempt {attempt}: {_short(exc)}"
                 logger.warning("slot %d: %s", slot.index, slot.last_error)
                 ray.kill(handle, no_restart=True)
+                if isinstance(exc, PERMANENT_BOOT_ERRORS):
+                    break  # this host cannot run it (no image, no engine, bad config): trying again only waits
                 await asyncio.sleep(min(2 ** attempt, 30))
                 continue
             if self.closing:  # shut down while this desktop booted: it must not outlive the pool
@@ -383,6 +387,11 @@ class EnvPool:
                config: PoolConfig | None = None, wait: bool = True, **overrides: Any) -> "EnvPool":
         """Create a pool and (with ``wait``) return once every slot has booted or given up.
 
+        With ``wait``, a pool none of whose desktops came up is shut down again (nothing is left
+        behind) and :class:`~rayenv.errors.PoolError` lists each slot's error; one that is only
+        partly up is returned and logged (``status()["healthy"]`` says how many; the health loop
+        keeps retrying the failed slots).
+
         ``overrides`` are :class:`~rayenv.config.PoolConfig` fields (``namespace``, ``resource``,
         ``desktop={...}``, ``env={...}``, ``health_interval``, ...). Ray must be initialized, or is
         initialized from ``RAY_ADDRESS`` / a local cluster.
@@ -401,7 +410,15 @@ class EnvPool:
         pool = cls(config.name, config.namespace, manager, config.model_dump())
         start = manager.start.remote()
         if wait:
-            ray.get(start)
+            status = ray.get(start)
+            if status["healthy"] == 0:
+                pool.shutdown()
+                raise PoolError(f"no desktop of pool {config.name!r} came up ({config.size} "
+                                f"{config.desktop.provider} slot(s) failed); the pool was shut down",
+                                phase="create", hint=_slot_errors(status))
+            if status["healthy"] < config.size:
+                logger.warning("pool %s: only %d/%d desktops are up; %s", config.name, status["healthy"], config.size,
+                               _slot_errors(status))
         return pool
 
     @classmethod
@@ -538,6 +555,15 @@ def _check_capacity(config: PoolConfig) -> None:
                              f"(rayenv worker start does this), or lower the pool size")
 
 
+def _slot_errors(status: dict[str, Any]) -> str:
+    """Each distinct boot error of a pool's failed slots, with the slots it hit."""
+    errors: dict[str, list[int]] = {}
+    for slot in status["slots"]:
+        if slot["state"] == "failed" and slot["last_error"]:
+            errors.setdefault(slot["last_error"], []).append(slot["slot"])
+    return "; ".join(f"slot(s) {', '.join(map(str, slots))}: {error}" for error, slots in errors.items()) or "no error recorded"
+
+
 def _breaks_the_desktop(exc: BaseException) -> bool:
     """Whether a lessee's error means its desktop is gone (released as broken, replaced at once); an
     unreachable one (``ActorUnavailableError`` is a ``RayActorError`` too) is left to the health loop."""
@@ -567,5 +593,9 @@ def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
 
 
 def _short(exc: BaseException) -> str:
+    """One line for a slot's ``last_error``: a typed error's own words and fix, else the first line."""
+    if isinstance(exc, RayEnvError):  # also a RayTaskError(<RayEnvError>) from a remote call
+        kind = next(c.__name__ for c in type(exc).__mro__ if issubclass(c, RayEnvError) and "(" not in c.__name__)
+        return f"{kind}: {exc.message}" + (f" -> {exc.hint}" if exc.hint else "")
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

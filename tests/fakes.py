@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rayenv.errors import ProviderUnavailable
 from rayenv.providers.base import GuestEndpoint, Provider
 
 PNG_4X4 = base64.b64decode(
@@ -118,3 +119,11 @@ class FakeProvider(Provider):
 
     def describe(self) -> dict[str, Any]:
         return {"fake": True, "url": f"http://127.0.0.1:{self._server.server_address[1]}" if self._server else None}
+
+
+class UnbootableProvider(FakeProvider):
+    """A desktop this host cannot run (as a missing image or Docker engine): every start fails the same way."""
+
+    def start(self) -> GuestEndpoint:
+        raise ProviderUnavailable("image rayenv/none:1 is not on this host", env=self.ownership.env_id, phase="boot",
+                                  hint="build it with `rayenv vm build`")

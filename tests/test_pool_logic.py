@@ -196,6 +196,17 @@ def test_a_pool_larger_than_the_cluster_fails_fast(cluster):
         EnvPool.create(name="huge", size=9, provider=FAKE, namespace="rayenv-tests")
 
 
+def test_a_pool_whose_desktops_cannot_boot_here_fails_at_once_with_their_error_and_leaves_nothing(cluster):
+    started = time.monotonic()
+    with pytest.raises(PoolError, match="no desktop of pool 'unbootable' came up") as error:
+        EnvPool.create(name="unbootable", size=2, provider="fakes:UnbootableProvider", namespace="rayenv-tests")
+    assert time.monotonic() - started < 20  # one attempt per slot: a retry cannot bring the image
+    assert "slot(s) 0, 1: boot attempt 1: ProviderUnavailable: image rayenv/none:1 is not on this host" in error.value.hint
+    assert "rayenv vm build" in error.value.hint
+    with pytest.raises(PoolError, match="no pool 'unbootable'"):
+        EnvPool.connect("unbootable", namespace="rayenv-tests")
+
+
 def test_shutdown_leaves_no_desktop_behind(cluster):
     pool = EnvPool.create(name="short", size=2, provider=FAKE, namespace="rayenv-tests")
     assert len([n for n in running(cluster) if n.startswith("short-")]) == 2

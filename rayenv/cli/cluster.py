@@ -131,10 +131,13 @@ def worker_start(
         sidecar_host=sidecar_host, sidecar_port=sidecar_port)
     console.print("tunnel: " + shlex.join(state.ssh.tunnel_command(resolved)), soft_wrap=True)
     try:
-        info = worker_side.start(state, pool_config=pool_config, timeout=timeout)
+        info, status = worker_side.start(state, pool_config=pool_config, timeout=timeout)
     except RayEnvError as exc:
         _fail(exc)
-    console.print(f"joined {info.address} with {size} x osworld_env; pool [bold]{pool}[/bold] is up; "
+    up = f"{status['healthy']}/{status['size']} desktops up"
+    if status["healthy"] < status["size"]:
+        up += " (the pool keeps retrying the others; `rayenv status` shows why they failed)"
+    console.print(f"joined {info.address} with {size} x osworld_env; pool [bold]{pool}[/bold]: {up}; "
                   f"GET http://{sidecar_host}:{sidecar_port}/health; supervisor state in {worker_side.WORKER_DIR}")
 
 

@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 
 from ..config import DEFAULT_NAMESPACE, PoolConfig
+from ..errors import RayEnvError
 
 app = typer.Typer(help="Create and manage a named pool of desktops on a running Ray cluster.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -40,9 +41,15 @@ def create(
     from ..pool import EnvPool
 
     _connect_ray(address)
-    with console.status(f"booting {resolved.size} {resolved.desktop.provider} desktop(s) ..."):
-        pool = EnvPool.create(config=resolved)
-    print(json.dumps(pool.status(), indent=2))
+    try:
+        with console.status(f"booting {resolved.size} {resolved.desktop.provider} desktop(s) ..."):
+            pool = EnvPool.create(config=resolved)
+    except RayEnvError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    status = pool.status()
+    console.print(f"pool {pool.name!r}: {status['healthy']}/{status['size']} desktops up")
+    print(json.dumps(status, indent=2))
 
 
 @app.command()

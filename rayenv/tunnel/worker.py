@@ -7,6 +7,7 @@ Any failure undoes what was started, so a second attempt starts clean.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -55,7 +56,8 @@ def _head_info(state: WorkerState) -> HeadInfo:
 
 
 def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WORKER_DIR,
-          timeout: float = 120) -> HeadInfo:
+          timeout: float = 120) -> tuple[HeadInfo, dict]:
+    """Join and create the pool; returns the head's facts and the new pool's status."""
     if _supervisor_pid(directory):
         raise PreflightError(f"A worker is already running (supervisor pid {_supervisor_pid(directory)}).",
                              phase="preflight", hint="rayenv worker stop")
@@ -81,14 +83,13 @@ def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WOR
         Path(state.token_path).touch(mode=0o600)
         Path(state.token_path).write_text(token.stdout.strip())
         _wait_for(directory, lambda s: s.ray_joined, "joining Ray", timeout)
-        _create_pool(state, pool_config, directory)
-        return info
+        return info, _create_pool(state, pool_config, directory)
     except BaseException:
         stop(directory, shutdown_pool=False)
         raise
 
 
-def _create_pool(state: WorkerState, pool_config: Path | None, directory: Path) -> None:
+def _create_pool(state: WorkerState, pool_config: Path | None, directory: Path) -> dict:
     """A driver on this node creates the pool (its manager lives on the head; desktops land here)."""
     command = [sys.executable, "-m", "rayenv.tunnel.envhost_driver", "create", str(state_file(directory))]
     if pool_config:
@@ -97,6 +98,7 @@ def _create_pool(state: WorkerState, pool_config: Path | None, directory: Path) 
     if done.returncode != 0:
         raise PreflightError(f"creating pool {state.pool!r} failed: {done.stderr.strip()[-1500:]}",
                              phase="pool create", hint="rayenv status shows each slot's last error")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: float = 60) -> bool:
