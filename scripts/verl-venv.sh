@@ -4,16 +4,18 @@
 #   CPU torch 2.13.0 first (on this machine pip takes it from a local file; a plain `pip install verl`
 #   would pull a CUDA torch and ~15 NVIDIA wheels), then verl[verl-core]==0.9.1, then what verl's
 #   agent-loop code and main_ppo import but do not declare (cachetools, uvicorn, transferqueue for
-#   `import transfer_queue`), then rayenv
-#   itself without dependencies (`pip install --no-deps -e .`) plus its light dependencies. Never
-#   desktop-env: the trainer side runs numpy 2, the env host numpy 1.
+#   `import transfer_queue`), then rayenv itself without dependencies (`pip install --no-deps -e .`, so
+#   `import rayenv` and the `rayenv` command work from any directory) plus its light dependencies.
+#   Never desktop-env: the trainer side runs numpy 2, the env host numpy 1.
 #
-# Ray is pinned to the env host's version (read from the env-host virtualenv when there is one):
-# all nodes of one Ray cluster must run the same Ray.
+# Ray: all nodes of one Ray cluster run the same Ray version. The pin is the `ray[default]==X` of
+# pyproject.toml's `verl` extra (what `pip install '.[verl]'` installs on a cluster); RAYENV_RAY_VERSION
+# overrides it for a cluster that runs another Ray. `rayenv worker start` refuses an env host whose Ray
+# differs from the head's.
 #
 # The venv lives in $RAYENV_CACHE/venvs/verl-<hash> (default ~/.cache/rayenv), keyed by the package
 # list below, the Ray pin and the Python version; `.venv-verl` in the checkout links to it. A second run
-# with nothing changed only re-links the editable rayenv install (a second or two).
+# with nothing changed only checks the editable rayenv install (a second or two).
 # Usage: scripts/verl-venv.sh [--print]   (--print: only print the path the venv would have)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,16 +29,12 @@ LIGHT_DEPS=("pydantic>=2.6" "pyyaml>=6" "typer>=0.12" "rich>=13" "tenacity>=8" "
             "fastapi>=0.110" "uvicorn>=0.29" pyarrow pandas pytest pytest-timeout psutil matplotlib)
 log() { printf '\033[1m[verl-venv]\033[0m %s\n' "$*" >&2; }
 
-ray_pin() {  # the env host's Ray version, so both virtualenvs can join one cluster
-  local host
-  for host in "${RAYENV_ENVHOST:-}" "$ROOT/.venv" "$CACHE/envhost-warm"; do
-    if [ -n "$host" ] && [ -x "$host/bin/python" ]; then
-      "$host/bin/python" -c 'import ray; print(ray.__version__)' 2>/dev/null && return
-    fi
-  done
+ray_pin() {  # the Ray of pyproject.toml's verl extra: the cluster's Ray
+  sed -n 's/.*"ray\[default\]==\([^"]*\)".*/\1/p' "$ROOT/pyproject.toml" | head -1
 }
 
-RAY_VERSION=${RAYENV_RAY_VERSION:-$(ray_pin || true)}
+RAY_VERSION=${RAYENV_RAY_VERSION:-$(ray_pin)}
+[ -n "$RAY_VERSION" ] || { log "no ray[default]==X in pyproject.toml's verl extra and no RAYENV_RAY_VERSION"; exit 1; }
 recipe="$TORCH_SPEC $VERL_SPEC ${EXTRAS[*]} ${LIGHT_DEPS[*]} ray==$RAY_VERSION"  # what the venv contains
 hash=$( (echo "$recipe"; "$PYTHON" --version) | sha256sum | cut -c1-12)
 VENV=$CACHE/venvs/verl-$hash
@@ -51,9 +49,8 @@ if [ ! -f "$VENV/.complete" ]; then
   pip -U pip
   log "1/4 CPU $TORCH_SPEC"
   pip "$TORCH_SPEC"
-  ray=()
-  [ -n "$RAY_VERSION" ] && ray=("ray[default]==$RAY_VERSION")
-  log "2/4 $VERL_SPEC ${ray[*]:-}"
+  ray=("ray[default]==$RAY_VERSION")
+  log "2/4 $VERL_SPEC ${ray[*]}"
   pip "$TORCH_SPEC" "$VERL_SPEC" "${ray[@]}"
   log "3/4 what verl's agent loop imports but does not declare: ${EXTRAS[*]}"
   pip "$TORCH_SPEC" "${EXTRAS[@]}" "${ray[@]}"
@@ -70,8 +67,13 @@ EOF
   log "done in $((SECONDS - started))s, $(du -sh "$VENV" | cut -f1)"
   find "$CACHE/venvs" -maxdepth 1 -name "verl-*" ! -path "$VENV" -exec rm -rf {} + 2>/dev/null || true
 fi
-if ! "$VENV/bin/python" -c "import rayenv, sys; sys.exit(not rayenv.__file__.startswith('$ROOT/'))" 2>/dev/null; then
-  "$VENV/bin/pip" install -q --no-deps -e "$ROOT" >/dev/null 2>&1 || "$VENV/bin/pip" install -q --no-deps -e "$ROOT" >&2
+installed() {  # rayenv importable (from this checkout) and on PATH, seen from outside the checkout
+  [ -x "$VENV/bin/rayenv" ] && (cd / && env -u PYTHONPATH "$VENV/bin/python" -c \
+    "import rayenv, sys; sys.exit(not rayenv.__file__.startswith('$ROOT/'))") 2>/dev/null
+}
+if ! installed; then
+  "$VENV/bin/pip" install -q --no-deps -e "$ROOT" >&2
+  installed || { log "rayenv is not importable from $VENV outside $ROOT"; exit 1; }
 fi
 ln -sfn "$VENV" "$ROOT/.venv-verl"
 echo "$VENV"
