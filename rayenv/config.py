@@ -38,19 +38,40 @@ class PoolConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "PoolConfig":
-        """Read a YAML file (its ``pool:`` section, or the whole file) and apply non-None overrides."""
+        """Read a YAML file (its ``pool:`` section, or the whole file) and merge the non-None overrides into it.
+
+        Sections merge key by key (``desktop={"boot_timeout": 600}`` keeps the file's provider and
+        screen), and ``provider`` is shorthand for ``desktop={"provider": ...}``: replacing a whole
+        section would silently fall back to its defaults, e.g. to host-process desktops.
+        """
         data: dict[str, Any] = {}
         if path is not None:
             raw = yaml.safe_load(Path(path).read_text()) or {}
             data = raw.get("pool", raw)
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            if key == "provider":
-                data.setdefault("desktop", {})["provider"] = value
-            else:
-                data[key] = value
+        given = {key: value for key, value in overrides.items() if value is not None}
+        provider = given.pop("provider", None)
+        if provider is not None:
+            given["desktop"] = _with_provider(given.get("desktop") or {}, provider)
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(merged(data, given))
         except ValidationError as exc:
             raise ConfigError(f"invalid pool config: {exc}", hint="see configs/pool.yaml for every key") from None
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, recursing into sections that both give as mappings."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def _with_provider(desktop: dict[str, Any], provider: str) -> dict[str, Any]:
+    named = desktop.get("provider")
+    if named is not None and named != provider:
+        raise ConfigError(f"provider={provider!r} contradicts desktop={{'provider': {named!r}}}",
+                          hint="give the provider once, either as provider= or inside desktop=")
+    return {**desktop, "provider": provider}

@@ -383,7 +383,7 @@ class EnvPool:
 
     # -- creating and attaching ----------------------------------------------------------------
     @classmethod
-    def create(cls, name: str = "default", size: int = 1, provider: str = "process", *,
+    def create(cls, name: str = "default", size: int = 1, provider: str | None = None, *,
                config: PoolConfig | None = None, wait: bool = True, **overrides: Any) -> "EnvPool":
         """Create a pool and (with ``wait``) return once every slot has booted or given up.
 
@@ -393,7 +393,8 @@ class EnvPool:
         keeps retrying the failed slots).
 
         ``overrides`` are :class:`~rayenv.config.PoolConfig` fields (``namespace``, ``resource``,
-        ``desktop={...}``, ``env={...}``, ``health_interval``, ...). Ray must be initialized, or is
+        ``desktop={...}``, ``env={...}``, ``health_interval``, ...), merged into the defaults key by key;
+        ``provider`` (default ``process``) may equally be given as ``desktop={"provider": ...}``. Ray must be initialized, or is
         initialized from ``RAY_ADDRESS`` / a local cluster.
         """
         if config is None:
