@@ -91,5 +91,9 @@ class ProviderUnavailable(RayEnvError):
     """The provider cannot run on this machine (no Docker engine, image missing, no Xvfb)."""
 
 
+class SnapshotError(RayEnvError):
+    """A VM snapshot could not be saved or loaded; the desktop falls back to restarting from its image."""
+
+
 class PoolError(RayEnvError):
     """A pool-level failure: no desktop could be leased in time, the pool is shut down, ..."""

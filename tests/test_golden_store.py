@@ -1,0 +1,96 @@
+"""Golden VM states on an env host: made once per VM shape, cloned per desktop, removed when unused.
+
+The VM itself is exercised in test_vm_snapshot.py; here ``make`` writes a file, so the bookkeeping
+(locking, keys, cleanup) is specified in milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rayenv.providers.golden import GoldenKey, GoldenStore
+
+
+def key(base: Path, **changes) -> GoldenKey:
+    fields = {"container_image": "sha256:abc", "memory": "2G", "cpus": 2, "screen": (1280, 720), "accelerator": "tcg"}
+    return GoldenKey.for_vm(base, **{**fields, **changes})
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    path = tmp_path / "System.qcow2"
+    path.write_bytes(b"QFI\xfb base")
+    return path
+
+
+def test_a_state_is_only_reused_for_an_identical_vm(base):
+    same = key(base)
+    assert key(base).digest == same.digest
+    assert len({same.digest, key(base, memory="4G").digest, key(base, cpus=4).digest,
+                key(base, screen=(1920, 1080)).digest, key(base, accelerator="kvm").digest}) == 5
+    base.write_bytes(b"QFI\xfb a new base image")  # a replaced qcow2 is a new base
+    assert key(base).digest != same.digest
+
+
+def test_concurrent_desktops_make_the_golden_state_once_and_each_gets_a_private_copy(base, tmp_path):
+    store, made = GoldenStore(tmp_path / "golden"), []
+
+    def make(directory: Path) -> None:
+        made.append(directory)
+        time.sleep(0.3)  # a boot: the other desktops wait for it instead of booting too
+        (directory / "boot.qcow2").write_bytes(b"overlay with a snapshot")
+
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(store.ensure(key(base), make))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1 and len(set(results)) == 1
+    workdirs = [tmp_path / "env-0", tmp_path / "env-1"]
+    for workdir in workdirs:
+        workdir.mkdir()
+    copies = [store.clone(key(base).digest, workdir) for workdir in workdirs]
+    assert [c.read_bytes() for c in copies] == [b"overlay with a snapshot"] * 2
+    copies[0].write_bytes(b"dirty")
+    assert results[0].read_bytes() == b"overlay with a snapshot"
+
+
+def test_a_failed_make_leaves_nothing_and_the_next_desktop_tries_again(base, tmp_path):
+    store = GoldenStore(tmp_path / "golden")
+
+    def broken(directory: Path) -> None:
+        (directory / "boot.qcow2").write_bytes(b"half")
+        raise RuntimeError("the VM never answered")
+
+    with pytest.raises(RuntimeError):
+        store.ensure(key(base), broken)
+    assert [p.name for p in (tmp_path / "golden").iterdir() if not p.name.endswith(".lock")] == []
+    path = store.ensure(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"ok"))
+    assert path.read_bytes() == b"ok"
+
+
+def test_the_reaper_removes_states_no_container_uses_and_spares_one_being_made(base, tmp_path):
+    store = GoldenStore(tmp_path / "golden")
+    used = store.ensure(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"1"))
+    unused = store.ensure(key(base, memory="4G"), lambda d: (d / "boot.qcow2").write_bytes(b"2"))
+    making, release = threading.Event(), threading.Event()
+
+    def slow(directory: Path) -> None:
+        making.set()
+        release.wait(10)
+        (directory / "boot.qcow2").write_bytes(b"3")
+
+    maker = threading.Thread(target=store.ensure, args=(key(base, cpus=4), slow))
+    maker.start()
+    making.wait(10)
+    assert store.remove_unused(in_use=[key(base).digest]) == [key(base, memory="4G").digest]
+    release.set()
+    maker.join()
+    assert used.exists() and not unused.exists() and store.overlay(key(base, cpus=4).digest).exists()
+    assert sorted(store.remove_unused(in_use=[])) == sorted([key(base).digest, key(base, cpus=4).digest])
+    assert not any(p.suffix == ".qcow2" for p in (tmp_path / "golden").rglob("*"))
