@@ -6,9 +6,10 @@ numpy 1) and alone advertises ``osworld_env``. Desktops are desktop-lite host pr
 
 verl's own ``AgentLoopWorker`` (a Ray actor on the head) runs our agent loop on rows that verl's
 ``RLHFDataset`` read from the parquet our dataset builder wrote. A scripted policy stands in for
-the LLM server (``rayenv.verl.testing.ScriptedServer``) and a weightless qwen2-family model dir
-with a small real BPE tokenizer stands in for the checkpoint (no image processor: Qwen-VL's needs
-torchvision, which does not install beside this machine's CPU torch).
+the LLM server (``rayenv.verl.testing.ScriptedServer``) and a weightless model dir with a small
+real BPE tokenizer stands in for the checkpoint: text-only (qwen2), and for the image path a
+qwen2_vl one that verl loads as a real ``Qwen2VLProcessor`` with transformers' Qwen2-VL image
+processor (videos aside: ``rayenv.verl.testing.ScreenshotsOnlyVideoProcessor``).
 
 This file is also the driver: pytest (env-host venv) starts the cluster and runs
 ``<trainer python> tests/test_verl_e2e.py <scenario>``, which prints one JSON line to check.
@@ -32,6 +33,11 @@ NAMESPACE = "rayenv-verl-e2e"
 POOL = "verl-e2e"
 SOLVED, UNSOLVED = "mousepad-save-hello", "terminal-make-directory"
 WRONG_ACTIONS = ["pyautogui.typewrite('mkdir -p ~/some-other-dir', interval=0.02); pyautogui.press('enter')", "DONE"]
+SCREEN = (1024, 768)
+MAX_PIXELS = 200_000  # 1024x768 -> 504x364 on Qwen's 28-pixel grid: 36 x 26 patches of 2x2 = 234 tokens
+SEEN = (504, 364)
+TOKENS_PER_SCREENSHOT = (SEEN[0] // 28) * (SEEN[1] // 28)
+TIGHT_RESPONSE = 400  # room for the first observation, not the second
 
 
 def trainer_python() -> Path:
@@ -61,10 +67,16 @@ def cluster(tmp_path_factory):
     with ray_cluster(tmp_path_factory.mktemp("verl"), base_port=23400, head_python=str(trainer),
                      env_python=str(envhost), env_units=2, head_cpus=2) as running:
         work = tmp_path_factory.mktemp("verl-driver")
-        run = lambda scenario: drive(trainer, running, work, scenario)  # noqa: E731
+        results: dict[str, dict] = {}
+
+        def run(scenario: str) -> dict:  # each scenario runs once, however many tests read it
+            if scenario not in results:
+                results[scenario] = drive(trainer, running, work, scenario)
+            return results[scenario]
+
         run("setup")
         yield run
-        run("teardown")
+        drive(trainer, running, work, "teardown")
 
 
 def drive(python: Path, cluster, work: Path, scenario: str) -> dict:
@@ -108,6 +120,25 @@ def test_a_desktop_killed_mid_rollout_fails_its_sample_with_the_reason_and_the_o
     assert out["pool"]["leased"] == 0 and out["pool"]["replaced"] >= 1
 
 
+def test_with_a_qwen2_vl_processor_each_screenshot_is_an_image_that_verls_postprocessing_accepts(cluster):
+    row = cluster("images")["rows"]["full"]
+    assert (row["reward"], row["ended_by"], row["env_failed"]) == (1.0, "DONE", False)
+    assert row["images"] == 4  # the task's screenshot and one after each of the 3 actions
+    assert row["vision_starts"] == row["images"]  # one image span per screenshot in prompt + response
+    assert row["image_grid"] == [[1, SEEN[1] // 14, SEEN[0] // 14]] * row["images"]  # the processor got our resize
+    assert row["image_pads"] == TOKENS_PER_SCREENSHOT * row["images"]
+    assert row["position_ids"] == 4  # verl's M-RoPE positions (text + 3 vision axes) computed from those images
+    assert row["masked_text"] == row["replies"]  # the model's tokens, and nothing of the images, carry the mask
+
+
+def test_a_screenshot_that_does_not_fit_the_response_budget_ends_the_episode_uncut(cluster):
+    row = cluster("images")["rows"]["tight"]
+    assert row["ended_by"] == "response_length" and not row["env_failed"]
+    assert row["images"] == 2  # the first prompt's and one observation; the next would not fit
+    assert (row["vision_starts"], row["image_pads"]) == (2, 2 * TOKENS_PER_SCREENSHOT)
+    assert row["response_tokens"] <= TIGHT_RESPONSE
+
+
 # == the driver side (trainer venv) =============================================================
 def _tasks() -> dict[str, dict]:
     from rayenv.tasks import load_tasks
@@ -129,20 +160,21 @@ def _pool_counts(pool) -> dict:
             "replaced": sum(slot["replacements"] for slot in status["slots"])}
 
 
-def _verl_config(work: Path, model: Path, data: Path):
+def _verl_config(work: Path, model: Path, data: Path, extra: tuple[str, ...] = ()):
     from hydra import compose, initialize_config_dir
 
     overrides = [f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
                  "data.max_prompt_length=1024", "data.max_response_length=4096",
                  f"actor_rollout_ref.rollout.agent.agent_loop_config_path={REPO / 'configs' / 'agent_loop.yaml'}",
                  f"rayenv.pool.name={POOL}", f"rayenv.pool.namespace={NAMESPACE}", "rayenv.agent.parser=pyautogui",
-                 "~rayenv.agent.parser_options", "rayenv.agent.max_turns=6", "rayenv.agent.step_timeout=60"]
+                 "~rayenv.agent.parser_options", "rayenv.agent.max_turns=6", "rayenv.agent.step_timeout=60", *extra]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
         return compose(config_name="smoke_ray_env", overrides=overrides)
 
 
-def _run_agent_loops(work: Path, scripts: dict[str, list[str]], during=None) -> dict:
-    """Build the dataset, then let verl's AgentLoopWorker run it; summarize each row."""
+def _run_agent_loops(work: Path, scripts: dict[str, list[str]], during=None, *, task_ids=(SOLVED, UNSOLVED),
+                     vision: bool = False, overrides: tuple[str, ...] = ()) -> dict:
+    """Build the dataset, then let verl's AgentLoopWorker run it; summarize each row (by task id)."""
     import ray
     from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
     from verl.protocol import DataProto
@@ -152,16 +184,19 @@ def _run_agent_loops(work: Path, scripts: dict[str, list[str]], during=None) -> 
     from rayenv.verl.testing import ScriptedServer, build_tiny_model
 
     tasks = _tasks()
-    model = build_tiny_model(work / "model", corpus=[t["instruction"] for t in tasks.values()])
-    data = write_parquet(build_rows([tasks[SOLVED], tasks[UNSOLVED]]), work / "train.parquet")
-    config = _verl_config(work, model, data)
+    model = build_tiny_model(work / ("model-vl" if vision else "model"), corpus=[t["instruction"] for t in tasks.values()],
+                             vision=vision)
+    data = write_parquet(build_rows([tasks[tid] for tid in task_ids]), work / "train.parquet")
+    config = _verl_config(work, model, data, overrides)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     dataset = RLHFDataset(data_files=[str(data)], tokenizer=tokenizer, config=config.data, processor=None)
     batch = DataProto.from_single_dict(collate_fn([dataset[i] for i in range(len(dataset))]))
     server = ScriptedServer(tokenizer, scripts)
-    worker = ray.remote(AgentLoopWorker).options(num_cpus=1).remote(config, server)  # a CPU: never the env host
+    # a CPU: never the env host; for images, verl imports the video stand-in before it loads the processor
+    env_vars = {"VERL_USE_EXTERNAL_MODULES": "rayenv.verl.testing"} if vision else {}
+    worker = ray.remote(AgentLoopWorker).options(num_cpus=1, runtime_env={"env_vars": env_vars}).remote(config, server)
     ref = worker.generate_sequences.remote(batch)
     if during is not None:
         during()
@@ -169,6 +204,7 @@ def _run_agent_loops(work: Path, scripts: dict[str, list[str]], during=None) -> 
     rows = {}
     for i in range(len(output)):
         info = {key: output.non_tensor_batch[key][i] for key in ("task_id", "env_failed", "env_error", "ended_by")}
+        ids = output.batch["input_ids"][i][output.batch["attention_mask"][i].bool()]
         mask = output.batch["response_mask"][i]
         responses = output.batch["responses"][i]
         scripted = scripts[tasks[info["task_id"]]["instruction"]]
@@ -183,7 +219,13 @@ def _run_agent_loops(work: Path, scripts: dict[str, list[str]], during=None) -> 
             "masked_text": tokenizer.decode(responses[mask.bool()], skip_special_tokens=True),
             "replies": "".join(replies_used),
             "response_tokens": int(output.batch["attention_mask"][i][-responses.shape[0]:].sum()),
+            "images": int(output.non_tensor_batch["images"][i]),
+            "vision_starts": int((ids == tokenizer.convert_tokens_to_ids("<|vision_start|>")).sum()),
+            "image_pads": int((ids == tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()),
+            "position_ids": output.batch["position_ids"].shape[1] if output.batch["position_ids"].dim() == 3 else 1,
         }
+        if vision:
+            rows[info["task_id"]]["image_grid"] = output.non_tensor_batch["multi_modal_inputs"][i]["image_grid_thw"].tolist()
     ray.kill(worker)
     return rows
 
@@ -250,7 +292,7 @@ def main(scenario: str) -> dict:
     tasks = _tasks()
     if scenario == "setup":
         pool = EnvPool.create(name=POOL, size=2, provider="process", namespace=NAMESPACE, health_interval=2.0,
-                              desktop={"provider": "process", "screen_width": 1024, "screen_height": 768},
+                              desktop={"provider": "process", "screen_width": SCREEN[0], "screen_height": SCREEN[1]},
                               env={"default_pause": 0.2})
         return {"pool": _pool_counts(pool)}
     pool = EnvPool.connect(POOL, namespace=NAMESPACE)
@@ -260,6 +302,11 @@ def main(scenario: str) -> dict:
         return {}
     if scenario == "agent_loop":
         result = {"rows": _run_agent_loops(work, _scripts(tasks, WRONG_ACTIONS))}
+    elif scenario == "images":  # one solved episode with room for every screenshot, one with room for two
+        vl = (f"rayenv.agent.max_pixels={MAX_PIXELS}",)
+        runs = {"full": vl, "tight": (*vl, f"data.max_response_length={TIGHT_RESPONSE}")}
+        result = {"rows": {name: _run_agent_loops(work, _scripts(tasks, WRONG_ACTIONS), task_ids=(SOLVED,), vision=True,
+                                                  overrides=extra)[SOLVED] for name, extra in runs.items()}}
     elif scenario == "arpo":
         result = _arpo(pool, tasks, _scripts(tasks, WRONG_ACTIONS))
     elif scenario == "failure":  # the unsolved task waits a while; its desktop dies after its first step

@@ -12,9 +12,12 @@ For a row with ``agent_name: rayenv_osworld`` and a ``task_config`` (see
 3. evaluates with the task's OSWorld evaluator and returns verl's ``AgentLoopOutput``.
 
 Tokens follow verl's Continuous Token path (``ct_build_initial_tokens``, ``ct_merge_*``): model
-tokens have mask 1, observation tokens mask 0. An observation that would overflow
-``rollout.response_length`` is not appended (truncating inside an image breaks alignment): the
-episode ends there and is still scored.
+tokens have mask 1, observation tokens mask 0. With a VL processor each screenshot is an image
+part of its message and an entry of ``multi_modal_data["images"]``, the same PIL image in both
+(downscaled to ``rayenv.agent.max_pixels``, :mod:`rayenv.verl.images`), so the placeholder tokens
+the processor expands match what verl's post-processing recomputes. An observation that would
+overflow ``rollout.response_length`` is not appended (truncating inside an image breaks
+alignment): the episode ends there and is still scored.
 
 Env failures (desktop died, timeout, setup or evaluation impossible) do not become a silent 0:
 the sample's ``response_mask`` is all zeros (no gradient) and ``reward_extra_info`` says
@@ -24,7 +27,6 @@ Every env call is awaited; nothing blocks the worker's event loop.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from verl.utils.profiler import simple_timer
 
 from ..tasks import validate_task
 from .episode import ACTION_ERRORS, EpisodeFailed, connect_pool, open_episode, png_size
+from .images import grid_factor, model_image
 from .messages import feedback_message, first_messages, observation_message
 from .parsers import ReplyFormatError, make_parser
 from .settings import AgentSettings
@@ -72,6 +75,7 @@ class OSWorldAgentLoop(AgentLoopBase):
         self.parse = make_parser(self.settings.parser, **self.settings.parser_options)
         self.response_length = self.rollout_config.response_length
         self.with_images = self.processor is not None
+        self.grid = grid_factor(self.processor)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         raw = kwargs["task_config"]
@@ -97,10 +101,10 @@ class OSWorldAgentLoop(AgentLoopBase):
 
     # -- the episode -----------------------------------------------------------------------------
     async def _start(self, traj: Trajectory, instruction: str, observation: dict[str, Any]) -> None:
-        traj.messages = first_messages(instruction, observation, parser=self.settings.parser,
-                                       with_image=self.with_images, system=self.settings.system_prompt)
-        if self.with_images:
-            traj.images.append(_image(observation["screenshot"]))
+        image = self._image(observation["screenshot"])
+        traj.messages = first_messages(instruction, observation, parser=self.settings.parser, image=image,
+                                       system=self.settings.system_prompt)
+        traj.images = [image] if image is not None else []
         self._assert_mm_supported(bool(traj.images))
         traj.token_ids = await self.ct_build_initial_tokens(traj.messages, images=traj.images or None)
 
@@ -136,8 +140,8 @@ class OSWorldAgentLoop(AgentLoopBase):
                 return
             if result is not None:
                 observation = result["observation"]
-            if not await self._append(traj, observation_message(observation, with_image=self.with_images, note=note),
-                                      observation["screenshot"]):
+            image = self._image(observation["screenshot"])
+            if not await self._append(traj, observation_message(observation, image=image, note=note), image):
                 return
 
     async def _generate(self, traj: Trajectory, request_id: str, sampling_params: dict[str, Any]) -> str:
@@ -155,10 +159,15 @@ class OSWorldAgentLoop(AgentLoopBase):
         traj.messages.append({"role": "assistant", "content": reply})
         return reply
 
-    async def _append(self, traj: Trajectory, message: dict[str, Any], screenshot: bytes | None = None) -> bool:
-        """Append a user turn; False (and nothing appended) when it would overflow the response budget."""
+    def _image(self, png: bytes) -> Any:
+        """The screenshot as the model sees it, or None for a model without an image processor."""
+        return model_image(png, max_pixels=self.settings.max_pixels, factor=self.grid) if self.with_images else None
+
+    async def _append(self, traj: Trajectory, message: dict[str, Any], image: Any = None) -> bool:
+        """Append a user turn; False (and nothing appended) when it would overflow the response budget,
+        so an image is never cut: its placeholder tokens must match ``multi_modal_data`` one to one."""
         before = list(traj.messages)
-        images = traj.images + ([_image(screenshot)] if screenshot is not None and self.with_images else [])
+        images = traj.images + ([image] if image is not None else [])
         merged, mask, logprobs = await self.ct_merge_context_msg(before, before + [message], traj.token_ids,
                                                                  traj.response_mask, traj.logprobs)
         if len(mask) >= self.response_length:
@@ -185,6 +194,7 @@ class OSWorldAgentLoop(AgentLoopBase):
             "task_id": task_id,
             "ended_by": "env_failure" if failure else traj.ended_by,
             "assistant_turns": traj.assistant_turns,
+            "images": len(traj.images),
             "format_errors": traj.format_errors,
             "action_errors": traj.action_errors,
         }
@@ -200,9 +210,3 @@ class OSWorldAgentLoop(AgentLoopBase):
             extra_fields={"reward_extra_info": extra, "turn_scores": [], "tool_rewards": [],
                           "env_timing": {k: round(v, 3) for k, v in traj.metrics.items()}},
         )
-
-
-def _image(png: bytes) -> Any:
-    from PIL import Image  # verl depends on pillow
-
-    return Image.open(io.BytesIO(png)).convert("RGB")

@@ -27,7 +27,7 @@ import ray
 from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
 from ..pool import Lease
 from .episode import ACTION_ERRORS, Episode, EpisodeFailed, connect_pool, png_size
-from .messages import feedback_message, first_messages, observation_message
+from .messages import feedback_message, first_messages, observation_message, png_data_uri
 from .parsers import ReplyFormatError, make_parser
 from .settings import AgentSettings
 
@@ -71,7 +71,8 @@ class ARPOEnvWorker:
         self.initialized = True
         self._observe(observation)
         self.history_messages = first_messages(task_config["instruction"], observation, parser=self.settings.parser,
-                                               with_image=True, system=self.settings.system_prompt)
+                                               image=png_data_uri(observation["screenshot"]),
+                                               system=self.settings.system_prompt)
         return self._reply()
 
     async def step(self, prediction: str) -> dict[str, Any]:
@@ -100,7 +101,8 @@ class ARPOEnvWorker:
         self.done = parsed.terminal is not None or self.step_counter >= self.settings.max_turns
         if not self.done and result is not None:
             self._observe(result["observation"])
-            self.history_messages.append(observation_message(result["observation"], with_image=True, note=note))
+            screenshot = png_data_uri(result["observation"]["screenshot"])
+            self.history_messages.append(observation_message(result["observation"], image=screenshot, note=note))
         return self._reply()
 
     async def evaluate(self) -> float:

@@ -1,9 +1,12 @@
 """Chat messages for a desktop episode: system prompt, the task with its first screenshot, later observations.
 
-Images are content parts ``{"type": "image", "image": "data:image/png;base64,..."}``, the form
-Qwen-VL chat templates, ``qwen_vl_utils`` and ARPO's env worker all read. Models without an image
-processor (text-only checkpoints, CPU tests) get a text stand-in for each screenshot instead, plus
-the accessibility tree when the pool sends one. No verl import: the ARPO worker uses this too.
+Images are content parts ``{"type": "image", "image": ...}``, the form Qwen-VL chat templates,
+``qwen_vl_utils``, verl's Continuous Token builders and ARPO's env worker all read. The image is
+whatever the caller shows the model: the agent loop passes the PIL image it also hands verl as
+``multi_modal_data`` (so every render of the conversation expands the same image into the same
+tokens), the ARPO worker a ``data:image/png;base64,...`` URI (:func:`png_data_uri`). Models without
+an image processor (text-only checkpoints) get a text stand-in for each screenshot instead, plus the
+accessibility tree when the pool sends one. No verl import: the ARPO worker uses this too.
 """
 
 from __future__ import annotations
@@ -31,32 +34,35 @@ def system_prompt(parser: str, override: str | None = None) -> str:
     return override or SYSTEM_PROMPTS.get(parser, SYSTEM_PROMPTS["pyautogui"])
 
 
-def observation_parts(observation: Observation, *, with_image: bool) -> list[dict[str, Any]]:
-    """Content parts for one observation: the screenshot (or its text stand-in) and the a11y tree."""
-    png = observation["screenshot"]
-    if with_image:
-        parts: list[dict[str, Any]] = [{"type": "image", "image": "data:image/png;base64," + base64.b64encode(png).decode()}]
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def observation_parts(observation: Observation, *, image: Any = None) -> list[dict[str, Any]]:
+    """Content parts for one observation: ``image`` (None: a text stand-in for the screenshot), the a11y tree."""
+    if image is not None:
+        parts: list[dict[str, Any]] = [{"type": "image", "image": image}]
     else:
-        width, height = png_size(png)
+        width, height = png_size(observation["screenshot"])
         parts = [{"type": "text", "text": f"[screenshot {width}x{height}]"}]
     if observation.get("accessibility_tree"):
         parts.append({"type": "text", "text": "Accessibility tree:\n" + observation["accessibility_tree"]})
     return parts
 
 
-def first_messages(instruction: str, observation: Observation, *, parser: str, with_image: bool,
+def first_messages(instruction: str, observation: Observation, *, parser: str, image: Any = None,
                    system: str | None = None) -> list[dict[str, Any]]:
     return [
         {"role": "system", "content": system_prompt(parser, system)},
         {"role": "user", "content": [{"type": "text", "text": f"Task: {instruction}"},
-                                     *observation_parts(observation, with_image=with_image)]},
+                                     *observation_parts(observation, image=image)]},
     ]
 
 
-def observation_message(observation: Observation, *, with_image: bool, note: str = "") -> dict[str, Any]:
+def observation_message(observation: Observation, *, image: Any = None, note: str = "") -> dict[str, Any]:
     """The user turn after an action: an optional note (an action's error) and the new screen."""
     parts = [{"type": "text", "text": note}] if note else []
-    return {"role": "user", "content": parts + observation_parts(observation, with_image=with_image)}
+    return {"role": "user", "content": parts + observation_parts(observation, image=image)}
 
 
 def feedback_message(note: str) -> dict[str, Any]:

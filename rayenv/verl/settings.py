@@ -31,6 +31,9 @@ class AgentSettings(BaseModel):
     step_timeout: float = Field(120.0, gt=0, description="seconds one step (action + observation) may take")
     evaluate_timeout: float = Field(420.0, gt=0, description="seconds the task's evaluator may take")
     pause: float | None = Field(None, ge=0, description="seconds between an action and its screenshot; None = the pool's")
+    max_pixels: int | None = Field(None, gt=0, description="downscale screenshots (aspect kept, on the model's "
+                                   "28-pixel grid) to at most this many pixels before the model sees them; None = "
+                                   "the screen's size (Qwen-VL's processor still caps at its own max_pixels)")
 
     @classmethod
     def from_trainer_config(cls, config: Mapping[str, Any] | Any) -> "AgentSettings":

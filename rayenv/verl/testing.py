@@ -1,11 +1,16 @@
 """Stand-ins for the model side, so verl's agent-loop machinery runs on a CPU with no downloads.
 
-* :func:`build_tiny_model` writes a real Hugging Face model directory (``config.json`` of the
-  ``qwen2`` family + a byte-level BPE fast tokenizer with a ChatML template, trained here on a few
-  lines) that verl's ``HFModelConfig`` loads like any checkpoint. It has no weights: nothing
-  generates with it. No image processor: Qwen-VL's processor needs torchvision, which does not
-  install beside this machine's CPU torch build, so screenshots reach the prompt as text stand-ins
-  (:mod:`rayenv.verl.messages`).
+* :func:`build_tiny_model` writes a real Hugging Face model directory (``config.json`` + a
+  byte-level BPE fast tokenizer with a ChatML template carrying Qwen's special tokens, trained here
+  on a few lines) that verl's ``HFModelConfig`` loads like any checkpoint. It has no weights:
+  nothing generates with it. Text-only (``qwen2``) by default; ``vision=True`` makes it a
+  ``qwen2_vl`` checkpoint with transformers' Qwen2-VL image processor at its default config, which
+  verl loads as a real ``Qwen2VLProcessor`` (screenshots become image tokens).
+* :class:`ScreenshotsOnlyVideoProcessor`: transformers' Qwen2-VL processor insists on a video
+  processor, and transformers' video processors need torchvision, which cannot load beside this
+  machine's CPU torch (PyPI's torchvision links CUDA torch). Screenshots are never videos, so this
+  one refuses videos and needs nothing. Importing this module registers it (only where torchvision
+  is missing), in every verl process when ``VERL_USE_EXTERNAL_MODULES=rayenv.verl.testing``.
 * :class:`ScriptedServer` answers ``server_manager.generate`` like verl's ``LLMServerClient``:
   it decodes the prompt, finds which task it is about, and replies with the next scripted action,
   after an optional randomized "thinking" delay.
@@ -14,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,13 +32,13 @@ CHATML_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>"]
+                  "<|image_pad|>", "<|video_pad|>"]
 
 
-def build_tiny_model(path: str | Path, corpus: Sequence[str] = ()) -> Path:
-    """Write a weightless qwen2-family model dir with a small real tokenizer; returns the path."""
+def build_tiny_model(path: str | Path, corpus: Sequence[str] = (), *, vision: bool = False) -> Path:
+    """Write a weightless qwen2 (or, with ``vision``, qwen2_vl) model dir with a small real tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config
+    from transformers import PreTrainedTokenizerFast
 
     out = Path(path)
     if (out / "tokenizer.json").exists() and (out / "config.json").exists():
@@ -47,11 +53,75 @@ def build_tiny_model(path: str | Path, corpus: Sequence[str] = ()) -> Path:
                                         additional_special_tokens=SPECIAL_TOKENS[1:])
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(out)
-    Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, num_key_value_heads=1, architectures=["Qwen2ForCausalLM"],
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, bos_token_id=None,
+                num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    if vision:
+        _save_qwen2_vl(out, tokenizer, text)
+    else:
+        from transformers import Qwen2Config
+
+        Qwen2Config(**text, architectures=["Qwen2ForCausalLM"]).save_pretrained(out)
     return out
+
+
+def _save_qwen2_vl(out: Path, tokenizer: Any, text: dict[str, Any]) -> None:
+    """config.json of the qwen2_vl family, the image processor's default config, the video stand-in's."""
+    from transformers import Qwen2VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    Qwen2VLConfig(text_config=text, vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2},
+                  architectures=["Qwen2VLForConditionalGeneration"], bos_token_id=None,
+                  eos_token_id=tokenizer.eos_token_id, **ids).save_pretrained(out)
+    Qwen2VLImageProcessorPil().save_pretrained(out)
+    (out / "video_preprocessor_config.json").write_text(
+        json.dumps({"video_processor_type": "ScreenshotsOnlyVideoProcessor"}))
+
+
+def _register_screenshots_only_video_processor() -> type | None:
+    """Register :class:`ScreenshotsOnlyVideoProcessor` for qwen2_vl when torchvision cannot load."""
+    try:
+        from transformers.utils import is_torchvision_available
+    except ImportError:  # no transformers here (the env host): nothing to register
+        return None
+    if is_torchvision_available():
+        return None
+    from transformers import BaseVideoProcessor, Qwen2VLConfig  # BaseVideoProcessor: transformers' placeholder
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+    from transformers.utils.hub import PushToHubMixin
+    from transformers.utils.import_utils import DummyObject
+
+    class Usable(DummyObject):
+        """The placeholder's metaclass refuses every attribute; this subclass is a plain class."""
+
+        __getattribute__ = type.__getattribute__
+
+    class ScreenshotsOnlyVideoProcessor(BaseVideoProcessor, PushToHubMixin, metaclass=Usable):
+        """Passes Qwen2VLProcessor's type check; refuses videos (the agent loop sends none)."""
+
+        merge_size = 2
+
+        def __init__(self, **_: Any) -> None:
+            pass
+
+        @classmethod
+        def from_pretrained(cls, *_: Any, **__: Any) -> "ScreenshotsOnlyVideoProcessor":
+            return cls()
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"video_processor_type": type(self).__name__}
+
+        def __call__(self, *_: Any, **__: Any) -> Any:
+            raise ValueError("ScreenshotsOnlyVideoProcessor takes no videos (torchvision is not installed)")
+
+    AutoVideoProcessor.register(Qwen2VLConfig, ScreenshotsOnlyVideoProcessor, exist_ok=True)
+    return ScreenshotsOnlyVideoProcessor
+
+
+ScreenshotsOnlyVideoProcessor = _register_screenshots_only_video_processor()
 
 
 class ScriptedServer:
