@@ -1,10 +1,11 @@
 """The health sidecar: the old bridge's ``GET /health`` contract, answered from real desktops.
 
 Scripts and dashboards of the HTTP-bridge era poll ``GET /health``; they keep working. Every old
-key is here with an honest meaning: ``kvm_available`` is true only if creating a VM through
-``/dev/kvm`` works, ``env_status`` says whether the pool's desktops are up (not whether a Python
-object exists). New keys tell an operator what the bridge could not: the Ray connection, this
-node, the pool's size and healthy count, and replacements so far. Binds 127.0.0.1 by default.
+key is here with an honest meaning: ``kvm_available`` is true only if a Linux kernel boots with
+KVM on this host (:func:`rayenv.kvm.kvm_status`; ``message`` says why not), ``env_status`` says
+whether the pool's desktops are up (not whether a Python object exists). New keys tell an
+operator what the bridge could not: the Ray connection, this node, the pool's size and healthy
+count, and replacements so far. Binds 127.0.0.1 by default.
 The old ``/env/reset|step|evaluate|history_messages`` endpoints are served too, from a pool
 desktop (:mod:`rayenv.bridge_compat`), so an old HTTP client keeps working during migration.
 """
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from .bridge_compat import bridge_router
 from .config import DEFAULT_NAMESPACE
-from .kvm import probe_kvm
+from .kvm import kvm_status
 from .tunnel.supervisor import read_status
 
 EnvState = Literal["initialized", "degraded", "not_initialized"]
@@ -33,7 +34,7 @@ class Health(BaseModel):
     provider: str | None = Field(description="docker | lite | process (the pool's provider)")
     observation_type: str = Field(description="what an observation holds: screenshot or screenshot_a11y_tree")
     screenshot_source: str = Field(description="where screenshots come from")
-    kvm_available: bool = Field(description="creating a VM through kvm_device works on this host")
+    kvm_available: bool = Field(description="a VM boots with KVM through kvm_device on this host (else: TCG)")
     kvm_device: str
     env_status: EnvState = Field(description="initialized: all desktops up; degraded: some; not_initialized: no pool")
     message: str
@@ -90,7 +91,7 @@ def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, addres
     """``worker_dir``: the supervisor's state directory, for the tunnel's state (``rayenv worker start`` sets it)."""
     app = FastAPI(title="rayenv sidecar", description=__doc__)
     watcher = PoolWatcher(pool, namespace, address, temp_dir)
-    kvm = probe_kvm()
+    kvm = kvm_status()  # boots a kernel at most once per host boot
 
     @app.get("/health", response_model=Health)
     def health() -> Health:

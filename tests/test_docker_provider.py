@@ -1,11 +1,14 @@
 """The ``docker`` provider's container plumbing, on a real engine.
 
-OSWorld's QEMU image cannot be pulled here (no registry), so the desktop-lite image stands in for it:
-it ignores the VM settings but proves what the provider owns: working KVM passed through, the qcow2
-mounted read-only, ports published on loopback by Docker, labels, and complete removal.
+The desktop-lite image stands in for a VM image here (it ignores the VM settings): it proves what
+the provider owns: /dev/kvm passed exactly when a kernel boots with it, the qcow2 mounted read-only,
+a work directory of its own, ports published on loopback by Docker, labels, and complete removal.
+The real VM is booted by tests/test_vm_desktop.py.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import docker
 import pytest
@@ -13,19 +16,28 @@ import pytest
 from rayenv.desktop_lite.build import build_image
 from rayenv.errors import ProviderUnavailable
 from rayenv.guest_client import GuestClient
-from rayenv.kvm import probe_kvm
+from rayenv.kvm import kvm_status, probe_device
 from rayenv.providers import DesktopSpec, Ownership, make_provider
+from rayenv.providers.base import LABEL_WORKDIR
+from rayenv.providers.docker import WORK_MOUNT
 
 
-def test_kvm_is_judged_by_creating_a_vm():
-    assert probe_kvm().available, f"this machine's KVM works (KVM_CREATE_VM succeeds): {probe_kvm().message}"
-    missing = probe_kvm("/dev/no-such-kvm")
+@pytest.mark.slow
+@pytest.mark.docker
+def test_kvm_is_judged_by_booting_a_kernel_not_by_creating_a_vm():
+    from rayenv.desktop_vm.build import build_vm_desktop
+
+    device, status = probe_device(), kvm_status(build_vm_desktop().image)
+    assert not status.available or device.available
+    if device.available and not status.available:  # this machine: KVM_CREATE_VM works, a kernel hangs
+        assert "KVM_CREATE_VM works" in status.message and "does not run" in status.message
+    missing = kvm_status(device="/dev/no-such-kvm")
     assert not missing.available and "nested virtualization" in missing.message
 
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_the_docker_provider_passes_working_kvm_mounts_the_vm_read_only_and_leaves_nothing(tmp_path):
+def test_the_docker_provider_passes_kvm_only_if_it_boots_mounts_the_vm_read_only_and_leaves_nothing(tmp_path):
     qcow2 = tmp_path / "Ubuntu.qcow2"
     qcow2.write_bytes(b"stand-in")
     spec = DesktopSpec(provider="docker", docker_image=build_image(), vm_path=str(qcow2), boot_timeout=60,
@@ -33,12 +45,16 @@ def test_the_docker_provider_passes_working_kvm_mounts_the_vm_read_only_and_leav
     provider = make_provider(spec, Ownership(owner="docker-test", env_id="qemu-0"))
     endpoint = provider.start()
     try:
-        container = docker.from_env().containers.get(provider.describe()["container_name"])
+        facts = provider.describe()
+        container = docker.from_env().containers.get(facts["container_name"])
         host = container.attrs["HostConfig"]
-        assert [d["PathOnHost"] for d in host["Devices"]] == ["/dev/kvm"]
-        assert "KVM=N" not in container.attrs["Config"]["Env"]
-        mount = next(m for m in container.attrs["Mounts"] if m["Destination"] == "/System.qcow2")
-        assert mount["Source"] == str(qcow2) and mount["RW"] is False
+        kvm = facts["kvm_available"]
+        assert [d["PathOnHost"] for d in host["Devices"] or []] == (["/dev/kvm"] if kvm else [])
+        assert ("KVM=N" in container.attrs["Config"]["Env"]) is not kvm
+        mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+        assert mounts["/System.qcow2"]["Source"] == str(qcow2) and mounts["/System.qcow2"]["RW"] is False
+        work_dir = mounts[WORK_MOUNT]["Source"]
+        assert mounts[WORK_MOUNT]["RW"] and container.labels[LABEL_WORKDIR] == work_dir == facts["work_dir"]
         bindings = [b for port in container.ports.values() for b in port]
         assert {b["HostIp"] for b in bindings} == {"127.0.0.1"} and len(bindings) == 4
         assert container.labels["rayenv.owner"] == "docker-test" and container.labels["rayenv.provider"] == "docker"
@@ -47,7 +63,7 @@ def test_the_docker_provider_passes_working_kvm_mounts_the_vm_read_only_and_leav
     finally:
         provider.stop()
     assert docker.from_env().containers.list(all=True, filters={"label": "rayenv.owner=docker-test"}) == []
-    assert not provider.is_alive()
+    assert not provider.is_alive() and not Path(work_dir).exists()
 
 
 @pytest.mark.docker

@@ -14,6 +14,7 @@ import ray
 from fastapi.testclient import TestClient
 
 from rayenv import EnvPool
+from rayenv.kvm import kvm_status
 from rayenv.sidecar import create_app
 
 OLD_BRIDGE_KEYS = {"status", "provider", "observation_type", "screenshot_source", "kvm_available", "kvm_device",
@@ -35,7 +36,9 @@ def test_health_reports_the_old_keys_and_the_pool(pool):
     health = TestClient(create_app("side", NAMESPACE)).get("/health").json()
     assert OLD_BRIDGE_KEYS <= health.keys()
     assert health["status"] == "ok" and health["env_status"] == "initialized"
-    assert health["kvm_available"] is True and health["kvm_device"] == "/dev/kvm"
+    kvm = kvm_status()
+    assert health["kvm_available"] is kvm.available and health["kvm_device"] == "/dev/kvm"
+    assert kvm.message in health["message"]
     assert (health["pool_size"], health["healthy"], health["ray_connected"]) == (2, 2, True)
     assert health["provider"] == "fakes:FakeProvider" and health["observation_type"] == "screenshot"
 

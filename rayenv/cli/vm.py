@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -42,3 +43,67 @@ def fetch(
         console.print(f"[green]{path}[/] ({path.stat().st_size / 2**30:.1f} GiB): the docker provider boots it "
                       "when desktop.vm_path is unset")
         print(path)
+
+
+@app.command()
+def build(
+    force: bool = typer.Option(False, "--force", help="rebuild every part even if it exists"),
+    as_json: bool = typer.Option(False, "--json", help="print {'image', 'qcow2', 'kernel', 'seconds'} on stdout"),
+) -> None:
+    """Build our VM desktop from Debian packages: a qcow2 guest and the rayenv/osworld-vm image that boots it.
+
+    Cached by content (seconds when nothing changed). Use the two together as desktop.docker_image
+    and desktop.vm_path of a pool with provider: docker.
+    """
+    from ..desktop_vm.build import build_vm_desktop
+
+    started = time.perf_counter()
+    try:
+        desktop = build_vm_desktop(force=force, console=console)
+    except RayEnvError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    seconds = round(time.perf_counter() - started, 1)
+    if as_json:
+        print(json.dumps({**desktop.as_dict(), "seconds": seconds}))
+        return
+    console.print(f"[green]{desktop.image}[/] boots [green]{desktop.qcow2}[/] (guest kernel {desktop.kernel}), "
+                  f"ready in {seconds}s")
+    console.print(f"pool config: desktop: {{provider: docker, docker_image: {desktop.image}, vm_path: {desktop.qcow2}}}")
+
+
+@app.command()
+def run(
+    memory: str = typer.Option("2G", help="the VM's RAM"),
+    cpus: int = typer.Option(2, help="the VM's vCPUs"),
+    screenshot: Optional[Path] = typer.Option(None, help="save one screenshot here, then stop the VM"),
+) -> None:
+    """Boot one VM desktop (built if needed) and print its guest API URL; Ctrl-C (or --screenshot) removes it."""
+    from ..desktop_vm.build import build_vm_desktop
+    from ..guest_client import GuestClient
+    from ..providers import DesktopSpec, Ownership, make_provider
+
+    built = build_vm_desktop(console=console)
+    spec = DesktopSpec(provider="docker", docker_image=built.image, vm_path=str(built.qcow2), docker_memory=memory,
+                       docker_cpus=cpus)
+    desktop = make_provider(spec, Ownership(owner="cli", env_id=f"vm-{int(time.time())}"))
+    try:
+        started = time.perf_counter()
+        with console.status("booting the VM (minutes without KVM) ..."):
+            endpoint = desktop.start()
+        print(endpoint.url)
+        console.print(f"guest API at {endpoint.url} after {time.perf_counter() - started:.1f}s ({desktop.describe()})")
+        if screenshot is not None:
+            screenshot.write_bytes(GuestClient(endpoint.url, env="cli").screenshot())
+            console.print(f"saved {screenshot}")
+            return
+        console.print("Ctrl-C to stop")
+        while desktop.is_alive():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    except RayEnvError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        desktop.stop()

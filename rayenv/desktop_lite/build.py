@@ -14,15 +14,18 @@ hard-coded host. The full log goes to ``~/.cache/rayenv/desktop-lite/build.log``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -68,19 +71,18 @@ def apt_mirror() -> str:
                       hint="add a Debian mirror to /etc/apt/sources.list, or set RAYENV_DEBIAN_MIRROR")
 
 
-def _digest(*parts: bytes) -> str:
+def digest(*parts: bytes) -> str:
+    """A short content hash: the tag (or cache key) of whatever ``parts`` describe."""
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:12]
 
 
-def _mirror() -> str:
-    import os
-
+def mirror() -> str:
     return os.environ.get("RAYENV_DEBIAN_MIRROR") or apt_mirror()
 
 
 @functools.lru_cache(maxsize=1)
 def base_tag() -> str:
-    return f"{REPOSITORY}-base:{_digest(' '.join(PACKAGES + PYPI_PACKAGES).encode(), SUITE.encode())}"
+    return f"{REPOSITORY}-base:{digest(' '.join(PACKAGES + PYPI_PACKAGES).encode(), SUITE.encode())}"
 
 
 def _layer_files() -> list[Path]:
@@ -90,78 +92,101 @@ def _layer_files() -> list[Path]:
 @functools.lru_cache(maxsize=1)
 def default_image_tag() -> str:
     """``rayenv/desktop-lite:<version>``: changes whenever the packages, guest server or entry point change."""
-    return f"{REPOSITORY}:{_digest(base_tag().encode(), *(f.read_bytes() for f in _layer_files()))}"
+    return f"{REPOSITORY}:{digest(base_tag().encode(), *(f.read_bytes() for f in _layer_files()))}"
 
 
 def build_image(force: bool = False, console: Console | None = None) -> str:
     """Build (or find) the image; returns its tag."""
-    console = console or Console(stderr=True)
     tag = default_image_tag()
     if not force and containers.image_exists(tag):
         return tag
-    CACHE.mkdir(parents=True, exist_ok=True)
-    log_path = CACHE / "build.log"
-    with open(log_path, "w") as log, Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                                              TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                                              console=console, transient=False) as progress:
-        try:
-            if force or not containers.image_exists(base_tag()):
-                _build_base(progress, log)
-            task = progress.add_task("guest layer (docker build)", total=1)
-            _build_layer(tag, log)
-            progress.update(task, completed=1)
-        except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
-            log.flush()
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-            raise ProviderUnavailable(f"building {tag} failed: {exc}", phase="build",
-                                      hint=f"full log: {log_path}\n{tail}") from None
+    with logged_build(tag, CACHE / "build.log", console) as (progress, log):
+        if force or not containers.image_exists(base_tag()):
+            _build_base(progress, log)
+        task = progress.add_task("guest layer (docker build)", total=1)
+        docker_build(tag, _layer_context, log, buildargs={"BASE": base_tag()})
+        progress.update(task, completed=1)
     return tag
 
 
-def _build_base(progress: Progress, log: io.TextIOBase) -> None:
+@contextlib.contextmanager
+def logged_build(what: str, log_path: Path, console: Console | None = None) -> Iterator[tuple[Progress, io.TextIOBase]]:
+    """A rich progress display and a full log file for one build; a failure becomes a typed error showing the log's tail."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log, Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                                              TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                              console=console or Console(stderr=True), transient=False) as progress:
+        try:
+            yield progress, log
+        except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
+            log.flush()
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+            raise ProviderUnavailable(f"building {what} failed: {exc}", phase="build",
+                                      hint=f"full log: {log_path}\n{tail}") from None
+
+
+def debootstrap(rootfs: Path, packages: Sequence[str], progress: Progress, log: io.TextIOBase) -> None:
+    """A ``minbase`` Debian root filesystem with ``packages``, each package counted on the progress bar."""
     if shutil.which("debootstrap") is None:
         raise ProviderUnavailable("debootstrap is not installed", phase="build", hint="apt-get install debootstrap")
-    with tempfile.TemporaryDirectory(prefix="desktop-lite-", dir=CACHE) as workdir:
-        rootfs = Path(workdir) / "rootfs"
-        task = progress.add_task(f"debootstrap {SUITE} (minbase + {len(PACKAGES)} packages)", total=None)
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), _mirror()]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            counted = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+)", line)
-            if counted:
-                progress.update(task, advance=1, description=f"debootstrap: {counted.group(1).lower()} {counted.group(2)}")
-        if process.wait() != 0:
-            raise subprocess.CalledProcessError(process.returncode, command)
-        progress.update(task, total=progress.tasks[task].completed, description="debootstrap done")
-        pip_task = progress.add_task("pyautogui from PyPI", total=1)
-        site = rootfs / "usr" / "lib" / "python3" / "dist-packages"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-                        "--target", str(site), *PYPI_PACKAGES], check=True, stdout=log, stderr=subprocess.STDOUT)
-        progress.update(pip_task, completed=1)
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            shutil.rmtree(rootfs / cache, ignore_errors=True)
-        import_task = progress.add_task("docker import", total=1)
-        archive = Path(workdir) / "rootfs.tar"
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."], check=True,
-                       stdout=log, stderr=subprocess.STDOUT)
-        repository, tag = base_tag().split(":")
-        containers.client().api.import_image_from_file(str(archive), repository=repository, tag=tag)
-        progress.update(import_task, completed=1)
-        shutil.rmtree(rootfs, ignore_errors=True)
+    task = progress.add_task(f"debootstrap {SUITE} (minbase + {len(packages)} packages)", total=None)
+    command = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(rootfs), mirror()]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        log.write(line)
+        counted = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+)", line)
+        if counted:
+            progress.update(task, advance=1, description=f"debootstrap: {counted.group(1).lower()} {counted.group(2)}")
+    if process.wait() != 0:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    progress.update(task, total=progress.tasks[task].completed, description="debootstrap done")
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        shutil.rmtree(rootfs / cache, ignore_errors=True)
 
 
-def _build_layer(tag: str, log: io.TextIOBase) -> None:
-    with tempfile.TemporaryDirectory(prefix="desktop-lite-ctx-") as context:
-        root = Path(context)
-        shutil.copytree(GUEST_DIR, root / "guest", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(IMAGE_DIR / "desktop-session", root / "desktop-session")
-        shutil.copy2(IMAGE_DIR / "Dockerfile", root / "Dockerfile")
-        stream = containers.client().api.build(path=context, tag=tag, rm=True, decode=True,
-                                               buildargs={"BASE": base_tag()})
-        for chunk in stream:
+def install_pypi(rootfs: Path, progress: Progress, log: io.TextIOBase) -> None:
+    """pyautogui and its helpers into the rootfs's system Python, by the host's pip (nothing runs in the chroot)."""
+    task = progress.add_task("pyautogui from PyPI", total=1)
+    site = rootfs / "usr" / "lib" / "python3" / "dist-packages"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+                    "--target", str(site), *PYPI_PACKAGES], check=True, stdout=log, stderr=subprocess.STDOUT)
+    progress.update(task, completed=1)
+
+
+def docker_import(rootfs: Path, tag: str, progress: Progress, log: io.TextIOBase) -> None:
+    """Make ``rootfs`` the image ``tag`` (``docker import``; no registry involved)."""
+    task = progress.add_task(f"docker import {tag}", total=1)
+    archive = rootfs.parent / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."], check=True,
+                   stdout=log, stderr=subprocess.STDOUT)
+    repository, version = tag.split(":")
+    containers.client().api.import_image_from_file(str(archive), repository=repository, tag=version)
+    archive.unlink()
+    progress.update(task, completed=1)
+
+
+def docker_build(tag: str, fill_context: Callable[[Path], None], log: io.TextIOBase, **options: Any) -> None:
+    """``docker build`` of a context that ``fill_context`` writes (a Dockerfile and what it copies)."""
+    with tempfile.TemporaryDirectory(prefix="rayenv-ctx-") as context:
+        fill_context(Path(context))
+        for chunk in containers.client().api.build(path=context, tag=tag, rm=True, decode=True, **options):
             if "stream" in chunk:
                 log.write(chunk["stream"])
             if "error" in chunk:
                 raise RuntimeError(chunk["error"].strip())
+
+
+def _build_base(progress: Progress, log: io.TextIOBase) -> None:
+    with tempfile.TemporaryDirectory(prefix="desktop-lite-", dir=CACHE) as workdir:
+        rootfs = Path(workdir) / "rootfs"
+        debootstrap(rootfs, PACKAGES, progress, log)
+        install_pypi(rootfs, progress, log)
+        docker_import(rootfs, base_tag(), progress, log)
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def _layer_context(root: Path) -> None:
+    shutil.copytree(GUEST_DIR, root / "guest", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(IMAGE_DIR / "desktop-session", root / "desktop-session")
+    shutil.copy2(IMAGE_DIR / "Dockerfile", root / "Dockerfile")

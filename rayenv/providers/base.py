@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 #: Docker label keys. ``rayenv.owner`` is what shutdown, the reaper and humans filter on.
 LABEL_OWNER = "rayenv.owner"
@@ -22,6 +22,10 @@ LABEL_ENV = "rayenv.env"
 LABEL_NODE = "rayenv.node"
 LABEL_ACTOR = "rayenv.actor"
 LABEL_PROVIDER = "rayenv.provider"
+#: A host directory a container uses and owns (a VM's overlay and monitor socket): removed with it.
+LABEL_WORKDIR = "rayenv.workdir"
+#: Default ``boot_timeout`` per provider (others: 120 s).
+BOOT_TIMEOUTS = {"docker": 600.0}
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ class DesktopSpec(BaseModel):
     provider: str = Field("process", description="docker | lite | process")
     screen_width: int = Field(1920, ge=320, le=7680)
     screen_height: int = Field(1080, ge=240, le=4320)
-    boot_timeout: float = Field(120.0, gt=0, description="seconds from start to a guest API answer")
+    boot_timeout: float | None = Field(None, gt=0, description="seconds from start to a guest API answer "
+                                       "[default: 600 for docker (a VM), 120 otherwise]")
     lite_image: str | None = Field(None, description="desktop-lite image tag (default: current version)")
     docker_image: str = Field("happysixd/osworld-docker", description="OSWorld QEMU image")
     vm_path: str | None = Field(None, description="qcow2 on the env host for the docker provider (relative: to the "
@@ -71,6 +76,13 @@ class DesktopSpec(BaseModel):
     docker_memory: str = Field("4G", description="RAM of the OSWorld VM (docker provider)")
     docker_cpus: int = Field(4, ge=1, description="vCPUs of the OSWorld VM (docker provider)")
     require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")
+
+    @model_validator(mode="after")
+    def _provider_boot_timeout(self) -> "DesktopSpec":
+        """Unset means sized for the provider: a VM (without KVM) boots in minutes, a container in seconds."""
+        if self.boot_timeout is None:
+            self.boot_timeout = BOOT_TIMEOUTS.get(self.provider, 120.0)
+        return self
 
     @field_validator("vm_path")
     @classmethod

@@ -31,7 +31,10 @@ class ContainerProvider(Provider):
 
     @abc.abstractmethod
     def container_options(self) -> dict[str, Any]:
-        """``image``, ``ports`` and any docker-py ``containers.run`` options (environment, devices, ...)."""
+        """``image``, ``ports`` and any docker-py ``containers.run`` options (environment, devices, ...).
+
+        ``labels`` are added to the ownership labels (e.g. where a host directory the desktop uses lives).
+        """
 
     @abc.abstractmethod
     def endpoint(self, ports: dict[int, int]) -> GuestEndpoint:
@@ -39,9 +42,10 @@ class ContainerProvider(Provider):
 
     def start(self) -> GuestEndpoint:
         env_id = self.ownership.env_id
-        self._container = containers.run_labelled(name=f"rayenv-{env_id}", labels=self.ownership.labels(self.name),
-                                                  env=env_id, **self.container_options())
-        try:
+        options = self.container_options()
+        labels = {**self.ownership.labels(self.name), **options.pop("labels", {})}
+        try:  # stop() also removes what container_options() made (a work directory) if the container never ran
+            self._container = containers.run_labelled(name=f"rayenv-{env_id}", labels=labels, env=env_id, **options)
             endpoint = self.endpoint(containers.published_ports(self._container))
             self._wait_ready(endpoint)
         except BaseException:
@@ -52,7 +56,8 @@ class ContainerProvider(Provider):
     def _wait_ready(self, endpoint: GuestEndpoint) -> None:
         """Poll the guest API until it answers; log progress every 10 s; fail if the container exits."""
         started = time.monotonic()
-        deadline, next_log = started + self.spec.boot_timeout, started + 10
+        timeout = self.spec.boot_timeout or 0.0  # filled per provider by DesktopSpec
+        deadline, next_log = started + timeout, started + 10
         while time.monotonic() < deadline:
             try:
                 if requests.get(endpoint.url + "/platform", timeout=5).ok:
@@ -68,7 +73,7 @@ class ContainerProvider(Provider):
                             time.monotonic() - started)
                 next_log += 10
             time.sleep(self.poll_interval)
-        raise EnvTimeout(f"{self._container.name} did not answer within {self.spec.boot_timeout:.0f}s",
+        raise EnvTimeout(f"{self._container.name} did not answer within {timeout:.0f}s",
                          env=self.ownership.env_id, phase="boot",
                          hint="raise desktop.boot_timeout (a VM without KVM takes minutes)")
 

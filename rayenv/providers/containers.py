@@ -8,10 +8,11 @@ atomically, then read back, so concurrent actors cannot race and nothing listens
 from __future__ import annotations
 
 import functools
+import shutil
 from typing import Any, Iterable
 
 from ..errors import ProviderUnavailable
-from .base import LABEL_OWNER
+from .base import LABEL_OWNER, LABEL_WORKDIR
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,13 +79,16 @@ def is_running(container: Any) -> bool:
 
 
 def remove(container: Any) -> None:
-    """Remove the container and its anonymous volumes, whatever state it is in."""
+    """Remove the container, its anonymous volumes and its work directory, whatever state it is in."""
     import docker.errors
 
     try:
         container.remove(force=True, v=True)
     except docker.errors.NotFound:
         pass
+    work_dir = (container.labels or {}).get(LABEL_WORKDIR)
+    if work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def owned(owner: str | None = None) -> list[Any]:
