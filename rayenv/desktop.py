@@ -40,6 +40,8 @@ class EnvOptions(BaseModel):
     evaluate_timeout: float = Field(300.0, gt=0, description="seconds an evaluation may take")
     observe_timeout: float = Field(30.0, gt=0, description="seconds to fetch one observation")
     default_pause: float = Field(0.5, ge=0, description="seconds to wait after an action before observing")
+    min_free_mb: float = Field(16.0, ge=0, description="free space a task needs in the desktop's home and tmp, checked "
+                               "with a write before setup and around evaluation; a desktop short of it is replaced")
     record_dir: str | None = Field(None, description="write screenshots, actions and scores of every episode here")
 
 
@@ -107,6 +109,7 @@ class Desktop:
             runner = self._require_runner("reset")
         self.action_history, self._last_step, self.task = [], None, task
         self.episodes += 1
+        self._check_guest("reset", DesktopUnavailable)
         if task is not None:
             self.state = "dirty"
             self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset")
@@ -155,12 +158,12 @@ class Desktop:
         if self.task is None:
             raise EvaluationError("no task to evaluate: reset(task_config) first", env=self.name, phase="evaluate",
                                   hint="pass an OSWorld task config to reset")
-        runner, client, task = self._require_runner("evaluate"), self._require_client("evaluate"), self.task
-        self._guarded(client.screen_size, "evaluate")  # an unreachable desktop must not score 0
+        runner, task = self._require_runner("evaluate"), self.task
         try:
+            self._check_guest("evaluate", EvaluationError)  # a desktop that cannot save or answer must not score 0
             score = self._bounded(lambda: runner.evaluate(task, self.action_history, "Linux"),
                                   self.options.evaluate_timeout, "evaluate")
-            self._guarded(client.screen_size, "evaluate")
+            self._check_guest("evaluate", EvaluationError)  # nor one whose disk filled up while it was scored
         except RayEnvError as exc:
             if self._recorder:
                 self._recorder.score(None, str(exc))
@@ -204,6 +207,18 @@ class Desktop:
                 self._mark_broken(gone)
                 raise gone from None
             raise
+
+    def _check_guest(self, phase: str, error: type[RayEnvError]) -> None:
+        """Ask the guest whether it can run a task (reachable, room in home and tmp); if not, the desktop is
+        broken (the pool replaces it) and ``error`` says why: a full disk must not pass for a failed task."""
+        client = self._require_client(phase)
+        problems = self._guarded(lambda: client.problems(int(self.options.min_free_mb * 2**20)), phase)
+        if problems:
+            broken = error(f"desktop {self.provider.label()} cannot run tasks: {'; '.join(problems)}", env=self.name,
+                           phase=phase, hint="the pool replaces this desktop; retry the episode on another one"
+                           + (" and drop this sample, it has no score" if phase == "evaluate" else ""))
+            self._mark_broken(broken)
+            raise broken
 
     def _bounded(self, call: Callable[[], T], timeout: float, phase: str) -> T:
         """Run a desktop-env call that has no timeout of its own in a thread, and stop waiting after ``timeout``.

@@ -6,9 +6,10 @@ openpyxl, ...), so this module defers that import to the first task on the env h
 module, the pool and the trainer side never pay for it.
 
 Scoring differs from ``DesktopEnv.evaluate`` in one deliberate way: anything that stops the
-evaluator from producing a score (unknown metric, getter crash, metric crash, desktop unreachable)
-raises :class:`~rayenv.errors.EvaluationError` instead of returning 0. A file the agent never
-created is still a legitimate 0, as in OSWorld.
+evaluator from producing a score (unknown metric, getter crash, metric crash, desktop unreachable,
+and any guest call a getter made that failed, which desktop-env itself turns into ``None``, see
+:mod:`rayenv.guest_calls`) raises :class:`~rayenv.errors.EvaluationError` instead of returning 0.
+A file the agent never created is still a legitimate 0, as in OSWorld.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .errors import EvaluationError, InvalidTaskConfig, ProviderUnavailable, SetupFailed
+from .guest_calls import CallLog, watching
 from .providers.base import GuestEndpoint
 from .tasks import TaskConfig
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _desktop_env() -> tuple[Any, Any, Any, Any]:
@@ -126,7 +129,7 @@ class TaskRunner:
     def evaluate(self, task: TaskConfig, action_history: list[str], vm_platform: str) -> float:
         """Score the desktop's current state with the task's evaluator. Raises :class:`EvaluationError`."""
         if task.evaluator.postconfig:
-            self.setup(task, task.evaluator.postconfig, phase="evaluate")
+            self._watched("the postconfig", lambda: self.setup(task, task.evaluator.postconfig, phase="evaluate"))
         last = action_history[-1] if action_history else None
         if task.infeasible:
             return 1.0 if last == "FAIL" else 0.0
@@ -160,17 +163,40 @@ class TaskRunner:
     def _score_one(self, metric: Callable[..., Any], name: str, getters: Any, context: GetterContext,
                    result_spec: dict | None, expected_spec: dict | None, option: dict) -> float:
         try:
-            result = _get(getters, context, result_spec)
+            result = self._watched(_getter_name(result_spec), lambda: _get(getters, context, result_spec))
         except FileNotFoundError:
             return 0.0  # the agent never produced the file: a real 0, as OSWorld scores it
+        except EvaluationError:
+            raise
         except Exception as exc:
-            raise self._failure(f"getter {result_spec and result_spec.get('type')!r} failed: {exc!r}") from None
+            raise self._failure(f"{_getter_name(result_spec)} failed: {exc!r}") from None
         try:
-            expected = _get(getters, context, expected_spec) if expected_spec else None
-            score = metric(result, expected, **option) if expected_spec else metric(result, **option)
+            expected = self._watched(_getter_name(expected_spec), lambda: _get(getters, context, expected_spec))
+            score = self._watched(f"metric {name!r}", lambda: metric(result, expected, **option) if expected_spec
+                                  else metric(result, **option))
             return float(score)
+        except EvaluationError:
+            raise
         except Exception as exc:
             raise self._failure(f"metric {name!r} failed: {exc!r}") from None
+
+    def _watched(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call`` (a getter, a metric, the postconfig) and refuse its outcome, value or exception
+        alike, if a guest call it made failed: desktop-env would have scored the gap as 0.0."""
+        with watching(self.endpoint.url) as calls:
+            try:
+                outcome = call()
+            except Exception:
+                self._refuse_failed(what, calls)
+                raise
+        self._refuse_failed(what, calls)
+        return outcome
+
+    def _refuse_failed(self, what: str, calls: CallLog) -> None:
+        failures = calls.failures()
+        if failures:
+            raise self._failure(f"{what} could not read the desktop ({len(failures)} failed guest call(s)): "
+                                + "; ".join(failures)) from None
 
     def _failure(self, message: str) -> EvaluationError:
         return EvaluationError(message, env=self.env, phase="evaluate",
@@ -187,6 +213,10 @@ def _per_metric(value: Any, count: int) -> list[Any]:
     if isinstance(value, list):
         return value
     return [value or None] * count
+
+
+def _getter_name(spec: dict | None) -> str:
+    return f"getter {spec.get('type') if spec else None!r}"
 
 
 def _get(getters: Any, context: GetterContext, spec: dict | None) -> Any:

@@ -71,6 +71,23 @@ class GuestClient:
         response = self._request("GET", "/terminal", phase="observe")
         return response.json().get("output") if response.ok else None
 
+    def problems(self, min_free: int) -> list[str]:
+        """Why this desktop cannot run a task now (home or tmp full or read-only), from its ``/health``.
+
+        A guest without that endpoint (404: OSWorld's own VM server) reports nothing; it is then
+        only checked to be answering.
+        """
+        response = self._request("GET", "/health", phase="health", timeout=10, params={"min_free": min_free})
+        if response.status_code == 404:
+            self.screen_size()
+            return []
+        try:
+            data = response.json()
+        except ValueError:
+            return [f"/health answered HTTP {response.status_code} without JSON: {response.text[:200]}"]
+        problems = list(data.get("problems") or []) if isinstance(data, dict) else []
+        return problems if response.ok or problems else [f"/health answered HTTP {response.status_code}: {data}"]
+
     def screen_size(self) -> tuple[int, int]:
         data = self._request("POST", "/screen_size", phase="status", timeout=5).json()
         return int(data["width"]), int(data["height"])

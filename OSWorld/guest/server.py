@@ -31,6 +31,7 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import a11y  # noqa: E402
+import health  # noqa: E402
 import screen  # noqa: E402
 from zygote import Zygote  # noqa: E402
 
@@ -336,7 +337,13 @@ def post_end_recording() -> Response:
 
 @app.get("/health")
 def get_health() -> Response:
-    return jsonify({"status": "ok", "display": os.environ.get("DISPLAY")})
+    """Whether this desktop can run a task (free, writable home and tmp); 503 with ``problems`` if not.
+
+    ``?min_free=<bytes>`` sets the free space each must have (default 16 MiB).
+    """
+    report = health.health(int(request.args.get("min_free", health.DEFAULT_MIN_FREE)))
+    report["display"] = os.environ.get("DISPLAY")
+    return jsonify(report), 200 if report["status"] == "ok" else 503
 
 
 def main() -> None:

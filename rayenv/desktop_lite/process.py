@@ -3,8 +3,9 @@
 The same ``desktop-session`` script the container runs is started here as one process group:
 Xvfb picks its own display number (``-displayfd``) and the guest server binds port 0 and writes the
 port to a file, so any number of desktops can start at once without racing for either. Each desktop
-gets a private ``HOME`` below its work directory: a task's ``~/hello.txt`` lands there, never in the
-host user's home, and two desktops on the same task never share files. A record of
+gets a private ``HOME`` and ``TMPDIR`` below its work directory: a task's ``~/hello.txt`` lands there,
+never in the host user's home, two desktops on the same task never share files, and the guest's
+disk check (``/health``) looks at this desktop's own directories. A record of
 each running desktop (owner, actor id, process group) sits in ``~/.cache/rayenv/run/<owner>/`` so
 the reaper can stop desktops whose actor died (``kill -9`` of the actor's worker does not reach
 them).
@@ -71,9 +72,10 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
     """Start one desktop session and wait until its guest server is listening."""
     check_programs()
     workdir = Path(tempfile.mkdtemp(prefix=f"rayenv-{env_id}-"))
-    port_file, display_file, home = workdir / "port", workdir / "display", workdir / "home"
+    port_file, display_file, home, tmp = workdir / "port", workdir / "display", workdir / "home", workdir / "tmp"
     home.mkdir()
-    environment = {**os.environ, "HOME": str(home), "SCREEN_WIDTH": str(width), "SCREEN_HEIGHT": str(height), "GUEST_HOST": "127.0.0.1",
+    tmp.mkdir()
+    environment = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "SCREEN_WIDTH": str(width), "SCREEN_HEIGHT": str(height), "GUEST_HOST": "127.0.0.1",
                    "GUEST_PORT": "0", "GUEST_PORT_FILE": str(port_file), "DISPLAY_FILE": str(display_file),
                    "GUEST_PYTHON": sys.executable, "GUEST_SERVER": str(GUEST_SERVER)}
     environment.pop("DISPLAY", None)

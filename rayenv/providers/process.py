@@ -33,4 +33,4 @@ class ProcessProvider(Provider):
         if self._desktop is None:
             return {}
         return {"display": self._desktop.display, "pgid": self._desktop.pgid,
-                "url": f"http://127.0.0.1:{self._desktop.port}"}
+                "url": f"http://127.0.0.1:{self._desktop.port}", "workdir": str(self._desktop.workdir)}
