@@ -547,13 +547,17 @@ def _has_head_resource() -> bool:
 
 
 def _check_capacity(config: PoolConfig) -> None:
-    """Fail fast, in words, when no node advertises the env resource (Ray would wait forever)."""
+    """Fail fast, in words, when too few env units are free (Ray would wait forever): units another
+    pool's desktops hold do not count."""
     total = ray.cluster_resources().get(config.resource, 0)
-    if total < config.size:
-        raise PoolError(f"the cluster advertises {total:g} {config.resource!r} but the pool needs {config.size}",
+    free = ray.available_resources().get(config.resource, 0)
+    if free < config.size:
+        raise PoolError(f"the cluster advertises {total:g} {config.resource!r}, {free:g} of them free, "
+                        f"but the pool needs {config.size}",
                         phase="create",
                         hint=f"start env hosts with `ray start ... --resources='{{\"{config.resource}\": N}}'` "
-                             f"(rayenv worker start does this), or lower the pool size")
+                             f"(rayenv worker start does this), use the pool that holds them (rayenv status), "
+                             f"or lower the pool size")
 
 
 def _slot_errors(status: dict[str, Any]) -> str:
