@@ -41,6 +41,9 @@ def owned_containers() -> list:
 
 
 def the_container(pool: EnvPool):
+    """The desktop's container once its slot is idle (a released desktop reboots its VM: the reset prefetch)."""
+    wait_until(lambda: pool.status()["slots"][0]["state"] == "idle", timeout=600, what="the desktop to be idle",
+               explain=lambda: str(pool.status()))
     env = next(iter(pool.envs().values()))
     return docker.from_env().containers.get(ray.get(env.status.remote())["details"]["container_name"])
 
@@ -121,9 +124,9 @@ def test_a_sample_task_scores_one_with_osworlds_evaluator(pool):
 
 
 def test_health_reports_the_docker_provider_and_whether_the_vm_really_runs_on_kvm(pool, cluster, vm_desktop):
+    qemu = qemu_command_line(the_container(pool))
     health = TestClient(create_app(OWNER, NAMESPACE, address=cluster.address)).get("/health").json()
     kvm = kvm_status(vm_desktop.image)
-    qemu = qemu_command_line(the_container(pool))
     assert health["provider"] == "docker" and health["env_status"] == "initialized"
     assert health["kvm_available"] is kvm.available and kvm.message in health["message"]
     assert ("-enable-kvm" in qemu) is kvm.available and ("-accel tcg" in qemu) is not kvm.available
@@ -134,8 +137,8 @@ def test_health_reports_the_docker_provider_and_whether_the_vm_really_runs_on_kv
 
 
 def test_a_kill_9_of_qemu_is_detected_and_the_desktop_replaced(pool):
-    before = pool.status()["slots"][0]
     container = the_container(pool)
+    before = pool.status()["slots"][0]
     qemu_pid = next(pid for pid, args in container.top(ps_args="-eo pid,args")["Processes"]
                     if args.startswith("qemu-system-x86_64"))
     os.kill(int(qemu_pid), 9)  # the host sees the container's processes; docker top gives host pids
@@ -143,7 +146,7 @@ def test_a_kill_9_of_qemu_is_detected_and_the_desktop_replaced(pool):
 
     def replaced() -> bool:
         slot = pool.status()["slots"][0]
-        return slot["generation"] > before["generation"] and pool.status()["healthy"] == 1
+        return slot["generation"] > before["generation"] and slot["state"] == "idle"
 
     wait_until(replaced, timeout=600, what="a new VM desktop", explain=lambda: str(pool.status()))
     assert [c.id for c in owned_containers()] == [the_container(pool).id] != [container.id]
