@@ -1,9 +1,11 @@
 """The env actor: one desktop behind Ray, called as ``env.step.remote(action)``.
 
-Concurrency: reset/step/evaluate/observe/revert/close share Ray's default concurrency group with
-one slot, so calls on one desktop run one at a time in arrival order (concurrent calls are queued,
-never interleaved). ``status`` and ``ping`` live in a separate ``control`` group so the pool's
-health checks and ``rayenv status`` answer while a long step runs.
+Concurrency: reset/step/evaluate/observe/revert share Ray's default concurrency group with one
+slot, so calls on one desktop run one at a time in arrival order (concurrent calls are queued,
+never interleaved). ``status``, ``ping`` and ``close`` live in a separate ``control`` group so the
+pool's health checks and ``rayenv status`` answer while a long step runs, and so the pool can take
+away a desktop whose call hangs: ``close`` removes the desktop under the stuck call, which then
+fails with a typed error its caller receives, instead of queueing behind it.
 
 The actor asks for ``num_cpus=0`` plus one unit of the custom resource (``osworld_env`` by
 default): only env hosts advertise it, so desktops never land on GPU nodes and verl's CPU workers
@@ -96,8 +98,13 @@ class OSWorldEnv:
             self._timed("revert", self.desktop.revert)
         return self.desktop.state
 
+    @ray.method(concurrency_group="control")
     def close(self) -> None:
         self.desktop.close()
+
+    def settle(self) -> None:
+        """Returns once every call queued before it has finished (same one-slot group): after ``close``,
+        the pool waits for this so the call ``close`` interrupted delivers its error before the kill."""
 
     @ray.method(concurrency_group="control")
     def status(self) -> EnvStatus:

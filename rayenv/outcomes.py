@@ -48,8 +48,9 @@ def as_env_error(exc: BaseException, key: Any = None) -> RayEnvError:
             return cause
         return RayEnvError(f"env call raised {type(cause or exc).__name__}: {cause or exc}", env=str(key))
     if isinstance(exc, RayActorError):
-        return DesktopUnavailable(f"env actor is gone: {type(exc).__name__}", env=str(key), phase="call",
-                                  hint="the pool replaces dead actors; lease another desktop")
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        return DesktopUnavailable(f"env actor is gone: {type(exc).__name__}: {reason[:300]}", env=str(key),
+                                  phase="call", hint="the pool replaces dead actors; lease another desktop")
     if isinstance(exc, GetTimeoutError):
         return EnvTimeout("env call did not finish in time", env=str(key), phase="call",
                           hint="release the lease as broken so the pool replaces the desktop")

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Literal, Sequence, get_args
+from typing import Any, AsyncIterator, Iterator, Literal, NoReturn, Sequence, get_args
 
 import ray
 from ray._private import state as ray_state  # the GCS job table: is a lessee driver still alive?
@@ -49,7 +49,7 @@ from ray.util import metrics
 from .actor import OSWorldEnv
 from .config import DEFAULT_NAMESPACE, PoolConfig
 from .errors import ConfigError, DesktopUnavailable, EnvTimeout, PoolError, ProviderUnavailable, RayEnvError
-from .outcomes import Outcome, as_completed, gather
+from .outcomes import Outcome, as_completed, as_env_error, gather
 from .reaper import actor_is_gone, reap_cluster
 
 logger = logging.getLogger("rayenv.pool")
@@ -63,6 +63,8 @@ UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError
 BROKEN_ERRORS = (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError)
 #: Boot failures that a retry on the same host cannot fix; the slot fails at once, with the error's hint.
 PERMANENT_BOOT_ERRORS = (ProviderUnavailable, ConfigError)
+#: Seconds ``_retire`` gives a call that ``close`` interrupted to deliver its error before the actor is killed.
+SETTLE_TIMEOUT = 5.0
 #: Ray gives the head node this resource; the manager asks for a sliver of it to live there.
 HEAD_RESOURCE = "node:__internal_head__"
 #: The health loop also reaps orphaned desktops every this many rounds.
@@ -193,10 +195,13 @@ class PoolManager:
         await self._boot(slot)
 
     async def _retire(self, handle: ActorHandle | None) -> None:
+        """Close the desktop (a control-group call: it never queues behind a stuck step, whose caller then
+        gets the step's typed error), let that call finish briefly, then kill the actor."""
         if handle is None:
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(handle.close.remote(), self.config.close_timeout)
+            await asyncio.wait_for(handle.settle.remote(), SETTLE_TIMEOUT)
         with contextlib.suppress(Exception):
             ray.kill(handle, no_restart=True)
 
@@ -475,14 +480,16 @@ class EnvPool:
     @contextlib.contextmanager
     def lease(self, timeout: float | None = None) -> Iterator[ActorHandle]:
         """Lend one desktop for the block. A desktop that turned out dead is replaced on exit; an unreachable
-        one (its link is down) is given back as is and left to the health loop."""
+        one (its link is down) is given back as is and left to the health loop. Ray's own errors from the
+        desktop's calls leave the block as :mod:`rayenv.errors` types (an actor that died is
+        :class:`~rayenv.errors.DesktopUnavailable`), chained to Ray's."""
         lease = self.acquire(timeout)
         broken = False
         try:
             yield lease.env
         except Exception as exc:
             broken = _breaks_the_desktop(exc)
-            raise
+            _raise_typed(exc, lease.env_name)
         finally:
             self.release(lease, broken=broken)
 
@@ -501,7 +508,7 @@ class EnvPool:
             yield lease
         except Exception as exc:
             broken = _breaks_the_desktop(exc)
-            raise
+            _raise_typed(exc, lease.env_name)
         finally:
             await self.release_async(lease, broken=broken)
 
@@ -573,6 +580,13 @@ def _breaks_the_desktop(exc: BaseException) -> bool:
     """Whether a lessee's error means its desktop is gone (released as broken, replaced at once); an
     unreachable one (``ActorUnavailableError`` is a ``RayActorError`` too) is left to the health loop."""
     return isinstance(exc, BROKEN_ERRORS) and not isinstance(exc, UNREACHABLE_ERRORS)
+
+
+def _raise_typed(exc: Exception, env_name: str) -> NoReturn:
+    """Re-raise a lessee's error; one of Ray's (the actor died, a get timed out) as its rayenv type."""
+    if isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, RayEnvError):
+        raise as_env_error(exc, env_name) from exc
+    raise exc
 
 
 def _lessee() -> dict[str, str]:

@@ -83,7 +83,10 @@ class ContainerProvider(Provider):
             self._container = None
 
     def is_alive(self) -> bool:
-        return self._container is not None and containers.is_running(self._container)
+        """Running, or paused: a frozen container resumes where it stopped, so it is slow, not dead (its
+        calls time out on their own timeouts)."""
+        return self._container is not None and (containers.is_running(self._container)
+                                                or self._container.status == "paused")
 
     def describe(self) -> dict[str, Any]:
         if self._container is None:
