@@ -20,6 +20,7 @@ from rayenv.kvm import kvm_status, probe_device
 from rayenv.providers import DesktopSpec, Ownership, make_provider
 from rayenv.providers.base import LABEL_WORKDIR
 from rayenv.providers.docker import WORK_MOUNT
+from rayenv.providers.vm_image import QCOW2_MAGIC
 
 
 @pytest.mark.slow
@@ -39,7 +40,7 @@ def test_kvm_is_judged_by_booting_a_kernel_not_by_creating_a_vm():
 @pytest.mark.docker
 def test_the_docker_provider_passes_kvm_only_if_it_boots_mounts_the_vm_read_only_and_leaves_nothing(tmp_path):
     qcow2 = tmp_path / "Ubuntu.qcow2"
-    qcow2.write_bytes(b"stand-in")
+    qcow2.write_bytes(QCOW2_MAGIC + b"stand-in")
     spec = DesktopSpec(provider="docker", docker_image=build_image(), vm_path=str(qcow2), boot_timeout=60,
                        screen_width=800, screen_height=600)
     provider = make_provider(spec, Ownership(owner="docker-test", env_id="qemu-0"))
@@ -69,7 +70,7 @@ def test_the_docker_provider_passes_kvm_only_if_it_boots_mounts_the_vm_read_only
 @pytest.mark.docker
 def test_a_missing_osworld_image_is_refused_with_how_to_get_it(tmp_path):
     qcow2 = tmp_path / "Ubuntu.qcow2"
-    qcow2.write_bytes(b"stand-in")
+    qcow2.write_bytes(QCOW2_MAGIC + b"stand-in")
     provider = make_provider(DesktopSpec(provider="docker", docker_image="rayenv/no-such-image:1", vm_path=str(qcow2)),
                              Ownership(owner="docker-test", env_id="qemu-1"))
     with pytest.raises(ProviderUnavailable, match="not on this host") as error:
