@@ -6,9 +6,12 @@ port to a file, so any number of desktops can start at once without racing for e
 gets a private ``HOME`` and ``TMPDIR`` below its work directory: a task's ``~/hello.txt`` lands there,
 never in the host user's home, two desktops on the same task never share files, and the guest's
 disk check (``/health``) looks at this desktop's own directories. A record of
-each running desktop (owner, actor id, process group) sits in ``~/.cache/rayenv/run/<owner>/`` so
-the reaper can stop desktops whose actor died (``kill -9`` of the actor's worker does not reach
-them).
+each running desktop (owner, actor id, process group and its leader's start time) sits in
+``~/.cache/rayenv/run/<owner>/``. A desktop dies with the Ray worker that started it: a watchdog
+(:mod:`rayenv.desktop_lite.watchdog`) beside it kills its group when the worker is gone (``ray stop``,
+``kill -9``, OOM). Should the watchdog die too, the reaper stops desktops whose actor is gone on its
+next round; a record whose process group leader is no longer the one it names (rebooted host, pid
+reused) is only removed, never acted on.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 from ..errors import EnvTimeout, ProviderUnavailable
 
 OSWORLD_DIR = Path(__file__).resolve().parents[2] / "OSWorld"
 SESSION_SCRIPT = OSWORLD_DIR / "image" / "desktop-session"
 GUEST_SERVER = OSWORLD_DIR / "guest" / "server.py"
+WATCHDOG = Path(__file__).with_name("watchdog.py")
 REQUIRED_PROGRAMS = ("Xvfb", "openbox", "dbus-run-session", "xdotool")
 
 
@@ -42,6 +48,7 @@ class ProcessDesktop:
     """A running desktop session: its process group (led by the session script), display and guest port."""
 
     process: subprocess.Popen
+    watchdog: subprocess.Popen
     display: str
     port: int
     record: Path
@@ -55,10 +62,7 @@ class ProcessDesktop:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        _kill_group(self.pgid)
-        self.process.wait(timeout=10)
-        self.record.unlink(missing_ok=True)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        _remove(self.process, self.watchdog, self.record, self.workdir)
 
 
 def check_programs() -> None:
@@ -85,22 +89,23 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
     log.close()
     record = run_dir(owner) / f"{env_id}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"env": env_id, "actor_id": actor_id, "pgid": process.pid, "workdir": str(workdir)}))
+    record.write_text(json.dumps({"env": env_id, "actor_id": actor_id, "pgid": process.pid,
+                                  "started": _started(process.pid), "workdir": str(workdir)}))
+    watchdog = subprocess.Popen([sys.executable, str(WATCHDOG), str(os.getpid()), str(process.pid), str(workdir),
+                                 str(record)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while not port_file.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             tail = (workdir / "session.log").read_text(errors="replace")[-2000:]
-            _kill_group(process.pid)
-            process.wait(timeout=10)
-            record.unlink(missing_ok=True)
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove(process, watchdog, record, workdir)
             if process.poll() is not None and time.monotonic() <= deadline:
                 raise ProviderUnavailable(f"desktop session for {env_id} exited with {process.returncode}",
                                           env=env_id, phase="boot", hint=f"session log:\n{tail}")
             raise EnvTimeout(f"desktop session for {env_id} did not start within {timeout:.0f}s", env=env_id,
                              phase="boot", hint=f"raise desktop.boot_timeout; session log:\n{tail}")
         time.sleep(0.05)
-    return ProcessDesktop(process=process, display=display_file.read_text().strip(),
+    return ProcessDesktop(process=process, watchdog=watchdog, display=display_file.read_text().strip(),
                           port=int(port_file.read_text()), record=record, workdir=workdir)
 
 
@@ -114,11 +119,30 @@ def reap_orphans(owner: str, is_orphan: Callable[[str], bool]) -> list[str]:
             continue
         if not is_orphan(info.get("actor_id", "")):
             continue
-        _kill_group(int(info["pgid"]))
+        if info.get("started") in (None, _started(int(info["pgid"]))):  # None: a record from before start times
+            _kill_group(int(info["pgid"]))
         record.unlink(missing_ok=True)
         shutil.rmtree(info.get("workdir", ""), ignore_errors=True)
         removed.append(info.get("env", record.stem))
     return removed
+
+
+def _remove(process: subprocess.Popen, watchdog: subprocess.Popen, record: Path, workdir: Path) -> None:
+    """Stop a desktop this worker started: its group, its watchdog, its record and work directory."""
+    _kill_group(process.pid)
+    process.wait(timeout=10)
+    watchdog.kill()
+    watchdog.wait(timeout=10)
+    record.unlink(missing_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (with the pid, it names one process across pid reuse), or None if gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def _kill_group(pgid: int) -> None:

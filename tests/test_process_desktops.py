@@ -1,0 +1,98 @@
+"""Process desktops die with the process that started them, and the reaper cleans what is left (issue 12, item 7).
+
+A child Python process plays the env actor's Ray worker: it starts a real desktop (Xvfb, openbox,
+guest server) and is then killed with SIGKILL, which is what ``ray stop``, an OOM kill or a crash
+does to a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from rayenv.desktop_lite.process import reap_orphans, run_dir
+from polling import wait_until
+
+OWNER = "process-tests"
+WORKER = """
+import json, sys
+from rayenv.desktop_lite.process import start_desktop
+desktop = start_desktop(owner=sys.argv[1], env_id=sys.argv[2], actor_id="", width=640, height=480, timeout=60)
+print(json.dumps({"pgid": desktop.pgid, "watchdog": desktop.watchdog.pid, "workdir": str(desktop.workdir)}), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYENV_RUN_DIR", str(tmp_path / "run"))
+    return tmp_path / "run"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # re-parented: init reaps it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def start_in_worker(env_id: str) -> tuple[subprocess.Popen, dict]:
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, OWNER, env_id], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=os.environ)
+    return worker, json.loads(worker.stdout.readline())
+
+
+def test_a_desktop_dies_with_the_worker_that_started_it_and_leaves_no_files(runs):
+    worker, desktop = start_in_worker("orphan-1")
+    assert group_alive(desktop["pgid"]) and Path(desktop["workdir"]).is_dir()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    killed = time.monotonic()
+    wait_until(lambda: not group_alive(desktop["pgid"]), timeout=10, what="the desktop's process group to die",
+               interval=0.1)
+    assert time.monotonic() - killed < 3
+    wait_until(lambda: not Path(desktop["workdir"]).exists(), timeout=10, what="its work directory to go")
+    assert list((runs / OWNER).glob("*.json")) == []
+    wait_until(lambda: exited(desktop["watchdog"]), timeout=5, what="the watchdog to exit", interval=0.1)
+
+
+def test_the_reaper_stops_a_leftover_desktop_whose_watchdog_died_as_well(runs):
+    worker, desktop = start_in_worker("orphan-2")
+    os.kill(desktop["watchdog"], signal.SIGKILL)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    time.sleep(1.0)
+    assert group_alive(desktop["pgid"])  # nothing else ends it
+    assert reap_orphans(OWNER, lambda actor_id: True) == ["orphan-2"]
+    assert not group_alive(desktop["pgid"]) and not Path(desktop["workdir"]).exists()
+
+
+def test_the_reaper_leaves_alone_a_process_that_reused_a_recorded_process_group(runs):
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = run_dir(OWNER) / "stale.json"
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"env": "stale", "actor_id": "", "pgid": bystander.pid,
+                                      "started": psutil.Process(bystander.pid).create_time() - 3600,
+                                      "workdir": str(runs / "gone")}))
+        assert reap_orphans(OWNER, lambda actor_id: True) == ["stale"]
+        assert bystander.poll() is None and not record.exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
