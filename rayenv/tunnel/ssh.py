@@ -19,6 +19,13 @@ from pydantic import BaseModel, Field
 from .plan import PortPlan
 
 FORWARD_FAILED = re.compile(r"remote port forwarding failed for listen port (\d+)")
+#: What ssh says when no retry can help, and the one sentence that does ({destination} is filled in).
+PERMANENT_FAILURES = {
+    "Host key verification failed": "The head's host key is not in known_hosts (or it changed): run "
+                                    "`ssh {destination}` once by hand, check and accept the key, then start again.",
+    "Permission denied (": "The head's sshd refused this env host's key: add its public key to "
+                           "~/.ssh/authorized_keys of that user on the head (or pass --identity), then start again.",
+}
 #: On the head, relative to the user's home: one directory per env host (keyed by its node-manager
 #: port, which no two env hosts of one head may share), a file per tunnel session named by its sshd pid.
 SESSIONS = ".cache/rayenv/tunnels"
@@ -68,6 +75,14 @@ class SshTarget(BaseModel):
         done = subprocess.run([*self.base(), "-o", f"ControlPath={self.control_path()}", "-O", "check",
                                self.destination], capture_output=True, text=True, timeout=10)
         return done.returncode == 0
+
+
+def permanent_failure(stderr: str, destination: str) -> str | None:
+    """The fix for an ssh failure that retrying cannot cure (unknown host key, key refused), else None."""
+    for words, fix in PERMANENT_FAILURES.items():
+        if words in stderr:
+            return fix.format(destination=destination)
+    return None
 
 
 def refused_remote_ports(stderr: str) -> list[int]:

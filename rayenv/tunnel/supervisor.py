@@ -6,7 +6,9 @@ own, so it outlives everything it restarts. One loop, three duties:
 
 * the ssh tunnel: reconnect with capped exponential backoff (reset after a connection that held);
   a refused ``-R`` (an old session on the head still holds the port after a link drop or NAT
-  rebind) is cleaned up through a plain ssh session, then retried;
+  rebind) is cleaned up through a plain ssh session, then retried; a failure no retry can cure
+  (unknown host key, key refused) before the tunnel was ever up ends the supervisor with the fix in
+  ``fatal``, so ``worker start`` fails at once instead of retrying until its timeout;
 * the Ray node: if the raylet is gone (the head declared the node dead after a long outage, and the
   raylet exited), it re-joins with the same flags, and the pool's manager on the head refills the slots;
 * the sidecar: restarted when it exits (its Ray driver dies with the raylet).
@@ -29,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from .plan import PortPlan
 from .raynode import ray_env, ray_start, raylet_running, stop_node, write_json
-from .ssh import SshTarget, refused_remote_ports, stale_listener_cleanup
+from .ssh import SshTarget, permanent_failure, refused_remote_ports, stale_listener_cleanup
 
 WORKER_DIR = Path.home() / ".cache" / "rayenv" / "worker"
 TunnelState = Literal["connecting", "up", "down", "stopped"]
@@ -67,6 +69,7 @@ class Status(BaseModel):
     last_error: str = ""
     last_outage_s: float | None = Field(None, description="seconds from losing the tunnel to having it back")
     ray_joined: bool = False
+    fatal: str = Field("", description="why the supervisor gave up (with the fix); empty while it keeps trying")
     supervisor_pid: int = Field(default_factory=os.getpid)
 
 
@@ -94,6 +97,7 @@ class Supervisor:
         self.sidecar: subprocess.Popen | None = None
         self.stopping = False
         self.down_since: float | None = None
+        self.ever_up = False
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _publish(self, **changes) -> None:
@@ -191,6 +195,11 @@ class Supervisor:
             self.down_since = self.down_since or time.time()
             self._publish(tunnel="down", last_error=problem[-500:], reconnects=self.status.reconnects + 1)
             self._log(f"tunnel down: {problem[-300:]}")
+            fix = permanent_failure(problem, self.state.ssh.destination)
+            if fix and not self.ever_up:  # once it has worked, the user may be fixing it: keep trying
+                self._publish(fatal=f"ssh to {self.state.ssh.destination} failed: {problem.splitlines()[-1]}. {fix}")
+                self._log(f"giving up: {fix}")
+                break
             refused = refused_remote_ports(problem)
             if refused:
                 self._clean_stale(refused)
@@ -200,7 +209,7 @@ class Supervisor:
 
     def _tunnel_up(self) -> None:
         outage = None if self.down_since is None else round(time.time() - self.down_since, 2)
-        self.down_since = None
+        self.down_since, self.ever_up = None, True
         self._publish(tunnel="up", last_outage_s=outage if outage is not None else self.status.last_outage_s)
         self._log(f"tunnel up (pid {self.ssh.pid})" + (f" after {outage}s down" if outage else ""))
         while not self.stopping and self.ssh.poll() is None:

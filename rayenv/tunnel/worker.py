@@ -38,6 +38,8 @@ def _wait_for(directory: Path, ready, what: str, timeout: float) -> Status:
         status = read_status(directory)
         if status and ready(status):
             return status
+        if status and status.fatal:
+            raise PreflightError(status.fatal, phase="worker start", hint=f"see {directory}/ssh.log")
         time.sleep(0.5)
     status = read_status(directory)
     raise PreflightError(f"{what} did not happen within {timeout:.0f}s; last problem: "
