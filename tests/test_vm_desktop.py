@@ -9,19 +9,22 @@ a `kill -9` of QEMU is healed, and shutdown leaves no container, volume or work 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 import ray
 from PIL import Image
 from fastapi.testclient import TestClient
 
 from rayenv import EnvPool
-from rayenv.kvm import kvm_status
+from rayenv.kvm import BootTrace, kvm_status, probe_device
 from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
 from rayenv.sidecar import create_app
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 REPO = Path(__file__).resolve().parents[1]
 OWNER = "vm-e2e"
 NAMESPACE = "rayenv-vm"
+SCREEN = (1280, 720)  # not the guest's default, so the test sees the spec's screen reach the VM
 
 
 def owned_containers() -> list:
@@ -53,6 +57,14 @@ def qemu_command_line(container) -> str:
     return next(args for _, args in processes if args.startswith("qemu-system-x86_64"))
 
 
+def has_ended(container) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:  # the pool may already have removed it
+        return True
+    return container.status != "running"
+
+
 def guest_controller(container):
     from desktop_env.controllers.python import PythonController
 
@@ -70,6 +82,32 @@ def vm_desktop():
     return build_vm_desktop()
 
 
+def test_a_second_vm_build_with_nothing_changed_takes_seconds(vm_desktop):
+    rayenv = Path(sys.executable).with_name("rayenv")
+    done = subprocess.run([str(rayenv), "vm", "build", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["image"], result["qcow2"], result["kernel"]) == (vm_desktop.image, str(vm_desktop.qcow2),
+                                                                    vm_desktop.kernel)
+    assert result["seconds"] < 15
+
+
+def test_the_kvm_boot_check_runs_once_per_host_boot_and_image(vm_desktop, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYENV_KVM_CACHE_DIR", str(tmp_path))
+    boots = []
+
+    def boots_fine(image: str, device: str) -> BootTrace:
+        boots.append(image)
+        return BootTrace("[    0.000000] Linux version 6.1.0\n[    1.2] Run /init as init process\n", False, 1.2)
+
+    first = kvm_status(vm_desktop.image, boot=boots_fine)
+    again = kvm_status(vm_desktop.image, boot=boots_fine)
+    if probe_device().available:
+        assert first == again and first.available and len(boots) == 1
+    else:
+        assert not first.available and boots == []
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with ray_cluster(tmp_path_factory.mktemp("vm"), base_port=27000, head_python=sys.executable,
@@ -83,7 +121,8 @@ def cluster(tmp_path_factory):
 def pool(cluster, vm_desktop):
     pool = EnvPool.create(name=OWNER, size=1, provider="docker", namespace=NAMESPACE, health_interval=2.0,
                           desktop={"docker_image": vm_desktop.image, "vm_path": str(vm_desktop.qcow2),
-                                   "docker_memory": "2G", "docker_cpus": 2},
+                                   "docker_memory": "2G", "docker_cpus": 2, "screen_width": SCREEN[0],
+                                   "screen_height": SCREEN[1]},
                           env={"default_pause": 0.2})
     work_dirs = {c.labels[LABEL_WORKDIR] for c in owned_containers()}
     yield pool
@@ -108,7 +147,7 @@ def test_the_pool_boots_a_real_qemu_vm_running_the_images_own_kernel(pool, vm_de
 def test_desktop_envs_unmodified_python_controller_drives_the_vm(pool):
     controller = guest_controller(the_container(pool))
     screenshot = controller.get_screenshot()
-    assert Image.open(io.BytesIO(screenshot)).size == (1920, 1080)
+    assert Image.open(io.BytesIO(screenshot)).size == SCREEN
     done = controller.run_bash_script("echo written-in-the-vm > /root/vm-note.txt && hostname", timeout=30)
     assert done["status"] == "success" and done["output"].strip() == "rayenv-vm"
     assert controller.get_file("/root/vm-note.txt") == b"written-in-the-vm\n"
@@ -142,7 +181,7 @@ def test_a_kill_9_of_qemu_is_detected_and_the_desktop_replaced(pool):
     qemu_pid = next(pid for pid, args in container.top(ps_args="-eo pid,args")["Processes"]
                     if args.startswith("qemu-system-x86_64"))
     os.kill(int(qemu_pid), 9)  # the host sees the container's processes; docker top gives host pids
-    wait_until(lambda: container.reload() or container.status != "running", timeout=30, what="the container to end")
+    wait_until(lambda: has_ended(container), timeout=30, what="the container to end with its QEMU")
 
     def replaced() -> bool:
         slot = pool.status()["slots"][0]

@@ -19,6 +19,7 @@ needs only ``debootstrap``, ``e2fsprogs`` and a Docker engine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -120,9 +121,30 @@ def build_vm_desktop(force: bool = False, console: Console | None = None) -> VmD
         task = progress.add_task(f"container layer (docker build {tag})", total=1)
         docker_build(tag, _layer_context, log, buildargs={"BASE": qemu_base_tag(), "KERNEL": kernel})
         progress.update(task, completed=1)
+    _remove_stale()
     result = built()
     assert result is not None, "the build just made both parts"
     return result
+
+
+def _remove_stale() -> None:
+    """Earlier disks (1.5 GB each), rootfs tarballs and images are dead weight once rebuilt: remove those no container uses."""
+    import docker.errors
+
+    engine = containers.client()
+    in_use = {mount["Source"] for container in engine.containers.list(all=True)
+              for mount in container.attrs.get("Mounts", [])}
+    for disk in cache_dir().iterdir():
+        if (disk / "manifest.json").exists() and disk != disk_dir() and str(disk / "System.qcow2") not in in_use:
+            shutil.rmtree(disk, ignore_errors=True)
+    for tarball in cache_dir().glob("guest-rootfs-*.tar"):
+        if tarball.name != f"guest-rootfs-{_rootfs_key()}.tar":
+            tarball.unlink()
+    for image in engine.images.list(REPOSITORY):
+        for tag in image.tags:
+            if tag != default_image_tag():
+                with contextlib.suppress(docker.errors.APIError):  # a container still runs it
+                    engine.images.remove(tag)
 
 
 def _build_qemu_base(progress: Progress, log: io.TextIOBase) -> None:

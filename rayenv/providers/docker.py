@@ -64,7 +64,8 @@ class DockerProvider(ContainerProvider):
         if not kvm.available and self.spec.require_kvm:
             raise ProviderUnavailable(f"KVM does not work here: {kvm.message}", env=env_id, phase="boot",
                                       hint="enable nested virtualization for this VM, or set require_kvm: false")
-        environment = {"DISK_SIZE": "32G", "RAM_SIZE": self.spec.docker_memory, "CPU_CORES": str(self.spec.docker_cpus)}
+        environment = {"DISK_SIZE": "32G", "RAM_SIZE": self.spec.docker_memory, "CPU_CORES": str(self.spec.docker_cpus),
+                       "SCREEN_WIDTH": str(self.spec.screen_width), "SCREEN_HEIGHT": str(self.spec.screen_height)}
         if not kvm.available:
             environment["KVM"] = "N"
             logger.warning("%s: running QEMU without KVM (slow): %s", env_id, kvm.message)
