@@ -114,7 +114,9 @@ def boot_with_kvm(image: str, device: str = "/dev/kvm", timeout: float = BOOT_TI
     """Check 2: boot ``image``'s ``/vm/vmlinuz`` + initrd under ``-enable-kvm`` in a throwaway container."""
     from .providers import containers
 
-    command = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config",
+    # the same accelerator flags as OSWorld/vm/entrypoint; `timeout` ends a hung QEMU even if we are killed meanwhile
+    command = ["timeout", "-s", "KILL", str(int(timeout) + 10),
+               "qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config",
                "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", "/vm/vmlinuz", "-initrd",
                "/vm/initrd.img", "-append", "console=ttyS0 panic=-1"]
     started = time.monotonic()
