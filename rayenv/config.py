@@ -31,6 +31,8 @@ class PoolConfig(BaseModel):
     ping_timeout: float = Field(10.0, gt=0, description="a ping unanswered this long marks the desktop unreachable")
     unreachable_grace: float = Field(180.0, ge=0, description="seconds an unreachable desktop (its env host's link is "
                                      "down) is kept before it is replaced; match the tunnel's outage_tolerance")
+    max_concurrent_boots: int = Field(2, ge=1, description="desktops booting at one time (first start and "
+                                      "replacements alike); the others wait their turn in state 'queued'")
     boot_attempts: int = Field(3, ge=1, description="tries to boot one desktop before its slot is marked failed")
     prefetch: bool = Field(True, description="revert a released desktop right away so the next lease starts clean")
     close_timeout: float = Field(30.0, gt=0, description="seconds to wait for a desktop to close on shutdown")

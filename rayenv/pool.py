@@ -15,7 +15,8 @@ hold. Example (runs as written on a machine with Xvfb)::
         result = ray.get(env.step.remote("pyautogui.moveTo(100, 100)"))
     pool.shutdown()
 
-Slots: each of the ``size`` slots holds at most one env actor at a time. A slot is ``booting``,
+Slots: each of the ``size`` slots holds at most one env actor at a time. A slot is ``queued`` (waiting
+for one of ``max_concurrent_boots`` boot permits: a host never boots every desktop at once), ``booting``,
 ``idle``, ``leased``, ``preparing`` (reset prefetch after a release), ``replacing`` or ``failed``
 (booting kept failing; retried by the health loop). A lease names its slot and the actor's
 generation, so releasing a lease whose desktop was already replaced is a harmless no-op.
@@ -35,6 +36,7 @@ gives the desktop back as if it had been released, so a restarted trainer finds 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -47,6 +49,7 @@ from ray.actor import ActorHandle
 from ray.util import metrics
 
 from .actor import OSWorldEnv
+from .capacity import check_cluster
 from .config import DEFAULT_NAMESPACE, PoolConfig
 from .errors import ConfigError, DesktopUnavailable, EnvTimeout, PoolError, ProviderUnavailable, RayEnvError
 from .outcomes import Outcome, as_completed, as_env_error, gather
@@ -54,7 +57,7 @@ from .reaper import actor_is_gone, reap_cluster
 
 logger = logging.getLogger("rayenv.pool")
 
-SlotState = Literal["booting", "idle", "leased", "preparing", "replacing", "failed"]
+SlotState = Literal["queued", "booting", "idle", "leased", "preparing", "replacing", "failed"]
 HEALTHY_STATES = ("idle", "leased", "preparing")
 #: What a call to a desktop on a silent env host raises: the desktop may well come back with the link.
 UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError)
@@ -69,6 +72,8 @@ SETTLE_TIMEOUT = 5.0
 HEAD_RESOURCE = "node:__internal_head__"
 #: The health loop also reaps orphaned desktops every this many rounds.
 REAP_EVERY = 6
+#: Slot state changes the pool remembers (``PoolManager.history``), newest last.
+HISTORY_LENGTH = 1000
 
 
 def manager_name(pool: str) -> str:
@@ -78,7 +83,7 @@ def manager_name(pool: str) -> str:
 @dataclass
 class Slot:
     index: int
-    state: SlotState = "booting"
+    state: SlotState = "queued"
     generation: int = 0
     handle: ActorHandle | None = None
     actor_id: str = ""
@@ -132,6 +137,8 @@ class PoolManager:
         self.changed = asyncio.Condition()
         self.closing = False
         self._tasks: set[asyncio.Task] = set()
+        self._boot_permits = asyncio.Semaphore(self.config.max_concurrent_boots)
+        self._history: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=HISTORY_LENGTH)
         self._gauge = metrics.Gauge("rayenv_pool_desktops", "Desktops per slot state", tag_keys=("pool", "state"))
 
     # -- creation and replacement ------------------------------------------------------------
@@ -146,46 +153,60 @@ class PoolManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _boot(self, slot: Slot) -> None:
-        cfg = self.config
-        for attempt in range(1, cfg.boot_attempts + 1):
+        """Boot the slot's desktop, retrying with backoff; at most ``max_concurrent_boots`` boot at once
+        (the permit is held only while booting, not while backing off)."""
+        for attempt in range(1, self.config.boot_attempts + 1):
             if self.closing:
                 return
-            slot.generation += 1
-            slot.state = "booting"
-            slot.env_name = f"{cfg.name}-env-{slot.index:02d}-g{slot.generation}"
-            handle = OSWorldEnv.options(
-                name=f"{cfg.name}.env-{slot.index:02d}.{cfg.desktop.provider}.g{slot.generation}",
-                namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
-                max_restarts=0,
-            ).remote(cfg.name, slot.env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
-            slot.handle, slot.actor_id = handle, handle._actor_id.hex()
-            try:
-                await asyncio.wait_for(handle.boot.remote(), cfg.desktop.boot_timeout + 60)
-                status = await handle.status.remote()
-            except Exception as exc:  # noqa: BLE001 - any boot failure means: kill, record, retry
-                slot.last_error = f"boot attempt {attempt}: {_short(exc)}"
-                logger.warning("slot %d: %s", slot.index, slot.last_error)
-                ray.kill(handle, no_restart=True)
-                if isinstance(exc, PERMANENT_BOOT_ERRORS):
-                    break  # this host cannot run it (no image, no engine, bad config): trying again only waits
-                await asyncio.sleep(min(2 ** attempt, 30))
-                continue
-            if self.closing:  # shut down while this desktop booted: it must not outlive the pool
-                await self._retire(handle)
+            await self._set_state(slot, "queued")
+            async with self._boot_permits:
+                outcome = await self._boot_once(slot, attempt)
+            if outcome == "closed":
                 return
-            slot.node_id = status["node_id"]
-            await self._set_state(slot, "idle")
-            logger.info("slot %d: %s ready on node %s", slot.index, slot.env_name, slot.node_id[:8])
-            return
+            if outcome == "up":
+                await self._set_state(slot, "idle")
+                logger.info("slot %d: %s ready on node %s", slot.index, slot.env_name, slot.node_id[:8])
+                return
+            if outcome == "permanent":
+                break  # this host cannot run it (no image, no engine, bad config): trying again only waits
+            await asyncio.sleep(min(2 ** attempt, 30))
         slot.handle = None
         await self._set_state(slot, "failed")
 
+    async def _boot_once(self, slot: Slot, attempt: int) -> Literal["up", "retry", "permanent", "closed"]:
+        cfg = self.config
+        if self.closing:
+            return "closed"
+        slot.generation += 1
+        slot.env_name = f"{cfg.name}-env-{slot.index:02d}-g{slot.generation}"
+        await self._set_state(slot, "booting")
+        handle = OSWorldEnv.options(
+            name=f"{cfg.name}.env-{slot.index:02d}.{cfg.desktop.provider}.g{slot.generation}",
+            namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
+            max_restarts=0,
+        ).remote(cfg.name, slot.env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
+        slot.handle, slot.actor_id = handle, handle._actor_id.hex()
+        try:
+            await asyncio.wait_for(handle.boot.remote(), cfg.desktop.boot_timeout + 60)
+            status = await handle.status.remote()
+        except Exception as exc:  # noqa: BLE001 - any boot failure means: kill, record, retry
+            slot.last_error = f"boot attempt {attempt}: {_short(exc)}"
+            logger.warning("slot %d: %s", slot.index, slot.last_error)
+            ray.kill(handle, no_restart=True)
+            return "permanent" if isinstance(exc, PERMANENT_BOOT_ERRORS) else "retry"
+        if self.closing:  # shut down while this desktop booted: it must not outlive the pool
+            await self._retire(handle)
+            return "closed"
+        slot.node_id = status["node_id"]
+        return "up"
+
     async def _replace(self, slot: Slot, reason: str) -> None:
         """Close (best effort) and kill the slot's actor, reap what it left, boot a new one."""
-        if slot.state in ("replacing", "booting") or self.closing:
+        if slot.state in ("replacing", "queued", "booting") or self.closing:
             return
         logger.warning("slot %d: replacing %s: %s", slot.index, slot.env_name, reason)
-        slot.state, slot.last_error, slot.leased_at, slot.unreachable_since = "replacing", reason, None, None
+        self._mark(slot, "replacing")
+        slot.last_error, slot.leased_at, slot.unreachable_since = reason, None, None
         slot.lessee = None
         slot.replacements += 1
         doomed = slot.actor_id
@@ -218,9 +239,18 @@ class PoolManager:
 
     async def _set_state(self, slot: Slot, state: SlotState) -> None:
         async with self.changed:
-            slot.state = state
+            self._mark(slot, state)
             self.changed.notify_all()
         self._export_gauge()
+
+    def _mark(self, slot: Slot, state: SlotState) -> None:
+        """Every state change goes through here, so :meth:`history` misses none."""
+        slot.state = state
+        self._history.append((time.time(), slot.index, state))
+
+    def history(self) -> list[tuple[float, int, str]]:
+        """The last slot state changes as (time, slot, state), oldest first: how the pool got here."""
+        return list(self._history)
 
     def _export_gauge(self) -> None:
         counts = {name: sum(s.state == name for s in self.slots) for name in get_args(SlotState)}
@@ -255,7 +285,7 @@ class PoolManager:
                 await self._replace(slot, f"ping failed: {_short(exc)}")
                 return
             if not alive:
-                await self._replace(slot, "desktop is down")
+                await self._replace(slot, f"desktop is down: {await self._why_down(slot)}")
             elif slot.unreachable:
                 logger.info("slot %d: %s answers again after %.0fs", slot.index, slot.env_name,
                             time.time() - slot.unreachable_since)
@@ -267,6 +297,14 @@ class PoolManager:
         await asyncio.gather(*(probe(slot) for slot in self.slots))
         await self._reclaim_orphaned_leases()
         return self.status()
+
+    async def _why_down(self, slot: Slot) -> str:
+        """The provider's account of a dead desktop (Docker's OOMKilled, an exit code), else what it is in."""
+        try:
+            status = await asyncio.wait_for(slot.handle.status.remote(), self.config.ping_timeout)
+        except Exception as exc:  # noqa: BLE001 - the reason is a courtesy; replacing it is what matters
+            return f"no status ({_short(exc)})"
+        return status["details"].get("exit_reason") or f"its desktop is {status['state']}"
 
     async def _reclaim_orphaned_leases(self) -> None:
         leased = [s for s in self.slots if s.state == "leased" and s.lessee]
@@ -299,7 +337,8 @@ class PoolManager:
                 if self.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
                 slot = next(s for s in self.slots if s.leasable)
-                slot.state, slot.leased_at, slot.lessee = "leased", time.time(), lessee
+                self._mark(slot, "leased")
+                slot.leased_at, slot.lessee = time.time(), lessee
                 return slot
 
         try:
@@ -373,7 +412,8 @@ class PoolManager:
             task.cancel()
         await asyncio.gather(*(self._retire(s.handle) for s in self.slots))
         for slot in self.slots:
-            slot.handle, slot.state = None, "failed"
+            slot.handle = None
+            self._mark(slot, "failed")
         return await self._reap(everything=True)
 
 
@@ -453,6 +493,10 @@ class EnvPool:
     def envs(self) -> dict[str, ActorHandle]:
         """Actor handles of every healthy desktop, by name (for lock-step rollouts over the whole pool)."""
         return ray.get(self._manager.handles.remote())
+
+    def history(self) -> list[tuple[float, int, str]]:
+        """The pool's last slot state changes as (time, slot, state), oldest first."""
+        return ray.get(self._manager.history.remote())
 
     def check_health(self) -> dict[str, Any]:
         """Run a health round now (the pool also runs one every ``health_interval`` seconds)."""
@@ -555,7 +599,7 @@ def _has_head_resource() -> bool:
 
 def _check_capacity(config: PoolConfig) -> None:
     """Fail fast, in words, when too few env units are free (Ray would wait forever): units another
-    pool's desktops hold do not count."""
+    pool's desktops hold do not count; then each env host checks it has the RAM (:mod:`rayenv.capacity`)."""
     total = ray.cluster_resources().get(config.resource, 0)
     free = ray.available_resources().get(config.resource, 0)
     if free < config.size:
@@ -565,6 +609,7 @@ def _check_capacity(config: PoolConfig) -> None:
                         hint=f"start env hosts with `ray start ... --resources='{{\"{config.resource}\": N}}'` "
                              f"(rayenv worker start does this), use the pool that holds them (rayenv status), "
                              f"or lower the pool size")
+    check_cluster(config.desktop, config.size, config.resource)
 
 
 def _slot_errors(status: dict[str, Any]) -> str:

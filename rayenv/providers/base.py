@@ -10,6 +10,7 @@ host processes. A new provider is one module that subclasses :class:`Provider`.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,10 @@ LABEL_PROVIDER = "rayenv.provider"
 LABEL_WORKDIR = "rayenv.workdir"
 #: Default ``boot_timeout`` per provider (others: 120 s).
 BOOT_TIMEOUTS = {"docker": 600.0}
+#: What one desktop of a provider needs in RAM when no ``memory_limit`` says: desktop-lite (Xvfb, openbox,
+#: an app, the guest server) stays near 200 MiB; a VM needs its guest RAM plus QEMU's own.
+MEMORY_ESTIMATES = {"lite": 512 << 20, "process": 512 << 20}
+QEMU_OVERHEAD = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,11 @@ class DesktopSpec(BaseModel):
     docker_memory: str = Field("4G", description="RAM of the OSWorld VM (docker provider)")
     docker_cpus: int = Field(4, ge=1, description="vCPUs of the OSWorld VM (docker provider)")
     require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")
+    memory_limit: str | None = Field(None, description="the container's hard memory limit (docker's mem_limit, e.g. "
+                                     "'6g'); the kernel kills a desktop above it [default: docker: docker_memory + 1g; "
+                                     "lite: none]")
+    cpu_limit: float | None = Field(None, gt=0, description="CPUs the container may use (docker's nano_cpus / 1e9) "
+                                    "[default: docker: docker_cpus; lite: none]; capped at the host's CPUs")
 
     @model_validator(mode="after")
     def _provider_boot_timeout(self) -> "DesktopSpec":
@@ -83,6 +93,31 @@ class DesktopSpec(BaseModel):
         if self.boot_timeout is None:
             self.boot_timeout = BOOT_TIMEOUTS.get(self.provider, 120.0)
         return self
+
+    def container_limits(self) -> dict[str, Any]:
+        """docker-py ``containers.run`` options that bound one desktop's container (empty: unbounded)."""
+        limits: dict[str, Any] = {}
+        memory = self.memory_limit or (self._vm_memory() if self.provider == "docker" else None)
+        if memory:
+            limits["mem_limit"] = memory
+            limits["memswap_limit"] = memory  # no swap beyond the limit: over it, the kernel's OOM killer acts
+        cpus = self.cpu_limit or (self.docker_cpus if self.provider == "docker" else None)
+        if cpus:  # Docker refuses more CPUs than the host has
+            limits["nano_cpus"] = int(min(cpus, os.cpu_count() or 1) * 1e9)
+        return limits
+
+    def memory_need(self) -> int:
+        """Bytes of host RAM one desktop of this spec may take: its limit, else the provider's estimate."""
+        from docker.utils import parse_bytes  # how Docker itself reads mem_limit
+
+        if self.memory_limit:
+            return parse_bytes(self.memory_limit)
+        return self._vm_memory() if self.provider == "docker" else MEMORY_ESTIMATES.get(self.provider, 512 << 20)
+
+    def _vm_memory(self) -> int:
+        from docker.utils import parse_bytes
+
+        return parse_bytes(self.docker_memory) + QEMU_OVERHEAD
 
     @field_validator("vm_path")
     @classmethod

@@ -28,6 +28,8 @@ class ContainerProvider(Provider):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._container: Any = None
+        self._started_at = 0
+        self._oom_killed = False
 
     @abc.abstractmethod
     def container_options(self) -> dict[str, Any]:
@@ -42,8 +44,9 @@ class ContainerProvider(Provider):
 
     def start(self) -> GuestEndpoint:
         env_id = self.ownership.env_id
-        options = self.container_options()
+        options = {**self.spec.container_limits(), **self.container_options()}
         labels = {**self.ownership.labels(self.name), **options.pop("labels", {})}
+        self._started_at, self._oom_killed = int(time.time()), False
         try:  # stop() also removes what container_options() made (a work directory) if the container never ran
             self._container = containers.run_labelled(name=f"rayenv-{env_id}", labels=labels, env=env_id, **options)
             endpoint = self.endpoint(containers.published_ports(self._container))
@@ -84,15 +87,41 @@ class ContainerProvider(Provider):
 
     def is_alive(self) -> bool:
         """Running, or paused: a frozen container resumes where it stopped, so it is slow, not dead (its
-        calls time out on their own timeouts)."""
-        return self._container is not None and (containers.is_running(self._container)
-                                                or self._container.status == "paused")
+        calls time out on their own timeouts). A container in which the kernel's OOM killer struck is dead
+        even if it still runs: whatever it killed (the app under test, Xvfb, the guest server) is gone, and
+        a desktop missing a part must not be scored."""
+        if self._container is None:
+            return False
+        alive = containers.is_running(self._container) or self._container.status == "paused"
+        return alive and not self.oom_killed()
+
+    def oom_killed(self) -> bool:
+        """Docker saw the kernel kill for memory in this container: ``State.OOMKilled`` once it exited (its
+        main process died), an ``oom`` event while it still runs (a child died)."""
+        if not self._oom_killed and self._container is not None:
+            self._oom_killed = bool(self._container.attrs.get("State", {}).get("OOMKilled")) or any(
+                True for _ in containers.client().events(since=self._started_at, until=int(time.time()) + 1,
+                                                         filters={"container": self._container.id, "event": "oom"},
+                                                         decode=True))
+        return self._oom_killed
 
     def describe(self) -> dict[str, Any]:
         if self._container is None:
             return {}
-        return {"container_id": self._container.id[:12], "container_name": self._container.name,
-                "image": self.container_image}
+        facts = {"container_id": self._container.id[:12], "container_name": self._container.name,
+                 "image": self.container_image}
+        if self._oom_killed or self._container.status not in ("running", "paused", "created"):
+            facts["exit_reason"] = self.exit_reason()
+        return facts
+
+    def exit_reason(self) -> str:
+        """Why the container is dead, in Docker's own terms (the kernel's OOM kill is the one to spot)."""
+        state = self._container.attrs.get("State", {})
+        limit = self._container.attrs.get("HostConfig", {}).get("Memory") or 0
+        if self._oom_killed or state.get("OOMKilled"):
+            return (f"container {self._container.name} exceeded its memory limit ({limit / 2**20:.0f} MiB) and "
+                    "the kernel's OOM killer struck in it (Docker: OOMKilled); raise desktop.memory_limit or run fewer apps per desktop")
+        return f"container {self._container.name} exited with code {state.get('ExitCode')}: {state.get('Error') or 'no error recorded'}"
 
     @property
     def container_image(self) -> str:
