@@ -5,7 +5,8 @@ without a cluster; :mod:`rayenv.actor` adds Ray, metrics and concurrency rules a
 
 State machine: ``booting → ready → dirty → (revert) → ready``; any loss of the desktop makes it
 ``broken`` (the pool replaces the actor); ``close()`` makes it ``closed``. ``reset`` reverts a dirty
-desktop by restarting it from its image, which is what OSWorld's snapshot revert means.
+desktop: in place where the provider can (a VM desktop loads its golden snapshot in under a second),
+else by restarting it from its image.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .actions import parse_action
 from .errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
 from .evaluation import TaskRunner
 from .guest_client import GuestClient
-from .providers import DesktopSpec, Ownership, Provider, make_provider
+from .providers import DesktopSpec, GuestEndpoint, Ownership, Provider, make_provider
 from .recording import TrajectoryRecorder
 from .tasks import TaskConfig, validate_task
 from .types import DesktopState, EnvStatus, Observation, StepResult
@@ -67,17 +68,38 @@ class Desktop:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         started = time.monotonic()
+        importing = TaskRunner.warm_up() if self.episodes == 0 else None
         endpoint = self.provider.start()
-        self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
-        self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height))
-        if self.episodes == 0:
-            TaskRunner.warm_up()
+        self._connect(endpoint)
+        if importing is not None:
+            importing.join()
         self.state = "ready"
         logger.info("desktop %s ready at %s in %.1fs", self.provider.label(), endpoint.url, time.monotonic() - started)
 
+    def _connect(self, endpoint: GuestEndpoint) -> None:
+        self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
+        self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height))
+
     def revert(self) -> None:
-        """Bring the desktop back to its pristine image (restart), dropping the current task."""
+        """Bring the desktop back to its pristine state, dropping the current task: in place where the
+        provider can (a VM's snapshot), else by restarting it from its image."""
         self.state, self.task, self.action_history, self._last_step = "booting", None, [], None
+        started = time.monotonic()
+        try:
+            reverted = self.provider.revert()
+        except RayEnvError as exc:
+            self.last_error = f"snapshot revert failed, restarted instead: {exc.message}"
+            logger.warning("desktop %s: %s", self.provider.label(), self.last_error)
+            reverted = False
+        if reverted:
+            assert self._runner is not None
+            if self._client is not None:
+                self._client.close()  # the revert cut its kept-alive connections
+            self._connect(self._runner.endpoint)
+            self.state = "ready"
+            logger.info("desktop %s reverted to its snapshot in %.2fs", self.provider.label(),
+                        time.monotonic() - started)
+            return
         self._stop_quietly()
         self.start()
 

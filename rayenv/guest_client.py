@@ -42,15 +42,22 @@ class GuestClient:
     def _request(self, method: str, path: str, *, phase: str, timeout: float | None = None,
                  **kwargs: Any) -> requests.Response:
         limit = timeout or self.timeout
-        try:
-            response = self._session.request(method, self.url + path, timeout=limit, **kwargs)
-        except requests.Timeout:
-            raise EnvTimeout(f"guest API {path} did not answer within {limit:.0f}s", env=self.env, phase=phase,
-                             hint="raise the timeout, or let the pool replace this desktop") from None
-        except requests.ConnectionError as exc:
-            raise DesktopUnavailable(f"guest API at {self.url} is unreachable: {exc.__class__.__name__}",
-                                     env=self.env, phase=phase,
-                                     hint="the desktop is down; release the lease as broken so the pool replaces it") from None
+        # One fresh try after a dropped connection (a VM's snapshot revert cuts kept-alive ones), except
+        # for an action: it may have run before the connection broke, and a step is never replayed.
+        attempts = 1 if path == "/execute" else 2
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._session.request(method, self.url + path, timeout=limit, **kwargs)
+                break
+            except requests.Timeout:
+                raise EnvTimeout(f"guest API {path} did not answer within {limit:.0f}s", env=self.env, phase=phase,
+                                 hint="raise the timeout, or let the pool replace this desktop") from None
+            except requests.ConnectionError as exc:
+                if attempt < attempts:
+                    continue
+                raise DesktopUnavailable(f"guest API at {self.url} is unreachable: {exc.__class__.__name__}",
+                                         env=self.env, phase=phase, hint="the desktop is down; release the lease "
+                                                                         "as broken so the pool replaces it") from None
         if response.status_code >= 500 and path in ("/screenshot", "/screen_size", "/platform"):
             raise DesktopUnavailable(f"guest API {path} answered HTTP {response.status_code}: {response.text[:200]}",
                                      env=self.env, phase=phase, hint="the desktop is unhealthy; the pool replaces it")

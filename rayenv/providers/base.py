@@ -151,6 +151,13 @@ class Provider(abc.ABC):
     def is_alive(self) -> bool:
         """Whether the container / processes are still running (cheap; no guest API call)."""
 
+    def revert(self) -> bool:
+        """Put the running desktop back to its pristine state in place, if this provider can (a VM
+        snapshot: under a second). ``False``: it cannot, and the caller restarts it from its image.
+        Raises a :class:`~rayenv.errors.RayEnvError` when it tried and failed (the caller restarts too).
+        """
+        return False
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """Facts for logs, status tables and errors: container id and name, display, pids, ports."""
