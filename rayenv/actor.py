@@ -37,7 +37,7 @@ class _Metrics:
     """Ray metrics shared by every env actor in a worker process (exported to the dashboard/Prometheus)."""
 
     def __init__(self) -> None:
-        tags = ("pool", "provider", "phase")
+        tags = ("pool", "provider", "phase", "env", "host")  # per desktop, per env host
         self.latency = metrics.Histogram("rayenv_env_call_seconds", "Latency of env actor calls",
                                          boundaries=_LATENCY_BOUNDARIES, tag_keys=tags)
         self.failures = metrics.Counter("rayenv_env_failures_total", "Env calls that raised",
@@ -55,7 +55,8 @@ class OSWorldEnv:
         self.pool = pool
         self.desktop = Desktop(DesktopSpec.model_validate(spec), ownership, EnvOptions.model_validate(options))
         self._metrics = _Metrics()
-        self._tags = {"pool": pool, "provider": self.desktop.spec.provider}
+        self.host = _host_label(context)
+        self._tags = {"pool": pool, "provider": self.desktop.spec.provider, "env": env_id, "host": self.host}
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_id}] %(name)s: %(message)s")
 
     def _timed(self, phase: str, call: Callable[[], T]) -> T:
@@ -118,5 +119,16 @@ class OSWorldEnv:
         return self.desktop.healthy()
 
     def __repr__(self) -> str:
+        """What the Ray dashboard's Actors page shows (as "Repr", read once the actor is up): which desktop
+        of which pool, on which env host; the live state and task are in :meth:`status` and the task names."""
         node = self.desktop.ownership.node_id[:8]
-        return f"OSWorldEnv({self.desktop.provider.label()}, {self.desktop.spec.provider}, node={node})"
+        return (f"OSWorldEnv({self.desktop.provider.label()}, pool={self.pool}, host={self.host}, "
+                f"{self.desktop.spec.provider}, node={node})")
+
+
+def _host_label(context: Any) -> str:
+    """The env host this actor runs on: its node's ``rayenv-host`` label (``rayenv worker start`` sets it)."""
+    from .tunnel.plan import HOST_LABEL
+
+    value = context.get_node_labels().get(HOST_LABEL, "")
+    return (value[0] if isinstance(value, list) and value else value) or "local"

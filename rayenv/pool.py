@@ -94,6 +94,7 @@ class Slot:
     last_error: str | None = None
     unreachable_since: float | None = None
     lessee: dict[str, str] | None = None
+    host: str = ""
 
     @property
     def unreachable(self) -> bool:
@@ -109,7 +110,8 @@ class Slot:
 
     def summary(self) -> dict[str, Any]:
         return {"slot": self.index, "env": self.env_name, "state": self.state, "generation": self.generation,
-                "actor_id": self.actor_id, "node_id": self.node_id, "replacements": self.replacements,
+                "actor_id": self.actor_id, "node_id": self.node_id, "host": self.host,
+                "replacements": self.replacements,
                 "leased_for": round(time.time() - self.leased_at, 1) if self.leased_at else None,
                 "unreachable_for": round(time.time() - self.unreachable_since, 1) if self.unreachable_since else None,
                 "lessee": self.lessee,
@@ -138,8 +140,13 @@ class PoolManager:
         self.closing = False
         self._tasks: set[asyncio.Task] = set()
         self._boot_permits = asyncio.Semaphore(self.config.max_concurrent_boots)
+        self._hosts_seen: set[str] = set()
         self._history: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=HISTORY_LENGTH)
-        self._gauge = metrics.Gauge("rayenv_pool_desktops", "Desktops per slot state", tag_keys=("pool", "state"))
+        self._gauge = metrics.Gauge("rayenv_pool_desktops", "Desktops per slot state and env host",
+                                    tag_keys=("pool", "state", "host"))
+        self._lease_wait = metrics.Histogram("rayenv_lease_wait_seconds", "Time a lessee (the trainer) waited for a "
+                                             "desktop", boundaries=[0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900],
+                                             tag_keys=("pool",))
 
     # -- creation and replacement ------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
@@ -198,6 +205,7 @@ class PoolManager:
             await self._retire(handle)
             return "closed"
         slot.node_id = status["node_id"]
+        slot.host = await asyncio.to_thread(host_of, slot.node_id)
         return "up"
 
     async def _replace(self, slot: Slot, reason: str) -> None:
@@ -253,10 +261,15 @@ class PoolManager:
         return list(self._history)
 
     def _export_gauge(self) -> None:
-        counts = {name: sum(s.state == name for s in self.slots) for name in get_args(SlotState)}
-        counts["unreachable"] = sum(s.unreachable for s in self.slots)
-        for name, count in counts.items():
-            self._gauge.set(count, tags={"pool": self.config.name, "state": name})
+        """Desktops per state per env host ("" for slots not placed yet); every pair is set, zeros included,
+        so a host whose desktops all left a state reads 0 rather than its last count."""
+        for host in {s.host for s in self.slots} | self._hosts_seen:
+            mine = [s for s in self.slots if s.host == host]
+            counts = {name: sum(s.state == name for s in mine) for name in get_args(SlotState)}
+            counts["unreachable"] = sum(s.unreachable for s in mine)
+            for name, count in counts.items():
+                self._gauge.set(count, tags={"pool": self.config.name, "state": name, "host": host})
+            self._hosts_seen.add(host)
 
     # -- health --------------------------------------------------------------------------------
     async def _health_loop(self) -> None:
@@ -341,8 +354,10 @@ class PoolManager:
                 slot.leased_at, slot.lessee = time.time(), lessee
                 return slot
 
+        asked = time.monotonic()
         try:
             slot = await asyncio.wait_for(idle_slot(), timeout)
+            self._lease_wait.observe(time.monotonic() - asked, tags={"pool": self.config.name})
         except asyncio.TimeoutError:
             raise PoolError(f"no desktop of pool {self.config.name!r} became free within {timeout}s",
                             phase="lease", hint=f"pool status: {self._counts()}; grow the pool or release leases") from None
@@ -350,9 +365,9 @@ class PoolManager:
         return Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
 
     async def release(self, slot_index: int, generation: int, broken: bool = False) -> None:
-        slot = self.slots[slot_index]
-        if slot.generation != generation or slot.state != "leased":
-            return  # this desktop was already replaced; nothing to give back
+        slot = next((s for s in self.slots if s.index == slot_index), None)
+        if slot is None or slot.generation != generation or slot.state != "leased":
+            return  # this desktop was already replaced (or its host left the pool); nothing to give back
         slot.leased_at, slot.lessee = None, None
         if broken:
             self._spawn(self._replace(slot, "released as broken"))
@@ -400,8 +415,36 @@ class PoolManager:
     def config_dict(self) -> dict[str, Any]:
         return self.config.model_dump()
 
+    def __repr__(self) -> str:
+        """The Ray dashboard's "Repr" of the manager: which pool, how big, which desktops."""
+        return f"PoolManager({self.config.name}, size={self.config.size}, {self.config.desktop.provider})"
+
     async def reap(self) -> list[str]:
         return await self._reap()
+
+    # -- hosts joining and leaving -------------------------------------------------------------
+    async def grow(self, count: int) -> dict[str, Any]:
+        """Add ``count`` slots and boot them (another env host joined with that many units; Ray places the
+        new desktops on the free units, i.e. on that host)."""
+        first = max((s.index for s in self.slots), default=-1) + 1
+        new = [Slot(index=i) for i in range(first, first + count)]
+        self.slots += new
+        self.config = self.config.model_copy(update={"size": len(self.slots)})
+        await asyncio.gather(*(self._boot(slot) for slot in new))
+        return self.status()
+
+    async def leave(self, node_id: str) -> dict[str, Any] | None:
+        """Drop the slots on ``node_id`` (its env host is leaving) and retire their desktops; with no slot
+        left the pool shuts down and None is returned."""
+        if all(s.node_id == node_id for s in self.slots):
+            await self.shutdown()
+            return None
+        leaving = [s for s in self.slots if s.node_id == node_id]
+        self.slots = [s for s in self.slots if s.node_id != node_id]  # first: no lease or health round sees them
+        self.config = self.config.model_copy(update={"size": len(self.slots)})
+        await asyncio.gather(*(self._retire(s.handle) for s in leaving))
+        self._export_gauge()
+        return self.status()
 
     async def shutdown(self) -> list[str]:
         """Close every desktop, kill every env actor, and remove anything left of this pool."""
@@ -571,6 +614,22 @@ class EnvPool:
 
     as_completed = staticmethod(as_completed)
 
+    def grow(self, count: int) -> dict[str, Any]:
+        """Add ``count`` desktops to the pool (an env host joining it with that many free units); returns the
+        status once they booted or gave up."""
+        _check_capacity(self.config.model_copy(update={"size": count}))
+        status = ray.get(self._manager.grow.remote(count))
+        self.config = self.config.model_copy(update={"size": status["size"]})
+        return status
+
+    def leave(self, node_id: str) -> dict[str, Any] | None:
+        """Take the desktops on ``node_id`` out of the pool (its env host is leaving); the pool shuts down
+        when they were its last (returns None then)."""
+        status = ray.get(self._manager.leave.remote(node_id))
+        if status is None:
+            ray.kill(self._manager, no_restart=True)
+        return status
+
     def reap(self) -> list[str]:
         """Remove this pool's containers and process desktops whose actor is gone; returns their names."""
         return ray.get(self._manager.reap.remote())
@@ -591,6 +650,15 @@ class EnvPool:
 def _ensure_ray() -> None:
     if not ray.is_initialized():
         ray.init(namespace=DEFAULT_NAMESPACE, log_to_driver=False)
+
+
+def host_of(node_id: str) -> str:
+    """The env host a node is (its ``rayenv-host`` label, set by ``rayenv worker start``), else its address
+    (blocking: asks the GCS)."""
+    from .tunnel.plan import HOST_LABEL
+
+    node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
+    return node.get("Labels", {}).get(HOST_LABEL) or node.get("NodeManagerAddress", "")
 
 
 def _has_head_resource() -> bool:

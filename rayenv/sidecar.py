@@ -13,6 +13,7 @@ desktop (:mod:`rayenv.bridge_compat`), so an old HTTP client keeps working durin
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from .bridge_compat import bridge_router
 from .config import DEFAULT_NAMESPACE
 from .kvm import kvm_status
 from .tunnel.supervisor import read_status
+from .tunnel.worker import host_id
 
 EnvState = Literal["initialized", "degraded", "not_initialized"]
 
@@ -86,6 +88,24 @@ class PoolWatcher:
             return True, node_id, None, f"no pool {self.pool!r} in namespace {self.namespace!r}: {type(exc).__name__}"
 
 
+def export_tunnel_metrics(watcher: PoolWatcher, worker_dir: Path, host: str, period: float = 5.0) -> None:
+    """Forever: publish the supervisor's tunnel counters as Ray metrics of this node (the supervisor holds no
+    Ray connection of its own), so the head's Prometheus sees each env host's reconnects next to its desktops."""
+    watcher.connect()
+    from ray.util import metrics
+
+    tags = {"host": host}
+    reconnects = metrics.Gauge("rayenv_tunnel_reconnects", "Times this env host's ssh tunnel came back",
+                                        tag_keys=("host",))
+    up = metrics.Gauge("rayenv_tunnel_up", "1 while the env host's ssh tunnel is up", tag_keys=("host",))
+    while True:
+        status = read_status(worker_dir)
+        if status:
+            reconnects.set(status.reconnects, tags=tags)
+            up.set(float(status.tunnel == "up"), tags=tags)
+        time.sleep(period)
+
+
 def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, address: str | None = None,
                temp_dir: str | None = None, worker_dir: Path | None = None) -> FastAPI:
     """``worker_dir``: the supervisor's state directory, for the tunnel's state (``rayenv worker start`` sets it)."""
@@ -117,4 +137,7 @@ def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, addres
             tunnel_last_error=tunnel.last_error if tunnel else "")
 
     app.include_router(bridge_router(watcher.connect, pool, namespace))
+    if worker_dir:
+        threading.Thread(target=export_tunnel_metrics, args=(watcher, worker_dir, host_id(worker_dir.parent)), daemon=True,
+                         name="tunnel-metrics").start()
     return app

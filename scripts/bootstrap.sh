@@ -22,7 +22,8 @@ done
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
 APT_PACKAGES=(xvfb xdotool openbox xterm mousepad galculator x11-utils x11-xserver-utils dbus-x11 at-spi2-core python3-pyatspi
-  ffmpeg debootstrap openssh-server openssh-client iproute2 iptables socat curl procps psmisc)
+  ffmpeg debootstrap openssh-server openssh-client iproute2 iptables socat curl procps psmisc
+  chromium)  # chromium: tests/test_dashboard.py drives it with Playwright's client (never `playwright install`)
 [ "$WANT_DOCKER" = 1 ] && APT_PACKAGES+=(docker.io)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -234,3 +234,39 @@ def testbed(*, ssh_port: int = 22022, traverse: Sequence[Path] = ()) -> Iterator
         for path, mode in modes.items():
             os.chmod(path, mode)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class EnvHost:
+    """One more env host on a testbed: its own namespace, veth to the cluster, firewall and root home."""
+
+    ns: str
+    ip: str
+    veth: str
+    root_home: Path
+
+
+@contextmanager
+def extra_envhost(tb: Testbed, index: int) -> Iterator[EnvHost]:
+    """Env host number ``index`` (1, 2, ...) beside the testbed's own: another namespace whose only way out is
+    TCP to the same sshd, over a veth of its own (10.214.<n>.0/30); removed, with all its processes, on exit."""
+    net = (int(tb.cluster_ip.split(".")[2]) + index) % 250
+    host = EnvHost(ns=f"{tb.envhost}-{index}", ip=f"10.214.{net}.2", veth=f"{tb.veth}{index}",
+                   root_home=tb.tmp / f"envhost-{index}-home")
+    cluster_ip = f"10.214.{net}.1"
+    try:
+        sh("ip", "netns", "add", host.ns)
+        sh("ip", "-n", host.ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", host.veth + "c", "netns", tb.cluster, "type", "veth", "peer", "name",
+           host.veth + "e", "netns", host.ns)
+        sh("ip", "-n", tb.cluster, "addr", "add", f"{cluster_ip}/30", "dev", host.veth + "c")
+        sh("ip", "-n", tb.cluster, "link", "set", host.veth + "c", "up")
+        sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/30", "dev", host.veth + "e")
+        sh("ip", "-n", host.ns, "link", "set", host.veth + "e", "up")
+        sh("ip", "-n", host.ns, "route", "add", tb.cluster_ip, "via", cluster_ip)  # sshd listens on cluster_ip
+        _firewall_envhost(host.ns, tb.cluster_ip, tb.ssh_port)
+        host.root_home.mkdir(parents=True, exist_ok=True)
+        yield host
+    finally:
+        _kill_namespace(host.ns)
+        sh("ip", "netns", "del", host.ns, check=False)

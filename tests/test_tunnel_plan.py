@@ -39,8 +39,28 @@ def test_local_only_ports_are_pinned_but_never_forwarded():
     plan = PortPlan()
     forwarded = set(plan.local_forwards()) | set(plan.remote_forwards())
     local_only = {plan.head.runtime_env_agent, plan.head.metrics_export, plan.head.dashboard, plan.head.client_server,
-                  plan.env_host.runtime_env_agent, plan.env_host.metrics_export}
+                  plan.env_host.runtime_env_agent}
     assert not local_only & forwarded
+
+
+def test_the_env_hosts_metrics_port_reaches_the_head_for_prometheus():
+    plan = PortPlan()
+    assert plan.env_host.metrics_export in plan.remote_forwards()
+
+
+def test_each_host_index_gets_a_disjoint_port_block():
+    hosts = [PortPlan.load(REPO / "configs" / "tunnel.yaml", pool_size=96, host_index=k) for k in range(8)]
+    blocks = [set(plan.remote_forwards()) | plan.env_host.all_ports() for plan in hosts]
+    for k, block in enumerate(blocks):
+        assert not block & hosts[k].head.all_ports()
+        assert all(not block & other for other in blocks[k + 1:])
+    assert (hosts[1].env_host.node_manager, hosts[1].env_host.min_worker_port) == (6400, 21200)
+    assert hosts[0].env_host == PortPlan().sized_for(96).env_host
+
+
+def test_more_desktops_than_a_host_block_holds_are_refused():
+    with pytest.raises(ConfigError, match="at most 96 desktops per host"):
+        PortPlan.load(None, pool_size=97, host_index=1)
 
 
 def test_worker_ports_grow_with_the_pool():

@@ -50,6 +50,7 @@ def _target(ssh: str, ssh_port: Optional[int], identity: Optional[str], jump: Op
 def plan(
     config: Optional[Path] = ConfigOption,
     size: int = typer.Option(8, min=1, help="desktops on the env host (sizes its worker-port range)"),
+    host_index: Optional[int] = typer.Option(None, min=0, help="the env host's port block (one per env host)"),
     ssh: str = typer.Option("USER@HEAD", help="the head's ssh destination"),
     ssh_port: Optional[int] = typer.Option(None, help="ssh port of the head"),
     identity: Optional[str] = typer.Option(None, help="ssh identity file"),
@@ -57,7 +58,7 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="print JSON on stdout"),
 ) -> None:
     """Print the port plan and the exact commands `rayenv head start` / `rayenv worker start` run."""
-    resolved = PortPlan.load(config, pool_size=size)
+    resolved = PortPlan.load(config, pool_size=size, host_index=host_index)
     commands = {"head": ["ray", "start", *resolved.head_start_flags()],
                 "ssh": _target(ssh, ssh_port, identity, jump, []).tunnel_command(resolved),
                 "worker": ["ray", "start", *resolved.worker_start_flags(size)]}
@@ -110,7 +111,10 @@ def worker_start(
     ssh: str = typer.Option(..., help="USER@HOST of the head's sshd"),
     size: int = typer.Option(..., min=1, help="desktops on this env host"),
     provider: str = typer.Option("docker", help="docker | lite | process"),
-    pool: str = typer.Option("default", help="name of the pool to create"),
+    pool: str = typer.Option("default", help="the pool to create, or to grow by --size if another env host "
+                                             "created it already"),
+    host_index: Optional[int] = typer.Option(None, min=0, help="this env host's port block: 0, 1, 2, ... one per env "
+                                                               "host of the head [default: the tunnel config's, or 0]"),
     pool_config: Optional[Path] = typer.Option(None, exists=True, help="pool YAML (configs/pool.yaml)"),
     config: Optional[Path] = ConfigOption,
     ssh_port: Optional[int] = typer.Option(None, help="ssh port of the head"),
@@ -123,8 +127,9 @@ def worker_start(
     temp_dir: Path = typer.Option(Path("/tmp/rayenv-worker"), help="Ray's --temp-dir for this node"),
     timeout: float = typer.Option(120, help="seconds to wait for the tunnel and the join"),
 ) -> None:
-    """Pre-flight, open the tunnel (kept up by a background supervisor), join Ray, create the pool, serve /health."""
-    resolved = PortPlan.load(config, pool_size=size)
+    """Pre-flight, open the tunnel (kept up by a background supervisor), join Ray, create or grow the pool, serve /health."""
+    resolved = PortPlan.load(config, pool_size=size, host_index=host_index).model_copy(
+        update={"host_id": worker_side.host_id()})
     state = worker_side.WorkerState(
         ssh=_target(ssh, ssh_port, identity, jump, ssh_option), plan=resolved, size=size, provider=provider,
         pool=pool, namespace=namespace, temp_dir=str(temp_dir), token_path=str(worker_side.WORKER_DIR / "auth_token"),
@@ -137,12 +142,14 @@ def worker_start(
     up = f"{status['healthy']}/{status['size']} desktops up"
     if status["healthy"] < status["size"]:
         up += " (the pool keeps retrying the others; `rayenv status` shows why they failed)"
-    console.print(f"joined {info.address} with {size} x osworld_env; pool [bold]{pool}[/bold]: {up}; "
+    console.print(f"joined {info.address} as {resolved.host_id} (host index {resolved.host_index}) with {size} x "
+                  f"osworld_env; pool [bold]{pool}[/bold]: {up}; "
                   f"GET http://{sidecar_host}:{sidecar_port}/health; supervisor state in {worker_side.WORKER_DIR}")
 
 
 @worker_app.command("stop")
 def worker_stop(keep_pool: bool = typer.Option(False, help="leave the pool's actors (they die with the node)")) -> None:
-    """Shut the pool down, stop the supervisor, the tunnel, the sidecar and this node's Ray processes."""
+    """Take this host's desktops out of the pool (the pool goes when none are left), stop the supervisor, the
+    tunnel, the sidecar and this node's Ray processes."""
     stopped = worker_side.stop(shutdown_pool=not keep_pool)
     console.print("stopped" if stopped else "no worker was running")

@@ -34,7 +34,7 @@ def status(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON on stdout"),
 ) -> None:
-    """Every rayenv pool of the cluster: desktops per state, replacements, and each slot's last error."""
+    """Every rayenv pool of the cluster: desktops per env host and state, replacements, each slot's last error."""
     import ray
 
     from ..pool import EnvPool, manager_name
@@ -52,11 +52,21 @@ def status(
         console.print("no rayenv pool in this cluster")
     for pool in pools:
         table = Table(title=f"pool {pool['name']} ({pool['namespace']}): {pool['healthy']}/{pool['size']} up, "
-                            f"{pool['provider']}, {pool['replacements']} replacement(s)")
-        for column in ("slot", "env", "state", "node", "leased for s", "replacements", "last error"):
+                            f"{pool['provider']}, {pool['replacements']} replacement(s); {_per_host(pool)}")
+        for column in ("slot", "env", "host", "state", "node", "leased for s", "replacements", "last error"):
             table.add_column(column, overflow="fold")
         for slot in pool["slots"]:
-            table.add_row(str(slot["slot"]), slot["env"], slot["state"], slot["node_id"][:8],
+            table.add_row(str(slot["slot"]), slot["env"], slot["host"] or "-", slot["state"], slot["node_id"][:8],
                           "" if slot["leased_for"] is None else str(slot["leased_for"]), str(slot["replacements"]),
                           slot["last_error"] or "")
         console.print(table)
+
+
+def _per_host(pool: dict) -> str:
+    """``host-a: 2 idle, host-b: 1 leased 1 booting``: the pool's desktops by env host and state."""
+    hosts: dict[str, dict[str, int]] = {}
+    for slot in pool["slots"]:
+        states = hosts.setdefault(slot["host"] or "(not placed)", {})
+        states[slot["state"]] = states.get(slot["state"], 0) + 1
+    return ", ".join(f"{host}: " + " ".join(f"{n} {state}" for state, n in sorted(states.items()))
+                     for host, states in sorted(hosts.items()))

@@ -19,9 +19,20 @@ that ssh (token auth on; a pool of two desktops on the env host scored a task th
 * relay scheme (``env_ip: 127.0.0.3``): the env host advertises 127.0.0.3 (kept by Ray as given) and
   a relay on the head (:meth:`PortPlan.relay_command`, socat) maps ``127.0.0.3:Q`` to the ``-R``
   listener ``127.0.0.1:Q``: one more process per connection and a dependency on the head;
-* runtime-env agent, metrics export, dashboard and client server stay local: pinned, not forwarded.
+* the env host's metrics-export port is forwarded too (``-R``), so the head's Prometheus scrapes every
+  env host where Ray's own service discovery file says it is (``127.0.0.1:<its metrics port>``);
+* runtime-env agent, dashboard and client server stay local: pinned, not forwarded.
 
 Port sets of the two sides never overlap, since both sides' listeners share each host's loopback.
+
+Several env hosts, one head: every env host's ``-R`` listeners share the head's loopback, so each host
+gets its own block, derived from its ``host_index`` K (``rayenv worker start --host-index K``): the
+``env_host`` section is host 0's, and host K's fixed ports are ``+ 10 K`` and its worker range
+``+ 200 K`` (so 6390.., 21000.. for host 0; 6400.., 21200.. for host 1). Derived, not allocated by the
+head: ``rayenv tunnel plan --host-index K`` prints the same ports on either side before anything
+runs, the tunnel needs no extra round trip to learn them, and a host keeps its block across restarts.
+``host_id`` names the host (its Ray node label ``rayenv-host`` and the key of its ssh session records
+on the head), so the head tells hosts apart even where two share an index by mistake.
 """
 
 from __future__ import annotations
@@ -32,6 +43,13 @@ import yaml
 from pydantic import BaseModel, Field, model_validator
 
 from ..errors import ConfigError
+
+#: Host K's fixed ports (node manager .. runtime-env agent) are host 0's + K x this.
+HOST_PORT_STEP = 10
+#: Host K's worker-port range starts at host 0's + K x this: the most worker ports one host may have.
+HOST_WORKER_STEP = 200
+#: The Ray node label an env host's node carries: which host a desktop runs on.
+HOST_LABEL = "rayenv-host"
 
 
 class NodePorts(BaseModel):
@@ -97,6 +115,9 @@ class PortPlan(BaseModel):
     keepalive_count: int = Field(3, ge=1, description="missed keepalives before ssh gives up")
     outage_tolerance: int = Field(180, ge=15, description="seconds the link may be down before the head declares "
                                                           "the env node dead (Ray's default is ~15 s)")
+    host_index: int = Field(0, ge=0, le=99, description="which port block this env host takes (one per env host "
+                                                        "of one head); env_host holds block 0")
+    host_id: str = Field("", description="the env host's name: its node label and ssh session key on the head")
 
     @model_validator(mode="after")
     def _sides_do_not_overlap(self) -> "PortPlan":
@@ -106,13 +127,31 @@ class PortPlan(BaseModel):
         return self
 
     @classmethod
-    def load(cls, path: str | Path | None = None, pool_size: int | None = None) -> "PortPlan":
+    def load(cls, path: str | Path | None = None, pool_size: int | None = None,
+             host_index: int | None = None) -> "PortPlan":
+        """The file's plan (a file may name only what it changes), sized for ``pool_size`` desktops, with
+        the env-host ports of ``host_index`` (else the file's ``host_index``, else 0)."""
         data = (yaml.safe_load(Path(path).read_text()) or {}).get("tunnel", {}) if path else {}
+        if host_index is not None:
+            data = {**data, "host_index": host_index}
         try:
-            plan = cls.model_validate(_merged(cls().model_dump(), data))  # a file may name only what it changes
+            plan = cls.model_validate(_merged(cls().model_dump(), data))
+            plan = plan.sized_for(pool_size) if pool_size else plan
+            return plan.for_host(plan.host_index)
         except ValueError as exc:
             raise ConfigError(f"invalid port plan: {exc}", hint="see configs/tunnel.yaml") from None
-        return plan.sized_for(pool_size) if pool_size else plan
+
+    def for_host(self, index: int) -> "PortPlan":
+        """This plan with ``env_host`` moved to host ``index``'s block (``env_host`` is block 0's)."""
+        env = self.env_host
+        if env.worker_ports > HOST_WORKER_STEP:
+            raise ValueError(f"{env.worker_ports} worker ports per env host overlap the next host's block "
+                             f"({HOST_WORKER_STEP} apart): at most {(HOST_WORKER_STEP - 8) // 2} desktops per host")
+        shift = {name: getattr(env, name) + HOST_PORT_STEP * index for name in
+                 ("node_manager", "object_manager", "dashboard_agent_grpc", "dashboard_agent_http", "metrics_export",
+                  "runtime_env_agent")}
+        moved = env.model_copy(update={**shift, "min_worker_port": env.min_worker_port + HOST_WORKER_STEP * index})
+        return self.model_validate({**self.model_dump(), "env_host": moved.model_dump(), "host_index": index})
 
     def sized_for(self, pool_size: int) -> "PortPlan":
         """Enough env-host worker ports for every desktop actor, the reaper and idle workers."""
@@ -126,10 +165,11 @@ class PortPlan(BaseModel):
         return [head.gcs, head.node_manager, head.object_manager, *head.worker_range]
 
     def remote_forwards(self) -> list[int]:
-        """Env-host ports the head reaches (``-R``): node manager, object manager, dashboard agent, workers."""
+        """Env-host ports the head reaches (``-R``): node manager, object manager, dashboard agent, metrics
+        export (the head's Prometheus scrapes it), workers."""
         env = self.env_host
         return [env.node_manager, env.object_manager, env.dashboard_agent_grpc, env.dashboard_agent_http,
-                *env.worker_range]
+                env.metrics_export, *env.worker_range]
 
     @property
     def relayed(self) -> bool:
@@ -175,8 +215,9 @@ class PortPlan(BaseModel):
     def worker_start_flags(self, size: int, resource: str = "osworld_env") -> list[str]:
         # direct scheme: no --node-ip-address, Ray derives 127.0.0.1 from the head address (see above)
         node_ip = [f"--node-ip-address={self.env_ip}"] if self.relayed else []
+        label = [f"--labels={HOST_LABEL}={self.host_id}"] if self.host_id else []
         return [f"--address={self.head_address}", *node_ip, "--num-cpus=0", f"--resources={{\"{resource}\": {size}}}",
-                "--disable-usage-stats", *self.env_host.ray_start_flags()]
+                "--disable-usage-stats", *label, *self.env_host.ray_start_flags()]
 
 
 def _merged(base: dict, override: dict) -> dict:

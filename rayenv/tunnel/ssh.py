@@ -26,8 +26,8 @@ PERMANENT_FAILURES = {
     "Permission denied (": "The head's sshd refused this env host's key: add its public key to "
                            "~/.ssh/authorized_keys of that user on the head (or pass --identity), then start again.",
 }
-#: On the head, relative to the user's home: one directory per env host (keyed by its node-manager
-#: port, which no two env hosts of one head may share), a file per tunnel session named by its sshd pid.
+#: On the head, relative to the user's home: one directory per env host (keyed by its ``host_id``, so a
+#: host's cleanup only ever ends its own sessions), a file per tunnel session named by its sshd pid.
 SESSIONS = ".cache/rayenv/tunnels"
 
 
@@ -54,8 +54,9 @@ class SshTarget(BaseModel):
         return command
 
     def control_path(self) -> str:
-        """Short (unix sockets take ~100 bytes) and private to this target."""
-        digest = hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+        """Short (unix sockets take ~100 bytes) and private to this target and this user's home (two env
+        hosts sharing a /tmp, as in tests, must not share a master)."""
+        digest = hashlib.sha1((self.model_dump_json() + str(Path.home())).encode()).hexdigest()[:12]
         return str(Path(tempfile.gettempdir()) / f"rayenv-ssh-{digest}.sock")
 
     def tunnel_command(self, plan: PortPlan) -> list[str]:
@@ -91,7 +92,7 @@ def refused_remote_ports(stderr: str) -> list[int]:
 
 
 def _sessions(plan: PortPlan) -> str:
-    return f"{SESSIONS}/{plan.env_host.node_manager}"
+    return f"{SESSIONS}/{shlex.quote(plan.host_id or str(plan.env_host.node_manager))}"
 
 
 def session_marker(plan: PortPlan) -> str:

@@ -149,7 +149,8 @@ class Supervisor:
                       last_error=f"-R refused for {ports[:5]}; ended stale head sessions {killed or '(none found)'}")
         if not killed:
             self._log(f"no earlier tunnel session found to end: another program on the head holds {ports[:5]} "
-                      "(`ss -ltn` there shows them); free those ports or change them in the tunnel config")
+                      "(`ss -ltn` there shows them), e.g. another env host with the same --host-index; free those ports, "
+                      "give each env host its own --host-index, or change the ports in the tunnel config")
 
     # -- Ray and the sidecar --------------------------------------------------------------------------------
     def _ensure_ray(self) -> None:

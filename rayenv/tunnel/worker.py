@@ -1,16 +1,19 @@
 """``rayenv worker start|stop``: the env host joins the head over one ssh, then hosts a pool.
 
-Order matters: check locally (ports), bring the tunnel up (the supervisor owns it from then on),
-ask the head through it what to match (versions, token), join, create the pool, serve /health.
-Any failure undoes what was started, so a second attempt starts clean.
+Order matters: check locally (ports, RAM for the desktops), bring the tunnel up (the supervisor owns it from then on),
+ask the head through it what to match (versions, token), join, create the pool (or grow it, when
+another env host created it: one pool spans the hosts), serve /health. Any failure undoes what was
+started, so a second attempt starts clean.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,10 +21,22 @@ from pathlib import Path
 
 import psutil
 
+from ..capacity import check_memory
+from ..config import PoolConfig
 from ..reaper import every_desktop, reap_containers, reap_processes
 from .preflight import PreflightError, check_ports_free, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
+
+
+def host_id(directory: Path = WORKER_DIR.parent) -> str:
+    """This env host's name for the head: hostname plus a random tag made once and kept, so two hosts
+    never share one (cloned VMs share a hostname) and a host keeps its own across restarts."""
+    path = directory / "host_id"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{socket.gethostname()}-{secrets.token_hex(3)}")
+    return path.read_text().strip()
 
 
 def _supervisor_pid(directory: Path) -> int | None:
@@ -65,6 +80,8 @@ def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WOR
                              phase="preflight", hint="rayenv worker stop")
     stop_node(Path(state.temp_dir))  # leftover agents of an earlier join hold our pinned ports
     check_ports_free(state.plan)
+    desktop = PoolConfig.load(pool_config, provider=state.provider).desktop
+    check_memory(desktop, state.size)  # before joining: Ray would place desktops this host cannot hold
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("status.json", "supervisor.pid"):
         (directory / stale).unlink(missing_ok=True)
@@ -104,7 +121,8 @@ def _create_pool(state: WorkerState, pool_config: Path | None, directory: Path) 
 
 
 def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: float = 60) -> bool:
-    """Shut the pool down (while Ray is still reachable), then end the supervisor and all it started."""
+    """Take this host's desktops out of the pool (the whole pool when they were its last) while Ray is still
+    reachable, then end the supervisor and all it started."""
     try:
         state = WorkerState.model_validate_json(state_file(directory).read_text())
     except OSError:
@@ -112,7 +130,7 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
     status = read_status(directory)
     if shutdown_pool and status and status.tunnel == "up" and status.ray_joined:
         try:  # the desktops die with the node anyway; this only makes the pool's manager forget them cleanly
-            subprocess.run([sys.executable, "-m", "rayenv.tunnel.envhost_driver", "shutdown",
+            subprocess.run([sys.executable, "-m", "rayenv.tunnel.envhost_driver", "leave",
                             str(state_file(directory))], capture_output=True, text=True,
                            env={**os.environ, **state.env()}, timeout=timeout)
         except subprocess.TimeoutExpired:
