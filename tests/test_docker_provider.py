@@ -76,3 +76,20 @@ def test_a_missing_osworld_image_is_refused_with_how_to_get_it(tmp_path):
     with pytest.raises(ProviderUnavailable, match="not on this host") as error:
         provider.start()
     assert "docker pull" in error.value.hint
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_require_kvm_refuses_with_the_boot_checks_reason_and_leaves_nothing():
+    from rayenv.desktop_vm.build import build_vm_desktop
+
+    vm = build_vm_desktop()
+    kvm = kvm_status(vm.image)
+    if kvm.available:
+        pytest.skip(f"KVM boots a kernel on this host, nothing to refuse: {kvm.message}")
+    provider = make_provider(DesktopSpec(provider="docker", docker_image=vm.image, vm_path=str(vm.qcow2),
+                                         require_kvm=True), Ownership(owner="docker-test", env_id="qemu-2"))
+    with pytest.raises(ProviderUnavailable, match="KVM does not work here") as error:
+        provider.start()
+    assert kvm.message in str(error.value) and "nested virtualization" in error.value.hint
+    assert docker.from_env().containers.list(all=True, filters={"label": "rayenv.owner=docker-test"}) == []
