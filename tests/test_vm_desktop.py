@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import docker
 import docker.errors
 import pytest
 import ray
+import requests
 from PIL import Image
 from fastapi.testclient import TestClient
 
@@ -151,6 +153,33 @@ def test_desktop_envs_unmodified_python_controller_drives_the_vm(pool):
     done = controller.run_bash_script("echo written-in-the-vm > /root/vm-note.txt && hostname", timeout=30)
     assert done["status"] == "success" and done["output"].strip() == "rayenv-vm"
     assert controller.get_file("/root/vm-note.txt") == b"written-in-the-vm\n"
+
+
+def test_the_vm_is_viewable_in_novnc_and_its_monitor_is_a_socket_in_the_work_dir_not_a_port(pool):
+    container = the_container(pool)
+    published = {int(port.split("/")[0]): bindings[0] for port, bindings in container.ports.items() if bindings}
+    assert published.keys() == {5000, 8006, 8080, 9222} and {b["HostIp"] for b in published.values()} == {"127.0.0.1"}
+    novnc = requests.get(f"http://127.0.0.1:{published[8006]['HostPort']}/vnc.html", timeout=10)
+    assert novnc.ok and "noVNC" in novnc.text
+    work_dir = Path(container.labels[LABEL_WORKDIR])
+    assert (work_dir / "boot.qcow2").is_file()
+    assert qmp(work_dir / "qmp.sock", "query-status")["status"] == "running"
+
+
+def qmp(socket_path: Path, command: str) -> dict:
+    """One QMP command over the VM's monitor socket (greeting, capabilities negotiation, command)."""
+    with socket.socket(socket.AF_UNIX) as monitor:
+        monitor.settimeout(10)
+        monitor.connect(str(socket_path))
+        replies = monitor.makefile("rw")
+        json.loads(replies.readline())  # greeting
+        for line in ('{"execute": "qmp_capabilities"}', json.dumps({"execute": command})):
+            replies.write(line + "\n")
+            replies.flush()
+            reply = json.loads(replies.readline())
+            while "event" in reply:
+                reply = json.loads(replies.readline())
+        return reply["return"]
 
 
 def test_a_sample_task_scores_one_with_osworlds_evaluator(pool):
