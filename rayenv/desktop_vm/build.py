@@ -20,6 +20,7 @@ needs only ``debootstrap``, ``e2fsprogs`` and a Docker engine.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import io
 import json
@@ -29,7 +30,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import Progress
@@ -111,6 +112,21 @@ def build_vm_desktop(force: bool = False, console: Console | None = None) -> VmD
     """Build (or find) the VM desktop's qcow2 and container image."""
     if not force and (existing := built()) is not None:
         return existing
+    with _build_lock():  # a concurrent build (another test session, another pool) is waited for, then reused
+        if not force and (existing := built()) is not None:
+            return existing
+        return _build(force, console)
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build(force: bool, console: Console | None) -> VmDesktop:
     tag = default_image_tag()
     with logged_build(tag, cache_dir() / "build.log", console) as (progress, log):
         if force or not containers.image_exists(qemu_base_tag()):
@@ -128,7 +144,7 @@ def build_vm_desktop(force: bool = False, console: Console | None = None) -> VmD
 
 
 def _remove_stale() -> None:
-    """Earlier disks (1.5 GB each), rootfs tarballs and images are dead weight once rebuilt: remove those no container uses."""
+    """Earlier disks (1.5 GB each), rootfs tarballs and images are dead weight once rebuilt: remove the unused."""
     import docker.errors
 
     engine = containers.client()
