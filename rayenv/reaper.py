@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from .errors import ProviderUnavailable
 from .providers import containers
 from .providers.base import LABEL_ACTOR, LABEL_ENV
+from .providers.golden import LABEL_GOLDEN, GoldenStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,21 @@ def reap_node(owner: str, doomed: list[str], everything: bool = False) -> list[s
     def is_orphan(actor_id: str) -> bool:
         return everything or actor_id in killed or actor_is_gone(actor_id)
 
-    return reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
+    removed = reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
+    reap_golden_states()
+    return removed
+
+
+def reap_golden_states() -> list[str]:
+    """Remove the golden VM states (:mod:`rayenv.providers.golden`) no container on this host started from."""
+    try:
+        in_use = {c.labels.get(LABEL_GOLDEN) for c in containers.owned()} - {None}
+    except ProviderUnavailable:
+        return []
+    removed = GoldenStore().remove_unused(in_use)
+    if removed:
+        logger.info("removed golden VM state(s) no desktop uses: %s", ", ".join(removed))
+    return removed
 
 
 def env_nodes(resource: str) -> list[str]:

@@ -54,7 +54,7 @@ def test_concurrent_desktops_make_the_golden_state_once_and_each_gets_a_private_
     workdirs = [tmp_path / "env-0", tmp_path / "env-1"]
     for workdir in workdirs:
         workdir.mkdir()
-    copies = [store.clone(key(base).digest, workdir) for workdir in workdirs]
+    copies = [store.checkout(key(base), make, workdir) for workdir in workdirs]
     assert [c.read_bytes() for c in copies] == [b"overlay with a snapshot"] * 2
     copies[0].write_bytes(b"dirty")
     assert results[0].read_bytes() == b"overlay with a snapshot"

@@ -81,6 +81,8 @@ class DesktopSpec(BaseModel):
     docker_memory: str = Field("4G", description="RAM of the OSWorld VM (docker provider)")
     docker_cpus: int = Field(4, ge=1, description="vCPUs of the OSWorld VM (docker provider)")
     require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")
+    snapshot_reset: bool = Field(True, description="docker provider on rayenv/osworld-vm: start new desktops from a "
+                                 "golden RAM + disk snapshot and reset by loading it (false: boot, restart)")
     memory_limit: str | None = Field(None, description="the container's hard memory limit (docker's mem_limit, e.g. "
                                      "'6g'); the kernel kills a desktop above it [default: docker: docker_memory + 1g; "
                                      "lite: none]")

@@ -56,8 +56,9 @@ class ContainerProvider(Provider):
             raise
         return endpoint
 
-    def _wait_ready(self, endpoint: GuestEndpoint) -> None:
-        """Poll the guest API until it answers; log progress every 10 s; fail if the container exits."""
+    def _wait_ready(self, endpoint: GuestEndpoint, interval: float | None = None) -> None:
+        """Poll the guest API (every ``interval``, default :attr:`poll_interval`) until it answers; log
+        progress every 10 s; fail if the container exits."""
         started = time.monotonic()
         timeout = self.spec.boot_timeout or 0.0  # filled per provider by DesktopSpec
         deadline, next_log = started + timeout, started + 10
@@ -75,7 +76,7 @@ class ContainerProvider(Provider):
                 logger.info("%s: waiting for %s (%.0fs)", self.ownership.env_id, self._container.name,
                             time.monotonic() - started)
                 next_log += 10
-            time.sleep(self.poll_interval)
+            time.sleep(interval or self.poll_interval)
         raise EnvTimeout(f"{self._container.name} did not answer within {timeout:.0f}s",
                          env=self.ownership.env_id, phase="boot",
                          hint="raise desktop.boot_timeout (a VM without KVM takes minutes)")

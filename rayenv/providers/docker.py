@@ -14,6 +14,12 @@ from Debian packages. What this provider adds:
   copy-on-write overlay and QEMU's QMP socket, named by the container's ``rayenv.workdir`` label and
   removed with the container (by :meth:`stop` or the reaper). Snapshots (QMP ``savevm``, a copy of the
   overlay started with ``LOADVM``) build on it;
+* on images whose entrypoint takes ``LOADVM`` (``rayenv/osworld-vm``), snapshot resets: the first
+  desktop of a VM shape on a host boots once more to make a *golden state* (booted, settled, saved with
+  QMP ``savevm``; :mod:`rayenv.providers.golden`); every desktop starts from a copy of it with
+  ``-loadvm`` (seconds, not a boot), and :meth:`revert` loads that snapshot back (under a second) and
+  sets the guest's clock, which the snapshot took back in time. A snapshot that cannot be loaded
+  raises :class:`~rayenv.errors.SnapshotError`, and the desktop restarts instead;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase.
 """
@@ -24,13 +30,20 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProviderUnavailable
-from ..kvm import KvmStatus, kvm_status
+import requests
+
+from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
+from ..kvm import KERNEL_LABEL, KvmStatus, kvm_status
+from . import containers
 from .base import LABEL_WORKDIR, GuestEndpoint
 from .container_provider import ContainerProvider
+from .golden import GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore
+from .qmp import Monitor
 from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 
 logger = logging.getLogger(__name__)
@@ -38,6 +51,9 @@ logger = logging.getLogger(__name__)
 GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT = 5000, 9222, 8006, 8080
 #: Where the image keeps the overlay (``boot.qcow2``) and QMP socket (``qmp.sock``).
 WORK_MOUNT = "/run/vm"
+#: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
+SETTLE_SECONDS = 3.0
+SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
 
 
 def work_root() -> Path:
@@ -49,10 +65,97 @@ class DockerProvider(ContainerProvider):
     name = "docker"
     poll_interval = 1.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, work_dir: Path | None = None, **kwargs: Any) -> None:
+        """``work_dir``: use (and keep) this directory instead of a private one (a golden state being made)."""
         super().__init__(*args, **kwargs)
         self._kvm: KvmStatus | None = None
+        self._given_work_dir = work_dir
         self.work_dir: Path | None = None
+        self._snapshot_resets = False
+        self._golden: str | None = None  # digest of the golden state this desktop started from
+        self._endpoint: GuestEndpoint | None = None
+        self.store = GoldenStore()
+
+    def start(self) -> GuestEndpoint:
+        """Boot the VM, or start it from this VM shape's golden state where the image supports snapshots."""
+        self._snapshot_resets = self._snapshots()
+        if not self._snapshot_resets:
+            self._endpoint = super().start()
+            return self._endpoint
+        key = self._golden_key()
+        self._prepare_work_dir()
+        assert self.work_dir is not None
+        try:
+            self.store.checkout(key, self._make_golden, self.work_dir)
+        except BaseException:
+            self.stop()
+            raise
+        self._golden = key.digest
+        try:
+            self._endpoint = super().start()
+            self._set_guest_clock()
+        except RayEnvError as exc:
+            logger.warning("%s: starting from golden state %s failed (%s); discarding it and booting instead",
+                           self.ownership.env_id, key.digest, exc.message)
+            self.stop()
+            self.store.discard(key.digest)
+            self._endpoint = super().start()
+            self._save(GOLDEN_SNAPSHOT)  # this desktop's own snapshot: its resets still load one
+        return self._endpoint
+
+    def revert(self) -> bool:
+        """Load the golden snapshot into the running VM; False on an image without snapshot resets."""
+        if not self._snapshot_resets or self._endpoint is None or self.qmp_socket is None:
+            return False
+        Monitor(self.qmp_socket, env=self.ownership.env_id).load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
+        self._wait_ready(self._endpoint, interval=0.05)  # the guest answers ~0.4 s after a load
+        self._set_guest_clock()
+        return True
+
+    def _snapshots(self) -> bool:
+        """Snapshot resets are on and the image's entrypoint takes a work dir and ``LOADVM`` (ours does)."""
+        if not self.spec.snapshot_reset:
+            return False
+        labels = containers.client().images.get(self.spec.docker_image).labels or {}
+        return KERNEL_LABEL in labels
+
+    def _golden_key(self) -> GoldenKey:
+        kvm = self._kvm or kvm_status(self.spec.docker_image)
+        image = containers.client().images.get(self.spec.docker_image).id
+        return GoldenKey.for_vm(self._vm_path(), image, self.spec.docker_memory, self.spec.docker_cpus,
+                                (self.spec.screen_width, self.spec.screen_height), "kvm" if kvm.available else "tcg")
+
+    def _make_golden(self, directory: Path) -> None:
+        """Boot a desktop into ``directory``, let it settle, save its snapshot, stop its VM (the overlay stays)."""
+        started = time.monotonic()
+        maker = DockerProvider(self.spec.model_copy(update={"snapshot_reset": False}),
+                               replace(self.ownership, env_id=f"{self.ownership.env_id}-golden"), work_dir=directory)
+        try:
+            maker.start()
+            time.sleep(SETTLE_SECONDS)
+            maker._save(GOLDEN_SNAPSHOT)
+            Monitor(directory / "qmp.sock", env=maker.ownership.env_id).quit()
+            maker._container.wait(timeout=60)
+        finally:
+            maker.stop()
+        logger.info("%s: golden state %s made in %.1fs", self.ownership.env_id, directory.name, time.monotonic() - started)
+
+    def _save(self, name: str) -> None:
+        assert self.qmp_socket is not None
+        Monitor(self.qmp_socket, env=self.ownership.env_id).save_snapshot(name, timeout=SAVE_TIMEOUT)
+
+    def _set_guest_clock(self) -> None:
+        """A loaded snapshot resumes the guest's clock where it was saved: set it to the host's."""
+        assert self._endpoint is not None
+        command = {"command": ["date", "-u", "-s", f"@{time.time():.3f}"], "shell": False, "timeout": 10}
+        try:
+            done = requests.post(self._endpoint.url + "/execute", json=command, timeout=15).json()
+        except (requests.RequestException, ValueError) as exc:
+            raise SnapshotError(f"could not set the guest's clock after loading its snapshot: {exc}",
+                                env=self.ownership.env_id, phase="snapshot", hint="the desktop is restarted") from None
+        if done.get("returncode") != 0:
+            raise SnapshotError(f"could not set the guest's clock: {done.get('error') or done}",
+                                env=self.ownership.env_id, phase="snapshot", hint="the desktop is restarted")
 
     def _vm_path(self) -> Path:
         """The qcow2 to mount; never downloaded here (a boot window is no place for 10 GB)."""
@@ -70,12 +173,15 @@ class DockerProvider(ContainerProvider):
             environment["KVM"] = "N"
             logger.warning("%s: running QEMU without KVM (slow): %s", env_id, kvm.message)
         qcow2 = self._vm_path()
-        work_root().mkdir(parents=True, exist_ok=True)
-        self.work_dir = Path(tempfile.mkdtemp(prefix=f"{self.ownership.owner}-{env_id}-", dir=work_root()))
+        self._prepare_work_dir()
+        labels = {LABEL_WORKDIR: str(self.work_dir)} if self._given_work_dir is None else {}
+        if self._golden is not None:  # its overlay, copied from the golden state, holds the snapshot to load
+            environment["LOADVM"] = GOLDEN_SNAPSHOT
+            labels[LABEL_GOLDEN] = self._golden
         return {"image": self.spec.docker_image, "environment": environment, "cap_add": ["NET_ADMIN"], "init": True,
                 "ports": [GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT],
                 "devices": [f"{kvm.device}:/dev/kvm:rwm"] if kvm.available else [],
-                "labels": {LABEL_WORKDIR: str(self.work_dir)},
+                "labels": labels,
                 "volumes": {str(qcow2): {"bind": "/System.qcow2", "mode": "ro"},
                             str(self.work_dir): {"bind": WORK_MOUNT, "mode": "rw"}}}
 
@@ -83,11 +189,20 @@ class DockerProvider(ContainerProvider):
         return GuestEndpoint("127.0.0.1", ports[GUEST_PORT], extra_ports={
             "chromium": ports[CHROMIUM_PORT], "vnc": ports[VNC_PORT], "vlc": ports[VLC_PORT]})
 
+    def _prepare_work_dir(self) -> None:
+        if self.work_dir is None:
+            if self._given_work_dir is not None:
+                self.work_dir = self._given_work_dir
+            else:
+                work_root().mkdir(parents=True, exist_ok=True)
+                self.work_dir = Path(tempfile.mkdtemp(prefix=f"{self.ownership.owner}-{self.ownership.env_id}-",
+                                                      dir=work_root()))
+
     def stop(self) -> None:
         super().stop()
-        if self.work_dir is not None:  # also when the container never started
+        if self.work_dir is not None and self._given_work_dir is None:  # also when the container never started
             shutil.rmtree(self.work_dir, ignore_errors=True)
-            self.work_dir = None
+        self.work_dir, self._endpoint, self._golden = None, None, None
 
     @property
     def qmp_socket(self) -> Path | None:
@@ -100,4 +215,6 @@ class DockerProvider(ContainerProvider):
             facts.update(kvm_available=self._kvm.available, kvm=self._kvm.message)
         if self.work_dir is not None:
             facts["work_dir"] = str(self.work_dir)
+        if self._golden is not None:
+            facts["golden_state"] = self._golden
         return facts

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from ..errors import SnapshotError
+
 GOLDEN_SNAPSHOT = "golden"
 LABEL_GOLDEN = "rayenv.golden"
 OVERLAY = "boot.qcow2"
@@ -74,27 +76,36 @@ class GoldenStore:
         with its VM stopped; it runs under the key's lock, and a failure leaves nothing behind.
         """
         with self._locked(key.digest):
-            final = self.root / key.digest
-            if (final / OVERLAY).exists():
-                return final / OVERLAY
-            staging = self.root / f"{key.digest}.making"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            try:
-                make(staging)
-                (staging / "key.json").write_text(json.dumps(asdict(key), indent=2))
-                staging.rename(final)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            return final / OVERLAY
+            return self._ensure_locked(key, make)
 
-    def clone(self, digest: str, directory: Path) -> Path:
-        """A private copy of the golden overlay in ``directory`` (a reflink where the filesystem can)."""
-        target = directory / OVERLAY
-        subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(self.overlay(digest)), str(target)],
-                       check=True, capture_output=True)
-        return target
+    def _ensure_locked(self, key: GoldenKey, make: Callable[[Path], None]) -> Path:
+        final = self.root / key.digest
+        if (final / OVERLAY).exists():
+            return final / OVERLAY
+        staging = self.root / f"{key.digest}.making"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            make(staging)
+            (staging / "key.json").write_text(json.dumps(asdict(key), indent=2))
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return final / OVERLAY
+
+    def checkout(self, key: GoldenKey, make: Callable[[Path], None], directory: Path) -> Path:
+        """:meth:`ensure` the state, then copy it into ``directory`` under the same lock (so the reaper
+        cannot remove it in between); the copy is a reflink where the filesystem can."""
+        with self._locked(key.digest):
+            self._ensure_locked(key, make)
+            target = directory / OVERLAY
+            copied = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(self.overlay(key.digest)),
+                                     str(target)], capture_output=True, text=True)
+            if copied.returncode != 0:
+                raise SnapshotError(f"could not copy golden state {key.digest} to {directory}: {copied.stderr.strip()}",
+                                    phase="boot", hint=f"check free space in {directory.parent}")
+            return target
 
     def discard(self, digest: str) -> None:
         """Delete one golden state (it failed to load: the next desktop makes it anew)."""

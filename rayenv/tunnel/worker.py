@@ -23,7 +23,7 @@ import psutil
 
 from ..capacity import check_memory
 from ..config import PoolConfig
-from ..reaper import every_desktop, reap_containers, reap_processes
+from ..reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
 from .preflight import PreflightError, check_ports_free, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
@@ -148,6 +148,7 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
     # This node's actors are gone with Ray: any desktop of the pool still here (its close never ran,
     # the pool's shutdown timed out) is an orphan, so remove it with the same reaper the pool uses.
     leftovers = reap_containers(state.pool, every_desktop) + reap_processes(state.pool, every_desktop)
+    reap_golden_states()
     if leftovers:
         print(f"removed desktops the pool did not close: {', '.join(leftovers)}", file=sys.stderr)
     state_file(directory).unlink(missing_ok=True)
