@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+
+from ..errors import RayEnvError
+
+if TYPE_CHECKING:
+    from ..providers import DesktopSpec
 
 app = typer.Typer(help="Build and try the desktop-lite desktop.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -32,22 +37,30 @@ def run(
     screenshot: Optional[Path] = typer.Option(None, help="save one screenshot here, then stop the desktop"),
 ) -> None:
     """Start one desktop and print its guest API URL; Ctrl-C (or --screenshot) stops and removes it."""
-    from ..guest_client import GuestClient
-    from ..providers import DesktopSpec, Ownership, make_provider
+    from ..providers import DesktopSpec
 
     if provider == "lite":
         from ..desktop_lite.build import build_image
 
         build_image(console=console)
-    desktop = make_provider(DesktopSpec(provider=provider, screen_width=width, screen_height=height),
-                            Ownership(owner="cli", env_id=f"try-{int(time.time())}"))
+    run_one(DesktopSpec(provider=provider, screen_width=width, screen_height=height), f"try-{int(time.time())}",
+            screenshot, f"starting a {provider} desktop ...")
+
+
+def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waiting: str) -> None:
+    """Start one desktop of ``spec``, print its guest URL, then save a screenshot or wait for Ctrl-C; always remove it."""
+    from ..guest_client import GuestClient
+    from ..providers import Ownership, make_provider
+
+    desktop = make_provider(spec, Ownership(owner="cli", env_id=env_id))
     try:
-        with console.status(f"starting a {provider} desktop ..."):
+        started = time.perf_counter()
+        with console.status(waiting):
             endpoint = desktop.start()
         print(endpoint.url)
-        console.print(f"guest API at {endpoint.url} ({desktop.describe()})")
+        console.print(f"guest API at {endpoint.url} after {time.perf_counter() - started:.1f}s ({desktop.describe()})")
         if screenshot is not None:
-            screenshot.write_bytes(GuestClient(endpoint.url, env="cli").screenshot())
+            screenshot.write_bytes(GuestClient(endpoint.url, env=env_id).screenshot())
             console.print(f"saved {screenshot}")
             return
         console.print("Ctrl-C to stop")
@@ -55,5 +68,8 @@ def run(
             time.sleep(1)
     except KeyboardInterrupt:
         pass
+    except RayEnvError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     finally:
         desktop.stop()

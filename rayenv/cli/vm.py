@@ -80,30 +80,10 @@ def run(
 ) -> None:
     """Boot one VM desktop (built if needed) and print its guest API URL; Ctrl-C (or --screenshot) removes it."""
     from ..desktop_vm.build import build_vm_desktop
-    from ..guest_client import GuestClient
-    from ..providers import DesktopSpec, Ownership, make_provider
+    from ..providers import DesktopSpec
+    from .desktop import run_one
 
     built = build_vm_desktop(console=console)
     spec = DesktopSpec(provider="docker", docker_image=built.image, vm_path=str(built.qcow2), docker_memory=memory,
                        docker_cpus=cpus)
-    desktop = make_provider(spec, Ownership(owner="cli", env_id=f"vm-{int(time.time())}"))
-    try:
-        started = time.perf_counter()
-        with console.status("booting the VM (minutes without KVM) ..."):
-            endpoint = desktop.start()
-        print(endpoint.url)
-        console.print(f"guest API at {endpoint.url} after {time.perf_counter() - started:.1f}s ({desktop.describe()})")
-        if screenshot is not None:
-            screenshot.write_bytes(GuestClient(endpoint.url, env="cli").screenshot())
-            console.print(f"saved {screenshot}")
-            return
-        console.print("Ctrl-C to stop")
-        while desktop.is_alive():
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    except RayEnvError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    finally:
-        desktop.stop()
+    run_one(spec, f"vm-{int(time.time())}", screenshot, "booting the VM (a minute or more without KVM) ...")
