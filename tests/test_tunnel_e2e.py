@@ -40,7 +40,8 @@ RESULTS = Path(os.environ.get("RAYENV_RESULTS_DIR", Path.home() / ".cache" / "ra
 @pytest.fixture(scope="module")
 def bed():
     python_home = Path(os.path.realpath(PYTHON)).parent
-    with netns.testbed(traverse=[python_home, Path(sys.prefix).resolve(), REPO]) as tb:
+    verl_venv = (REPO / ".venv-verl").resolve()  # the smoke run's trainer side
+    with netns.testbed(traverse=[python_home, Path(sys.prefix).resolve(), REPO, verl_venv]) as tb:
         tmp = tb.tmp
         tb.tag = secrets.token_hex(3)
         (tmp / "tunnel.yaml").write_text(yaml.safe_dump({"tunnel": {**PORTS, "keepalive_interval": 5,
@@ -179,6 +180,22 @@ def test_rayenv_status_on_the_cluster_lists_the_env_hosts_pool(worker):
     assert done.returncode == 0, done.stderr[-2000:]
     pools = {p["name"]: p for p in json.loads(done.stdout)}
     assert pools["default"]["size"] == 2 and pools["default"]["healthy"] == 2
+
+
+def test_the_verl_smoke_dry_run_on_the_cluster_uses_the_pool_worker_start_made(worker):
+    verl_python = REPO / ".venv-verl" / "bin" / "python"
+    assert verl_python.exists(), "run scripts/verl-venv.sh to create the verl trainer virtualenv"
+    data = worker.tmp / "smoke-data"
+    data.mkdir(mode=0o777, exist_ok=True)
+    data.chmod(0o777)
+    done = worker.run(worker.cluster, [*driver_env(worker), f"RAY_ADDRESS={HEAD}", "RAYENV_SMOKE_POOL_TIMEOUT=120",
+                                       str(verl_python), "-m", "rayenv.verl.smoke", "--dry-run",
+                                       f"data.train_files={data}/train.parquet", f"data.val_files={data}/train.parquet"],
+                      as_user=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pool 'default' found in namespace 'rayenv'" in done.stderr
+    assert "2 of 2 desktops healthy" in done.stderr
+    assert done.stdout.strip().startswith(f"RAY_ADDRESS={HEAD} ") and "verl.trainer.main_ppo" in done.stdout
 
 
 def _outage(tb, scenario: str, cause) -> None:
