@@ -114,8 +114,8 @@ class DockerProvider(ContainerProvider):
 
     def _snapshots(self) -> bool:
         """Snapshot resets are on and the image's entrypoint takes a work dir and ``LOADVM`` (ours does)."""
-        if not self.spec.snapshot_reset:
-            return False
+        if not self.spec.snapshot_reset or not containers.image_exists(self.spec.docker_image):
+            return False  # a missing image is refused by start() with how to get it
         labels = containers.client().images.get(self.spec.docker_image).labels or {}
         return KERNEL_LABEL in labels
 
