@@ -1,0 +1,208 @@
+"""What does a reset cost: loading a VM snapshot vs restarting the VM, and desktop-lite before/after?
+
+One run, one VM image (`rayenv vm build`), the same VM shape throughout (2 GB, 2 vCPUs, 1280x720, TCG
+here unless KVM boots a kernel):
+
+* **reset of a used VM desktop**: ``Desktop.revert()`` by loading the golden snapshot (what
+  ``reset()`` does now) vs by restarting the container and booting the VM (what OSWorld's docker
+  provider, ARPO and the like do, and what ``snapshot_reset: false`` does), p50/p95;
+* **a new VM desktop**: start from the golden state (a copy of the snapshotted overlay, ``-loadvm``)
+  vs a cold boot, to the first screenshot; plus the one-off cost of making the golden state;
+* **desktop-lite reset**: ``reset(task)`` right after boot and in steady state, with the evaluator
+  import joined at boot (now) and not (before: the first reset paid for it).
+
+Results: ``bench/results/reset.{md,json,png}``.
+
+    .venv/bin/python bench/reset.py [--snapshot-resets 20] [--restarts 3] [--starts 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rayenv.desktop import Desktop
+from rayenv.desktop_vm.build import build_vm_desktop
+from rayenv.kvm import kvm_status
+from rayenv.providers import DesktopSpec, Ownership
+from rayenv.providers.golden import GoldenStore
+from rayenv.tasks import load_tasks
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+SCREEN = {"screen_width": 1280, "screen_height": 720}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[round(fraction * (len(ordered) - 1))]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"p50_s": statistics.median(values), "p95_s": percentile(values, 0.95), "n": len(values),
+            "all_s": [round(v, 3) for v in values]}
+
+
+def timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def dirty(desktop: Desktop) -> None:
+    """What an episode leaves behind: a file and a window."""
+    desktop.step("import subprocess; subprocess.run(['touch', '/root/episode-file']); "
+                 "subprocess.Popen(['xterm'])", pause=0)
+
+
+def vm_resets(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
+    desktop = Desktop(spec, Ownership(owner="bench-reset", env_id=name))
+    try:
+        desktop.start()
+        times = []
+        for _ in range(rounds):
+            dirty(desktop)
+            times.append(timed(desktop.revert))
+            desktop.observe()
+        return times
+    finally:
+        desktop.close()
+
+
+def vm_starts(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
+    times = []
+    for i in range(rounds):
+        desktop = Desktop(spec, Ownership(owner="bench-reset", env_id=f"{name}-{i}"))
+        try:
+            times.append(timed(lambda: (desktop.start(), desktop.observe())))
+        finally:
+            desktop.close()
+    return times
+
+
+LITE_PROBE = """
+import json, sys, time
+from rayenv.desktop import Desktop
+from rayenv.evaluation import TaskRunner
+from rayenv.providers import DesktopSpec, Ownership
+from rayenv.tasks import load_tasks
+class NotAwaited:
+    def join(self):
+        pass
+
+if sys.argv[1] == "before":  # the import starts at boot but nobody waits for it, as before
+    start_import = TaskRunner.warm_up
+
+    def warm_up_without_waiting():
+        start_import()
+        return NotAwaited()
+
+    TaskRunner.warm_up = staticmethod(warm_up_without_waiting)
+task = next(t for t in load_tasks(sys.argv[2]) if t["id"] == "mousepad-save-hello")
+desktop = Desktop(DesktopSpec(provider="lite", screen_width=1280, screen_height=720), Ownership(owner="bench-reset", env_id="lite-" + sys.argv[1]))
+began = time.perf_counter(); desktop.start(); boot = time.perf_counter() - began
+times = []
+for _ in range(6):
+    began = time.perf_counter(); desktop.reset(task); times.append(time.perf_counter() - began)
+    desktop.step("pyautogui.typewrite('x')", pause=0)
+desktop.close()
+print(json.dumps({"boot_s": boot, "first_reset_s": times[0], "later_resets_s": times[1:]}))
+"""
+
+
+def lite(mode: str) -> dict[str, Any]:
+    """In a fresh process, so the evaluator stack is not imported yet (as on a new env actor)."""
+    done = subprocess.run([sys.executable, "-c", LITE_PROBE, mode, str(REPO / "OSWorld" / "tasks")],
+                          capture_output=True, text=True, check=True, cwd=REPO)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["later_reset_p50_s"] = statistics.median(result["later_resets_s"])
+    return result
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [("reset: snapshot", results["reset_snapshot"]["p50_s"]),
+            ("reset: restart", results["reset_restart"]["p50_s"]),
+            ("new: from golden", results["start_golden"]["p50_s"]),
+            ("new: cold boot", results["start_cold"]["p50_s"]),
+            ("lite 1st reset before", results["lite_before"]["first_reset_s"]),
+            ("lite 1st reset now", results["lite_now"]["first_reset_s"])]
+    figure, axis = plt.subplots(figsize=(8, 3.6))
+    axis.barh([name for name, _ in bars], [value for _, value in bars],
+              color=["#2e7d32", "#c62828", "#2e7d32", "#c62828", "#c62828", "#2e7d32"])
+    axis.set_xscale("log")
+    axis.set_xlabel("seconds (p50, log scale)")
+    for index, (_, value) in enumerate(bars):
+        axis.text(value * 1.05, index, f"{value:.2f} s", va="center")
+    axis.invert_yaxis()
+    axis.set_title("VM desktop reset and start (TCG, 2 cores) and desktop-lite reset")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--snapshot-resets", type=int, default=20)
+    parser.add_argument("--restarts", type=int, default=3, help="each is a full VM boot")
+    parser.add_argument("--starts", type=int, default=3, help="new desktops per way of starting")
+    args = parser.parse_args()
+    vm = build_vm_desktop()
+    kvm = kvm_status(vm.image)
+    spec = DesktopSpec(provider="docker", docker_image=vm.image, vm_path=str(vm.qcow2), docker_memory="2G",
+                       docker_cpus=2, **SCREEN)
+    booting = spec.model_copy(update={"snapshot_reset": False})
+    store = GoldenStore()
+    store.remove_unused(in_use=[])  # the golden state is made in this run, and timed
+    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message}}
+    results["golden_make_s"] = timed(lambda: vm_starts(spec, 1, "golden"))  # makes it, then starts from it once
+    results["reset_snapshot"] = summary(vm_resets(spec, args.snapshot_resets, "snap"))
+    results["reset_restart"] = summary(vm_resets(booting, args.restarts, "restart"))
+    results["start_golden"] = summary(vm_starts(spec, args.starts, "from-golden"))
+    results["start_cold"] = summary(vm_starts(booting, args.starts, "cold"))
+    results["lite_before"], results["lite_now"] = lite("before"), lite("now")
+    store.remove_unused(in_use=[])
+    results["ratios"] = {"reset_restart_over_snapshot": results["reset_restart"]["p50_s"] / results["reset_snapshot"]["p50_s"],
+                         "start_cold_over_golden": results["start_cold"]["p50_s"] / results["start_golden"]["p50_s"],
+                         "lite_first_reset_before_over_now": results["lite_before"]["first_reset_s"]
+                         / results["lite_now"]["first_reset_s"]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "reset.json").write_text(json.dumps(results, indent=2))
+    plot(results, RESULTS / "reset.png")
+    r, ratio = results, results["ratios"]
+    accelerator = "KVM" if kvm.available else "TCG (software emulation)"
+    lines = ["# Reset: VM snapshot vs restart, new desktop: golden state vs cold boot", "",
+             f"`{vm.image}`, 2 GB RAM, 2 vCPUs, 1280x720, {accelerator}, on a 2-core host. One run of `bench/reset.py`.",
+             "", "| what | p50 s | p95 s | n |", "| --- | ---: | ---: | ---: |"]
+    for label, key in (("reset a used VM desktop: load its snapshot", "reset_snapshot"),
+                       ("reset a used VM desktop: restart container, boot VM", "reset_restart"),
+                       ("new VM desktop to first screenshot: from the golden state", "start_golden"),
+                       ("new VM desktop to first screenshot: cold boot", "start_cold")):
+        lines.append(f"| {label} | {r[key]['p50_s']:.2f} | {r[key]['p95_s']:.2f} | {r[key]['n']} |")
+    lines += ["", f"- snapshot reset is **{ratio['reset_restart_over_snapshot']:.0f}x** faster than a restart "
+                  f"(p50 {r['reset_snapshot']['p50_s']:.2f} s vs {r['reset_restart']['p50_s']:.1f} s)",
+              f"- a new desktop starts **{ratio['start_cold_over_golden']:.1f}x** faster from the golden state",
+              f"- making the golden state (one boot + settle + `savevm`, then the first start from it), once per VM "
+              f"shape per host: {r['golden_make_s']:.1f} s",
+              "", "desktop-lite (`reset(task)` of `mousepad-save-hello`, which restarts the container and runs the "
+                  "task's setup):", "", "| | boot s | first reset s | later resets p50 s |", "| --- | ---: | ---: | ---: |"]
+    for label, key in (("before: evaluator import not awaited at boot", "lite_before"),
+                       ("now: import runs beside the boot, joined there", "lite_now")):
+        lines.append(f"| {label} | {r[key]['boot_s']:.2f} | {r[key]['first_reset_s']:.2f} | "
+                     f"{r[key]['later_reset_p50_s']:.2f} |")
+    lines += ["", "![reset](reset.png)"]
+    (RESULTS / "reset.md").write_text("\n".join(lines) + "\n")
+    print((RESULTS / "reset.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
