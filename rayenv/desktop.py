@@ -63,6 +63,7 @@ class Desktop:
         self._client: GuestClient | None = None
         self._runner: TaskRunner | None = None
         self._last_step: tuple[Any, StepResult] | None = None
+        self._closing = False
         self._recorder = TrajectoryRecorder(self.options.record_dir, self.name) if self.options.record_dir else None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -70,6 +71,7 @@ class Desktop:
         started = time.monotonic()
         importing = TaskRunner.warm_up() if self.episodes == 0 else None
         endpoint = self.provider.start()
+        self._started_while_closing()
         self._connect(endpoint)
         if importing is not None:
             importing.join()
@@ -110,8 +112,19 @@ class Desktop:
         return self.state not in ("broken", "closed") and self.provider.is_alive()
 
     def close(self) -> None:
+        """Remove the desktop for good. Safe while a start or revert runs in another thread (the actor
+        closes from its control group): that one sees ``closing`` and removes what it started."""
+        self._closing = True
         self._stop_quietly()
         self.state = "closed"
+
+    def _started_while_closing(self) -> None:
+        """A start that finished after :meth:`close` began must not leave its desktop running."""
+        if self._closing:
+            self._stop_quietly()
+            self.state = "closed"
+            raise DesktopUnavailable("the desktop was closed while it started", env=self.name, phase="boot",
+                                     hint="the pool replaced or shut down this desktop; lease another")
 
     def _stop_quietly(self) -> None:
         if self._client is not None:

@@ -138,7 +138,8 @@ def test_a_desktop_silent_for_longer_than_the_grace_is_replaced(patient_pool):
     before = patient_pool.status()["slots"][0]
     silence_file(before["env"]).touch()
     wait_for(patient_pool, lambda s: s["unreachable"] == 1)
-    replaced = wait_for(patient_pool, lambda s: s["replacements"] == 1 and s["healthy"] == 1, timeout=40)
+    # the grace, then a new actor that imports desktop-env's evaluators before it reports ready
+    replaced = wait_for(patient_pool, lambda s: s["replacements"] == 1 and s["healthy"] == 1, timeout=90)
     assert replaced["slots"][0]["generation"] > before["generation"]
     assert replaced["slots"][0]["last_error"].startswith("unreachable for")
     silence_file(before["env"]).unlink()
