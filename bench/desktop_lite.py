@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,23 +22,9 @@ import psutil
 
 from rayenv.guest_client import GuestClient
 from rayenv.providers import DesktopSpec, Ownership, make_provider
-from rayenv.providers.containers import client
+from measure import container_memory_mib, timed_rayenv
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def timed_build(force: bool) -> float:
-    """Wall time of `rayenv desktop build` as a user runs it (a fresh process, so no in-memory cache)."""
-    command = [str(Path(sys.executable).with_name("rayenv")), "desktop", "build"] + (["--force"] if force else [])
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
-
-
-def container_memory_mib(name: str) -> float:
-    stats = client().containers.get(name).stats(stream=False)
-    usage = stats["memory_stats"]
-    return (usage["usage"] - usage.get("stats", {}).get("inactive_file", 0)) / 2**20
 
 
 def process_group_memory_mib(pgid: int) -> float:
@@ -87,8 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {}
     if args.cold:
-        results["cold_build_s"] = timed_build(force=True)
-    results["cached_build_s"] = timed_build(force=False)
+        results["cold_build_s"] = timed_rayenv("desktop", "build", "--force")
+    results["cached_build_s"] = timed_rayenv("desktop", "build")
     results["lite"] = measure_desktop("lite", args.shots)
     results["process"] = measure_desktop("process", args.shots)
     RESULTS.mkdir(exist_ok=True)

@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,22 +29,9 @@ from rayenv.evaluation import TaskRunner
 from rayenv.guest_client import GuestClient
 from rayenv.kvm import kvm_status
 from rayenv.providers import DesktopSpec, Ownership
-from rayenv.providers.containers import client
+from measure import container_memory_mib, timed_rayenv
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def timed_build(force: bool) -> float:
-    """Wall time of `rayenv vm build` as a user runs it (a fresh process, so no in-memory cache)."""
-    command = [str(Path(sys.executable).with_name("rayenv")), "vm", "build"] + (["--force"] if force else [])
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
-
-
-def container_memory_mib(name: str) -> float:
-    usage = client().containers.get(name).stats(stream=False)["memory_stats"]
-    return (usage["usage"] - usage.get("stats", {}).get("inactive_file", 0)) / 2**20
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -90,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {}
     if args.cold:
-        results["cold_build_s"] = timed_build(force=True)
-    results["cached_build_s"] = timed_build(force=False)
+        results["cold_build_s"] = timed_rayenv("vm", "build", "--force")
+    results["cached_build_s"] = timed_rayenv("vm", "build")
     TaskRunner.warm_up().join()
     results["load_average_before"] = os.getloadavg()[0]
     vm = build_vm_desktop()
