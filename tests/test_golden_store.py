@@ -36,6 +36,12 @@ def test_a_state_is_only_reused_for_an_identical_vm(base):
     assert key(base).digest != same.digest
 
 
+def workdir(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    return path
+
+
 def test_concurrent_desktops_make_the_golden_state_once_and_each_gets_a_private_copy(base, tmp_path):
     store, made = GoldenStore(tmp_path / "golden"), []
 
@@ -44,20 +50,17 @@ def test_concurrent_desktops_make_the_golden_state_once_and_each_gets_a_private_
         time.sleep(0.3)  # a boot: the other desktops wait for it instead of booting too
         (directory / "boot.qcow2").write_bytes(b"overlay with a snapshot")
 
-    results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(store.ensure(key(base), make))) for _ in range(3)]
+    workdirs = [workdir(tmp_path, f"env-{i}") for i in range(3)]
+    copies: list[Path] = []
+    threads = [threading.Thread(target=lambda w=w: copies.append(store.checkout(key(base), make, w))) for w in workdirs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(made) == 1 and len(set(results)) == 1
-    workdirs = [tmp_path / "env-0", tmp_path / "env-1"]
-    for workdir in workdirs:
-        workdir.mkdir()
-    copies = [store.checkout(key(base), make, workdir) for workdir in workdirs]
-    assert [c.read_bytes() for c in copies] == [b"overlay with a snapshot"] * 2
+    assert len(made) == 1 and sorted(c.parent for c in copies) == workdirs
+    assert [c.read_bytes() for c in copies] == [b"overlay with a snapshot"] * 3
     copies[0].write_bytes(b"dirty")
-    assert results[0].read_bytes() == b"overlay with a snapshot"
+    assert store.overlay(key(base).digest).read_bytes() == b"overlay with a snapshot"
 
 
 def test_a_failed_make_leaves_nothing_and_the_next_desktop_tries_again(base, tmp_path):
@@ -68,16 +71,17 @@ def test_a_failed_make_leaves_nothing_and_the_next_desktop_tries_again(base, tmp
         raise RuntimeError("the VM never answered")
 
     with pytest.raises(RuntimeError):
-        store.ensure(key(base), broken)
+        store.checkout(key(base), broken, workdir(tmp_path, "env-0"))
     assert [p.name for p in (tmp_path / "golden").iterdir() if not p.name.endswith(".lock")] == []
-    path = store.ensure(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"ok"))
-    assert path.read_bytes() == b"ok"
+    copy = store.checkout(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"ok"), workdir(tmp_path, "env-1"))
+    assert copy.read_bytes() == b"ok"
 
 
 def test_the_reaper_removes_states_no_container_uses_and_spares_one_being_made(base, tmp_path):
     store = GoldenStore(tmp_path / "golden")
-    used = store.ensure(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"1"))
-    unused = store.ensure(key(base, memory="4G"), lambda d: (d / "boot.qcow2").write_bytes(b"2"))
+    store.checkout(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"1"), workdir(tmp_path, "env-0"))
+    store.checkout(key(base, memory="4G"), lambda d: (d / "boot.qcow2").write_bytes(b"2"), workdir(tmp_path, "env-1"))
+    used, unused = store.overlay(key(base).digest), store.overlay(key(base, memory="4G").digest)
     making, release = threading.Event(), threading.Event()
 
     def slow(directory: Path) -> None:
@@ -85,7 +89,7 @@ def test_the_reaper_removes_states_no_container_uses_and_spares_one_being_made(b
         release.wait(10)
         (directory / "boot.qcow2").write_bytes(b"3")
 
-    maker = threading.Thread(target=store.ensure, args=(key(base, cpus=4), slow))
+    maker = threading.Thread(target=store.checkout, args=(key(base, cpus=4), slow, workdir(tmp_path, "env-2")))
     maker.start()
     making.wait(10)
     assert store.remove_unused(in_use=[key(base).digest]) == [key(base, memory="4G").digest]

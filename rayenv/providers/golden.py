@@ -69,16 +69,10 @@ class GoldenStore:
     def overlay(self, digest: str) -> Path:
         return self.root / digest / OVERLAY
 
-    def ensure(self, key: GoldenKey, make: Callable[[Path], None]) -> Path:
-        """The golden overlay of ``key``, made first by ``make(directory)`` if no one has yet.
-
-        ``make`` must leave ``directory/boot.qcow2`` holding the snapshot :data:`GOLDEN_SNAPSHOT`
-        with its VM stopped; it runs under the key's lock, and a failure leaves nothing behind.
-        """
-        with self._locked(key.digest):
-            return self._ensure_locked(key, make)
-
     def _ensure_locked(self, key: GoldenKey, make: Callable[[Path], None]) -> Path:
+        """The golden overlay of ``key``, made first by ``make(directory)`` if no one has yet (the key's
+        lock held). ``make`` must leave ``directory/boot.qcow2`` holding the snapshot
+        :data:`GOLDEN_SNAPSHOT` with its VM stopped; a failure leaves nothing behind."""
         final = self.root / key.digest
         if (final / OVERLAY).exists():
             return final / OVERLAY
@@ -95,8 +89,9 @@ class GoldenStore:
         return final / OVERLAY
 
     def checkout(self, key: GoldenKey, make: Callable[[Path], None], directory: Path) -> Path:
-        """:meth:`ensure` the state, then copy it into ``directory`` under the same lock (so the reaper
-        cannot remove it in between); the copy is a reflink where the filesystem can."""
+        """A private copy in ``directory`` of ``key``'s golden state, made first by ``make`` if no one has
+        yet; both under the key's lock, so concurrent desktops make it once and the reaper cannot remove
+        it in between. The copy is a reflink where the filesystem can."""
         with self._locked(key.digest):
             self._ensure_locked(key, make)
             target = directory / OVERLAY
