@@ -22,7 +22,7 @@ import psutil
 
 from rayenv.guest_client import GuestClient
 from rayenv.providers import DesktopSpec, Ownership, make_provider
-from measure import container_memory_mib, timed_rayenv
+from measure import container_memory_mib, percentile, screenshot_latencies, timed_rayenv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,18 +47,13 @@ def measure_desktop(provider_name: str, shots: int) -> dict[str, Any]:
     client_.screenshot()
     first_screenshot = time.perf_counter() - started
     try:
-        latencies, sizes = [], []
-        for _ in range(shots):
-            begun = time.perf_counter()
-            sizes.append(len(client_.screenshot()))
-            latencies.append(time.perf_counter() - begun)
-        latencies.sort()
+        latencies, sizes = screenshot_latencies(client_, shots)
         facts = provider.describe()
         memory = (container_memory_mib(facts["container_name"]) if provider_name == "lite"
                   else process_group_memory_mib(facts["pgid"]))
         return {"start_to_first_screenshot_s": first_screenshot,
                 "screenshot_p50_ms": 1000 * statistics.median(latencies),
-                "screenshot_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+                "screenshot_p95_ms": 1000 * percentile(latencies, 0.95),
                 "screenshot_kib": statistics.mean(sizes) / 1024, "memory_mib": memory}
     finally:
         provider.stop()

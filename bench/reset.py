@@ -32,16 +32,11 @@ from rayenv.desktop_vm.build import build_vm_desktop
 from rayenv.kvm import kvm_status
 from rayenv.providers import DesktopSpec, Ownership
 from rayenv.providers.golden import GoldenStore
-from rayenv.tasks import load_tasks
+from measure import percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 SCREEN = {"screen_width": 1280, "screen_height": 720}
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(fraction * (len(ordered) - 1))]
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -91,7 +86,7 @@ import json, sys, time
 from rayenv.desktop import Desktop
 from rayenv.evaluation import TaskRunner
 from rayenv.providers import DesktopSpec, Ownership
-from rayenv.tasks import load_tasks
+from measure import percentile
 class NotAwaited:
     def join(self):
         pass

@@ -29,14 +29,9 @@ from rayenv.evaluation import TaskRunner
 from rayenv.guest_client import GuestClient
 from rayenv.kvm import kvm_status
 from rayenv.providers import DesktopSpec, Ownership
-from measure import container_memory_mib, timed_rayenv
+from measure import container_memory_mib, percentile, screenshot_latencies, timed_rayenv
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[int(fraction * (len(ordered) - 1))]
 
 
 def measure(spec: DesktopSpec, shots: int, steps: int) -> dict[str, Any]:
@@ -47,11 +42,7 @@ def measure(spec: DesktopSpec, shots: int, steps: int) -> dict[str, Any]:
         desktop.observe()
         first_screenshot = time.perf_counter() - started
         client_ = GuestClient(desktop.status()["url"], env=spec.provider)
-        shot_times = []
-        for _ in range(shots):
-            begun = time.perf_counter()
-            client_.screenshot()
-            shot_times.append(time.perf_counter() - begun)
+        shot_times, _ = screenshot_latencies(client_, shots)
         desktop.reset(None)
         step_times = []
         for i in range(steps):
