@@ -86,7 +86,7 @@ def base_tag() -> str:
 
 
 def _layer_files() -> list[Path]:
-    return [IMAGE_DIR / "Dockerfile", IMAGE_DIR / "desktop-session", *sorted(GUEST_DIR.glob("*.py"))]
+    return [IMAGE_DIR / "Dockerfile", IMAGE_DIR / "desktop-session", *sorted(GUEST_DIR.rglob("*.py"))]
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ from ..errors import EnvTimeout, ProviderUnavailable
 
 OSWORLD_DIR = Path(__file__).resolve().parents[2] / "OSWorld"
 SESSION_SCRIPT = OSWORLD_DIR / "image" / "desktop-session"
-GUEST_SERVER = OSWORLD_DIR / "guest" / "server.py"
+GUEST_DIR = OSWORLD_DIR / "guest"  # holds the osworld_guest package (desktop-session runs it with -m)
 WATCHDOG = Path(__file__).with_name("watchdog.py")
 REQUIRED_PROGRAMS = ("Xvfb", "openbox", "dbus-run-session", "xdotool")
 
@@ -81,7 +81,7 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
     tmp.mkdir()
     environment = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "SCREEN_WIDTH": str(width), "SCREEN_HEIGHT": str(height), "GUEST_HOST": "127.0.0.1",
                    "GUEST_PORT": "0", "GUEST_PORT_FILE": str(port_file), "DISPLAY_FILE": str(display_file),
-                   "GUEST_PYTHON": sys.executable, "GUEST_SERVER": str(GUEST_SERVER)}
+                   "GUEST_PYTHON": sys.executable, "GUEST_DIR": str(GUEST_DIR)}
     environment.pop("DISPLAY", None)
     log = open(workdir / "session.log", "wb")
     process = subprocess.Popen(["bash", str(SESSION_SCRIPT)], env=environment, stdin=subprocess.DEVNULL, stdout=log,

@@ -80,7 +80,7 @@ def qemu_base_tag() -> str:
 
 
 def _disk_files() -> list[Path]:
-    return [VM_DIR / "init", IMAGE_DIR / "desktop-session", *sorted(GUEST_DIR.glob("*.py"))]
+    return [VM_DIR / "init", IMAGE_DIR / "desktop-session", *sorted(GUEST_DIR.rglob("*.py"))]
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,89 @@
+"""Running things on this desktop: commands to completion, apps in the background, warm actions.
+
+Everything runs as a child process on the server's own X display (``DISPLAY`` is inherited), in its
+own process group, with a timeout; results carry OSWorld's keys (``status``, ``output``, ``error``,
+``returncode``), so a failing or hanging command is an answer, never a dead server.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .zygote import Zygote
+
+#: The desktop's home: where commands and apps start, and where ``~/Desktop`` is.
+HOME = Path.home()
+#: Seconds a command may run when the request names no ``timeout``.
+DEFAULT_TIMEOUT = 120.0
+
+
+def _argv(command: Any, shell: bool) -> list[str] | str:
+    """Run ``python``/``python3`` as this server's interpreter, which has pyautogui."""
+    if shell:
+        return command if isinstance(command, str) else " ".join(command)
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    if argv and argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return argv
+
+
+def _result(returncode: int, timed_out: bool, output: str, error: str, timeout: float) -> dict[str, Any]:
+    """OSWorld's result dict; a timeout is an error whose ``error`` ends in ``TimeoutError`` (agents grep it)."""
+    if timed_out:
+        return {"status": "error", "message": f"timed out after {timeout:g}s", "output": output,
+                "error": error + f"\nTimeoutError: the command did not finish within {timeout:g}s", "returncode": -1}
+    return {"status": "success" if returncode == 0 else "error", "output": output, "error": error,
+            "returncode": returncode}
+
+
+def run(command: Any, *, shell: bool = False, timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None,
+        stdin: str | None = None) -> dict[str, Any]:
+    """Run until the command itself exits (killing its process group on timeout); OSWorld's result keys.
+
+    Output goes to temporary files, not pipes: an app the command starts in the background keeps
+    its inherited output open, and waiting for pipe EOF would wait for that app to quit.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=cwd or str(HOME),
+                                   stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                   stdout=out, stderr=err, start_new_session=True)
+        timed_out = False
+        try:
+            if stdin is not None:
+                process.communicate(stdin.encode(), timeout=timeout)
+            else:
+                process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        out.seek(0), err.seek(0)
+        output, error = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return _result(process.returncode, timed_out, output, error, timeout)
+
+
+def launch(command: Any, shell: bool = False) -> int:
+    """Start a program and return its pid at once (apps keep running after the request)."""
+    process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=str(HOME), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return process.pid
+
+
+def python_code(command: Any, shell: bool) -> str | None:
+    """The code of a ``["python", "-c", code]`` command (desktop-env's action shape), else None."""
+    if shell or not isinstance(command, list) or len(command) != 3:
+        return None
+    return command[2] if command[0] in ("python", "python3") and command[1] == "-c" else None
+
+
+def run_action(zygote: Zygote, code: str, timeout: float) -> dict[str, Any]:
+    """``python -c code`` through the warm zygote: the same result as ``run``, without an interpreter start."""
+    returncode, timed_out, output, error = zygote.run(code, timeout)
+    return _result(returncode, timed_out, output, error, timeout)

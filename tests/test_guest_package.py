@@ -1,0 +1,81 @@
+"""The guest server is the ``osworld_guest`` package: one ``GuestState`` per app, run with ``-m``, shipped whole.
+
+These need no X display: they use Flask's test client on routes that do not touch the screen.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GUEST_DIR = Path(__file__).resolve().parents[1] / "OSWorld" / "guest"
+
+
+@pytest.fixture(scope="module")
+def guest():
+    """The package, imported from the checkout as desktop-session does (the guest dir on the path)."""
+    sys.path.insert(0, str(GUEST_DIR))
+    try:
+        import osworld_guest
+
+        yield osworld_guest
+    finally:
+        sys.path.remove(str(GUEST_DIR))
+
+
+def test_two_apps_with_two_states_share_no_wallpaper(guest, tmp_path):
+    picture = tmp_path / "wallpaper.png"
+    picture.write_bytes(b"not really a png")
+    first, second = guest.GuestState(wallpaper=picture), guest.GuestState()
+    first_client, second_client = guest.create_app(first).test_client(), guest.create_app(second).test_client()
+    assert first_client.post("/wallpaper").data == b"not really a png"
+    assert second_client.post("/wallpaper").status_code == 404
+    assert second.wallpaper is None
+
+
+def test_ending_a_recording_returns_its_file_and_clears_only_that_apps_recording(guest, tmp_path):
+    from osworld_guest.state import Recording
+
+    video = tmp_path / "recording.mp4"
+    video.write_bytes(b"an mp4")
+    recorder = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)  # stands in for ffmpeg
+    recording, idle = guest.GuestState(recording=Recording(process=recorder, path=video)), guest.GuestState()
+    idle_response = guest.create_app(idle).test_client().post("/end_recording")
+    response = guest.create_app(recording).test_client().post("/end_recording")
+    assert (idle_response.status_code, idle_response.json["message"]) == (400, "not recording")
+    assert (response.status_code, response.data) == (200, b"an mp4")
+    assert recording.recording is None and recorder.poll() == 0
+
+
+def test_an_action_without_a_zygote_runs_as_a_subprocess_with_osworlds_result_keys(guest):
+    client = guest.create_app(guest.GuestState(zygote=None)).test_client()
+    result = client.post("/execute", json={"command": ["python", "-c", "print('hi'); raise SystemExit(3)"]}).json
+    assert (result["status"], result["output"], result["returncode"]) == ("error", "hi\n", 3)
+
+
+def test_the_server_runs_as_a_module_from_the_guest_dir_and_refuses_to_start_without_a_display():
+    environment = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
+    environment["PYTHONPATH"] = str(GUEST_DIR)
+    started = subprocess.run([sys.executable, "-m", "osworld_guest", "--port", "0"], env=environment,
+                             capture_output=True, text=True, timeout=60, cwd="/")
+    assert started.returncode == 1 and "DISPLAY is not set" in started.stderr, started.stderr
+
+
+def test_the_lite_image_and_the_vm_disk_ship_the_whole_package(tmp_path):
+    from rayenv.desktop_lite import build as lite
+    from rayenv.desktop_vm import build as vm
+
+    package = {path.relative_to(GUEST_DIR) for path in (GUEST_DIR / "osworld_guest").glob("*.py")}
+    assert Path("osworld_guest/__main__.py") in package
+    for files in (lite._layer_files(), vm._disk_files()):
+        shipped = {path.relative_to(GUEST_DIR) for path in files if path.is_relative_to(GUEST_DIR)}
+        assert shipped == package
+    lite._layer_context(tmp_path / "lite")
+    vm._install_guest_files(tmp_path / "vm")
+    for guest_dir in (tmp_path / "lite" / "guest", tmp_path / "vm" / "opt" / "rayenv" / "guest"):
+        assert {path.relative_to(guest_dir) for path in guest_dir.rglob("*.py")} == package
+        assert not list(guest_dir.rglob("__pycache__"))
