@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-from rayenv.guest_client import GuestClient
-from rayenv.providers import DesktopSpec, Ownership, make_provider
 from measure import container_memory_mib, percentile, screenshot_latencies, timed_rayenv
+
+from rayenv.env.guest_client import GuestClient
+from rayenv.providers import DesktopSpec, Ownership, make_provider
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

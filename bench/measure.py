@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from rayenv.guest_client import GuestClient
-from rayenv.providers.containers import client
+from rayenv.engine.containers import client
+from rayenv.env.guest_client import GuestClient
 
 
 def timed_rayenv(*args: str) -> float:

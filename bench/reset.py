@@ -27,12 +27,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from rayenv.desktop import Desktop
+from measure import percentile
+
 from rayenv.desktop_vm.build import build_vm_desktop
-from rayenv.kvm import kvm_status
+from rayenv.engine.kvm import kvm_status
+from rayenv.env.desktop import Desktop
 from rayenv.providers import DesktopSpec, Ownership
 from rayenv.providers.golden import GoldenStore
-from measure import percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +84,8 @@ def vm_starts(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
 
 LITE_PROBE = """
 import json, sys, time
-from rayenv.desktop import Desktop
-from rayenv.evaluation import TaskRunner
+from rayenv.env.desktop import Desktop
+from rayenv.env.evaluation import TaskRunner
 from rayenv.providers import DesktopSpec, Ownership
 from measure import percentile
 class NotAwaited:

@@ -35,12 +35,11 @@ _AUTH.write_text(secrets.token_hex(32))  # set before Ray is imported (its core 
 os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_AUTH), "RAY_USAGE_STATS_ENABLED": "0"})
 sys.path.insert(0, str(REPO / "tests"))  # the multi-node cluster helper the e2e tests use
 
+import ray  # noqa: E402
 from raycluster import ray_cluster  # noqa: E402
 
-import ray  # noqa: E402
-
 from rayenv import EnvPool  # noqa: E402
-from rayenv.tasks import load_tasks  # noqa: E402
+from rayenv.env.tasks import load_tasks  # noqa: E402
 from rayenv.verl.episode import Episode  # noqa: E402
 from rayenv.verl.settings import AgentSettings  # noqa: E402
 

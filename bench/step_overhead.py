@@ -36,7 +36,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from rayenv import EnvPool
-from rayenv.guest_client import GuestClient
+from rayenv.env.guest_client import GuestClient
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPISODE = 15  # the bridge's history grows within an episode, as it did in training

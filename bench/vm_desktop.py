@@ -22,14 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayenv.desktop import Desktop
+from measure import container_memory_mib, percentile, screenshot_latencies, timed_rayenv
+
 from rayenv.desktop_lite.build import build_image
 from rayenv.desktop_vm.build import build_vm_desktop
-from rayenv.evaluation import TaskRunner
-from rayenv.guest_client import GuestClient
-from rayenv.kvm import kvm_status
+from rayenv.engine.kvm import kvm_status
+from rayenv.env.desktop import Desktop
+from rayenv.env.evaluation import TaskRunner
+from rayenv.env.guest_client import GuestClient
 from rayenv.providers import DesktopSpec, Ownership
-from measure import container_memory_mib, percentile, screenshot_latencies, timed_rayenv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

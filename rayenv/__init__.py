@@ -8,18 +8,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (ActionFailed, ConfigError, DesktopUnavailable, EnvTimeout, EvaluationError, InvalidAction,
-                     InvalidTaskConfig, PoolError, ProviderUnavailable, RayEnvError, SetupFailed)
+from .errors import (
+    ActionFailed,
+    ConfigError,
+    DesktopUnavailable,
+    EnvTimeout,
+    EvaluationError,
+    InvalidAction,
+    InvalidTaskConfig,
+    PoolError,
+    ProviderUnavailable,
+    RayEnvError,
+    SetupFailed,
+)
 from .types import EnvStatus, Observation, StepResult
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .config import PoolConfig
-    from .outcomes import Outcome
-    from .pool import EnvPool, Lease
+    from .pool.config import PoolConfig
+    from .pool.handle import EnvPool, Lease
+    from .pool.outcomes import Outcome
 
-_LAZY = {"EnvPool": "pool", "Lease": "pool", "PoolConfig": "config", "Outcome": "outcomes"}
+_LAZY = {"EnvPool": "pool.handle", "Lease": "pool.handle", "PoolConfig": "pool.config", "Outcome": "pool.outcomes"}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from rayenv.actions import parse_action
+from rayenv.env.actions import parse_action
 from rayenv.errors import ActionFailed, DesktopUnavailable, InvalidAction
 from rayenv.verl.episode import EpisodeFailed
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rayenv.config import PoolConfig
 from rayenv.errors import ConfigError
+from rayenv.pool.config import PoolConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

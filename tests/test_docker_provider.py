@@ -14,9 +14,9 @@ import docker
 import pytest
 
 from rayenv.desktop_lite.build import build_image
+from rayenv.engine.kvm import kvm_status, probe_device
+from rayenv.env.guest_client import GuestClient
 from rayenv.errors import ProviderUnavailable
-from rayenv.guest_client import GuestClient
-from rayenv.kvm import kvm_status, probe_device
 from rayenv.providers import DesktopSpec, Ownership, make_provider
 from rayenv.providers.base import LABEL_WORKDIR
 from rayenv.providers.docker import WORK_MOUNT

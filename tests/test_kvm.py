@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rayenv.kvm import BootTrace, KvmStatus, judge_boot, kvm_status, probe_device
+from rayenv.engine.kvm import BootTrace, KvmStatus, judge_boot, kvm_status, probe_device
 
 WORKING_DEVICE = KvmStatus(True, "/dev/kvm", "KVM_CREATE_VM works on /dev/kvm")
 BOOTED = """SeaBIOS (version 1.16.2-debian-1.16.2-1)

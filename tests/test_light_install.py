@@ -70,7 +70,7 @@ def test_the_light_install_prints_the_tunnel_plan(venv, tmp_path):
 
 
 def test_the_light_install_imports_the_pool_without_desktop_env(venv, tmp_path):
-    script = ("import importlib.util, rayenv.pool, rayenv; "
+    script = ("import importlib.util, rayenv.pool.handle, rayenv; "
               "print(rayenv.__file__); print(importlib.util.find_spec('desktop_env') is None)")
     done = outside_the_checkout(venv, tmp_path, "python", "-c", script)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -17,10 +17,11 @@ from typing import Iterator
 import docker
 import pytest
 
-from rayenv.desktop import Desktop, EnvOptions
+from rayenv.env.desktop import Desktop
+from rayenv.env.options import EnvOptions
+from rayenv.env.tasks import load_tasks
 from rayenv.errors import DesktopUnavailable, EvaluationError
 from rayenv.providers import DesktopSpec, Ownership
-from rayenv.tasks import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {task["id"]: task for task in load_tasks(REPO / "OSWorld" / "tasks")}

@@ -10,9 +10,9 @@ import time
 
 import pytest
 import ray
+from fakes import kill_file, silence_file
 
 from rayenv import ActionFailed, DesktopUnavailable, EnvPool, EvaluationError, InvalidAction, PoolError
-from fakes import kill_file, silence_file
 
 FAKE = "fakes:FakeProvider"
 
@@ -241,7 +241,7 @@ class Owner:
 
 def test_the_reaper_removes_desktops_whose_actor_died_and_spares_those_whose_actor_lives(cluster):
     from rayenv.desktop_lite.process import start_desktop
-    from rayenv.reaper import reap_cluster
+    from rayenv.pool.reaper import reap_cluster
 
     living, dead = Owner.remote(), Owner.remote()
     living_id, dead_id = ray.get([living.actor_id.remote(), dead.actor_id.remote()])

@@ -14,8 +14,8 @@ import ray
 from fastapi.testclient import TestClient
 
 from rayenv import EnvPool
-from rayenv.kvm import kvm_status
-from rayenv.sidecar import create_app
+from rayenv.engine.kvm import kvm_status
+from rayenv.ops.sidecar import create_app
 
 OLD_BRIDGE_KEYS = {"status", "provider", "observation_type", "screenshot_source", "kvm_available", "kvm_device",
                    "env_status", "message"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from rayenv.env.evaluation import TaskRunner
+from rayenv.env.tasks import validate_task
 from rayenv.errors import InvalidTaskConfig
-from rayenv.evaluation import TaskRunner
 from rayenv.providers.base import GuestEndpoint
-from rayenv.tasks import validate_task
 
 TASK = {"id": "t1", "instruction": "save a file", "config": [{"type": "execute", "parameters": {"command": ["true"]}}],
         "evaluator": {"func": "compare_text_file", "result": {"type": "vm_file", "path": "/root/a.txt", "dest": "a.txt"},

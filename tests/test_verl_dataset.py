@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rayenv import InvalidTaskConfig
-from rayenv.tasks import load_tasks
+from rayenv.env.tasks import load_tasks
 from rayenv.verl.dataset import AGENT_NAME, build_rows, main
 
 REPO = Path(__file__).resolve().parents[1]

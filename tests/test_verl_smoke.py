@@ -24,8 +24,8 @@ from test_verl_e2e import envhost_python, trainer_python  # noqa: E402
 SIZE = 2
 WORKER_START_POOL = """
 import sys, ray
-from rayenv.config import DEFAULT_NAMESPACE, PoolConfig
-from rayenv.pool import EnvPool
+from rayenv.pool.config import DEFAULT_NAMESPACE, PoolConfig
+from rayenv.pool.handle import EnvPool
 ray.init(address=sys.argv[1], namespace=DEFAULT_NAMESPACE, log_to_driver=False)
 if sys.argv[2] == "create":  # what `rayenv worker start --size 2 --provider process` asks envhost_driver for
     config = PoolConfig.load(None, name="default", size=int(sys.argv[3]), provider="process", namespace=DEFAULT_NAMESPACE)
@@ -79,7 +79,7 @@ def test_a_batch_larger_than_the_pool_is_refused_with_what_to_change(worker_pool
 
 
 def test_a_second_pool_beside_the_worker_pool_fails_at_once_naming_the_free_units(worker_pool, tmp_path):
-    done = smoke(worker_pool, tmp_path, "rayenv.pool.name=verl-smoke", "rayenv.pool.size=2",
-                 "rayenv.pool.desktop.provider=process")
+    done = smoke(worker_pool, tmp_path, "rayenv.pool.handle.name=verl-smoke", "rayenv.pool.handle.size=2",
+                 "rayenv.pool.handle.desktop.provider=process")
     assert done.returncode != 0
     assert "advertises 2 'osworld_env', 0 of them free, but the pool needs 2" in done.stderr

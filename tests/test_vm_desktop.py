@@ -22,17 +22,17 @@ import docker.errors
 import pytest
 import ray
 import requests
-from PIL import Image
 from fastapi.testclient import TestClient
-
-from rayenv import EnvPool
-from rayenv.kvm import BootTrace, kvm_status, probe_device
-from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
-from rayenv.providers.docker import GUEST_PORT
-from rayenv.sidecar import create_app
-from rayenv.tasks import load_tasks
+from PIL import Image
 from polling import wait_until
 from raycluster import ray_cluster
+
+from rayenv import EnvPool
+from rayenv.engine.kvm import BootTrace, kvm_status, probe_device
+from rayenv.env.tasks import load_tasks
+from rayenv.ops.sidecar import create_app
+from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
+from rayenv.providers.docker import GUEST_PORT
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

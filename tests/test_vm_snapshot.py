@@ -16,15 +16,15 @@ from pathlib import Path
 import docker
 import pytest
 import ray
+from polling import wait_until
+from raycluster import ray_cluster
 
 from rayenv import EnvPool
+from rayenv.env.tasks import load_tasks
 from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
 from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.providers.qmp import Monitor
-from rayenv.tasks import load_tasks
-from polling import wait_until
-from raycluster import ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

@@ -17,8 +17,8 @@ import ray
 from ray.exceptions import RayError
 
 from rayenv import EnvPool
+from rayenv.env.tasks import load_tasks
 from rayenv.errors import RayEnvError
-from rayenv.tasks import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..config import DEFAULT_NAMESPACE
 from ..errors import RayEnvError
+from ..pool.config import DEFAULT_NAMESPACE
 from ..tunnel import head as head_side
 from ..tunnel import worker as worker_side
 from ..tunnel.plan import PortPlan

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..env.tasks import load_tasks
 from ..errors import RayEnvError
-from ..tasks import load_tasks
 
 REPO_TASKS = Path(__file__).resolve().parents[2] / "OSWorld" / "tasks"
 console = Console(stderr=True)
@@ -84,7 +84,7 @@ def demo(
     """Run a local pool of real desktops through a scripted episode of a sample task, and score it."""
     import ray
 
-    from ..pool import EnvPool
+    from ..pool.handle import EnvPool
 
     chosen = best_provider() if provider == "auto" else provider
     samples = scripted_tasks(tasks)

@@ -49,7 +49,7 @@ def run(
 
 def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waiting: str) -> None:
     """Start one desktop of ``spec``, print its guest URL, then save a screenshot or wait for Ctrl-C; always remove it."""
-    from ..guest_client import GuestClient
+    from ..env.guest_client import GuestClient
     from ..providers import Ownership, make_provider
 
     desktop = make_provider(spec, Ownership(owner="cli", env_id=env_id))

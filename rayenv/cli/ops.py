@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import DEFAULT_NAMESPACE
+from ..pool.config import DEFAULT_NAMESPACE
 
 
 def sidecar(
@@ -25,7 +25,7 @@ def sidecar(
     """Serve GET /health (the old bridge's keys, plus Ray, node, pool and tunnel facts) until interrupted."""
     import uvicorn
 
-    from ..sidecar import create_app
+    from ..ops.sidecar import create_app
 
     uvicorn.run(create_app(pool, namespace, address, temp_dir, worker_dir), host=host, port=port, log_level="warning")
 
@@ -37,7 +37,7 @@ def status(
     """Every rayenv pool of the cluster: desktops per env host and state, replacements, each slot's last error."""
     import ray
 
-    from ..pool import EnvPool, manager_name
+    from ..pool.handle import EnvPool, manager_name
 
     ray.init(address=address or "auto", log_to_driver=False)
     prefix, pools = manager_name(""), []

@@ -10,8 +10,8 @@ import typer
 import yaml
 from rich.console import Console
 
-from ..config import DEFAULT_NAMESPACE, PoolConfig
 from ..errors import RayEnvError
+from ..pool.config import DEFAULT_NAMESPACE, PoolConfig
 
 app = typer.Typer(help="Create and manage a named pool of desktops on a running Ray cluster.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -38,7 +38,7 @@ def create(
     if show_config:
         print(yaml.safe_dump({"pool": resolved.model_dump()}, sort_keys=False))
         return
-    from ..pool import EnvPool
+    from ..pool.handle import EnvPool
 
     _connect_ray(address)
     try:
@@ -59,7 +59,7 @@ def shutdown(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
 ) -> None:
     """Close every desktop of the pool and remove its actors, containers and volumes."""
-    from ..pool import EnvPool
+    from ..pool.handle import EnvPool
 
     _connect_ray(address)
     removed = EnvPool.connect(name, namespace).shutdown()

@@ -27,7 +27,7 @@ def fetch(
     as_json: bool = typer.Option(False, "--json", help="print {'path': ..., 'bytes': ...} on stdout"),
 ) -> None:
     """Download the OSWorld qcow2 once per env host (resumable, locked, checked), before any pool needs it."""
-    from ..config import PoolConfig
+    from ..pool.config import PoolConfig
     from ..providers.vm_image import OSWORLD_UBUNTU_URL, fetch_vm_image
 
     desktop = PoolConfig.load(config).desktop

@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ..engine import containers
 from ..errors import ConfigError, ProviderUnavailable
-from ..providers import containers
 
 OSWORLD_DIR = Path(__file__).resolve().parents[2] / "OSWorld"
 IMAGE_DIR = OSWORLD_DIR / "image"

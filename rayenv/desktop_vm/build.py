@@ -35,10 +35,22 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import Progress
 
-from ..desktop_lite.build import (GUEST_DIR, IMAGE_DIR, OSWORLD_DIR, PACKAGES, PYPI_PACKAGES, SUITE, debootstrap,
-                                  digest, docker_build, docker_import, install_pypi, logged_build)
+from ..desktop_lite.build import (
+    GUEST_DIR,
+    IMAGE_DIR,
+    OSWORLD_DIR,
+    PACKAGES,
+    PYPI_PACKAGES,
+    SUITE,
+    debootstrap,
+    digest,
+    docker_build,
+    docker_import,
+    install_pypi,
+    logged_build,
+)
+from ..engine import containers
 from ..errors import ProviderUnavailable
-from ..providers import containers
 
 VM_DIR = OSWORLD_DIR / "vm"
 REPOSITORY = "rayenv/osworld-vm"

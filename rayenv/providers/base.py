@@ -17,14 +17,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-#: Docker label keys. ``rayenv.owner`` is what shutdown, the reaper and humans filter on.
-LABEL_OWNER = "rayenv.owner"
-LABEL_ENV = "rayenv.env"
-LABEL_NODE = "rayenv.node"
-LABEL_ACTOR = "rayenv.actor"
-LABEL_PROVIDER = "rayenv.provider"
-#: A host directory a container uses and owns (a VM's overlay and monitor socket): removed with it.
-LABEL_WORKDIR = "rayenv.workdir"
+from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER, LABEL_WORKDIR
+
 #: Default ``boot_timeout`` per provider (others: 120 s).
 BOOT_TIMEOUTS = {"docker": 600.0}
 #: What one desktop of a provider needs in RAM when no ``memory_limit`` says: desktop-lite (Xvfb, openbox,

@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
+from ..engine import containers
 from ..errors import EnvTimeout, ProviderUnavailable
-from . import containers
 from .base import GuestEndpoint, Provider
 
 logger = logging.getLogger(__name__)

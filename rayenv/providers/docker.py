@@ -7,7 +7,7 @@ from Debian packages. What this provider adds:
 
 * host ports are chosen by Docker (published on 127.0.0.1 with ephemeral host ports, read back from
   the container), so concurrent actors never race for a port and nothing scans the host;
-* ``/dev/kvm`` is passed only when a kernel really boots with it (:func:`rayenv.kvm.kvm_status`),
+* ``/dev/kvm`` is passed only when a kernel really boots with it (:func:`rayenv.engine.kvm.kvm_status`),
   otherwise QEMU runs with ``KVM=N`` and the reason is logged, reported by :meth:`describe` (and so
   in ``EnvStatus``), or, with ``require_kvm``, raised;
 * a per-desktop work directory on the host, bind-mounted at ``/run/vm``, where the image keeps the
@@ -37,9 +37,9 @@ from typing import Any
 
 import requests
 
+from ..engine import containers
+from ..engine.kvm import KERNEL_LABEL, KvmStatus, kvm_status
 from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
-from ..kvm import KERNEL_LABEL, KvmStatus, kvm_status
-from . import containers
 from .base import LABEL_WORKDIR, GuestEndpoint
 from .container_provider import ContainerProvider
 from .golden import GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import ray
 
-from ..config import PoolConfig
 from ..errors import PoolError
-from ..pool import EnvPool
+from ..pool.config import PoolConfig
+from ..pool.handle import EnvPool
 from .supervisor import WorkerState
 
 

@@ -42,14 +42,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
+from ..cluster_state import HOST_LABEL
 from ..errors import ConfigError
 
 #: Host K's fixed ports (node manager .. runtime-env agent) are host 0's + K x this.
 HOST_PORT_STEP = 10
 #: Host K's worker-port range starts at host 0's + K x this: the most worker ports one host may have.
 HOST_WORKER_STEP = 200
-#: The Ray node label an env host's node carries: which host a desktop runs on.
-HOST_LABEL = "rayenv-host"
 
 
 class NodePorts(BaseModel):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import psutil
 
-from ..capacity import check_memory
-from ..config import PoolConfig
-from ..reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
+from ..pool.capacity import check_memory
+from ..pool.config import PoolConfig
+from ..pool.reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
 from .preflight import PreflightError, check_ports_free, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file

@@ -36,7 +36,7 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 
-from ..tasks import validate_task
+from ..env.tasks import validate_task
 from .episode import ACTION_ERRORS, EpisodeFailed, connect_pool, open_episode, png_size
 from .images import grid_factor, model_image
 from .messages import feedback_message, first_messages, observation_message

@@ -25,7 +25,7 @@ from typing import Any
 import ray
 
 from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
-from ..pool import Lease
+from ..pool.handle import Lease
 from .episode import ACTION_ERRORS, Episode, EpisodeFailed, connect_pool, png_size
 from .messages import feedback_message, first_messages, observation_message, png_data_uri
 from .parsers import ReplyFormatError, make_parser

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..tasks import load_tasks
+from ..env.tasks import load_tasks
 
 AGENT_NAME = "rayenv_osworld"
 DATA_SOURCE = "osworld"

@@ -16,8 +16,8 @@ import struct
 from typing import Any, AsyncIterator
 
 from ..errors import ActionFailed, EnvTimeout, InvalidAction, RayEnvError
-from ..outcomes import as_env_error
-from ..pool import EnvPool, Lease
+from ..pool.handle import EnvPool, Lease
+from ..pool.outcomes import as_env_error
 from ..types import Observation, StepResult
 from .settings import AgentSettings
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import DEFAULT_NAMESPACE
+from ..pool.config import DEFAULT_NAMESPACE
 
 
 class AgentSettings(BaseModel):

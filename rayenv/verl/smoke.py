@@ -5,7 +5,7 @@ reads the one composed config (``configs/smoke_ray_env.yaml`` + overrides), so t
 and the trainer agree on every key:
 
 1. writes ``data.train_files`` from ``OSWorld/tasks`` (:mod:`rayenv.verl.dataset`);
-2. joins Ray (``rayenv.address``, else ``RAY_ADDRESS``) and finds the pool ``rayenv.pool.name`` —
+2. joins Ray (``rayenv.address``, else ``RAY_ADDRESS``) and finds the pool ``rayenv.pool.handle.name`` —
    ``default`` in namespace ``rayenv``, the one ``rayenv worker start`` creates — or creates it;
 3. waits until it is healthy and checks that it holds one batch of rollouts
    (``data.train_batch_size × actor_rollout_ref.rollout.n`` desktops, as ARPO asserts);
@@ -30,23 +30,24 @@ class SmokeError(SystemExit):
 
 
 def compose(overrides: list[str], config_dir: Path = REPO / "configs") -> Any:
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
 def write_dataset(cfg: Any, tasks: Path = REPO / "OSWorld" / "tasks") -> Path:
-    from ..tasks import load_tasks
+    from ..env.tasks import load_tasks
     from .dataset import build_rows, write_parquet
 
     return write_parquet(build_rows(load_tasks(tasks), exclude=EXCLUDED_TASKS), cfg.data.train_files)
 
 
 def resolve_pool(spec: dict[str, Any], timeout: float) -> Any:
-    """The named pool, created from ``rayenv.pool`` when absent, once healthy."""
+    """The named pool, created from ``rayenv.pool.handle`` when absent, once healthy."""
     from ..errors import PoolError
-    from ..pool import EnvPool
+    from ..pool.handle import EnvPool
 
     try:
         pool = EnvPool.connect(spec["name"], namespace=spec["namespace"])

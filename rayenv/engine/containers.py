@@ -12,7 +12,15 @@ import shutil
 from typing import Any, Iterable
 
 from ..errors import ProviderUnavailable
-from .base import LABEL_OWNER, LABEL_WORKDIR
+
+#: Docker label keys. ``rayenv.owner`` is what shutdown, the reaper and humans filter on.
+LABEL_OWNER = "rayenv.owner"
+LABEL_ENV = "rayenv.env"
+LABEL_NODE = "rayenv.node"
+LABEL_ACTOR = "rayenv.env.actor"
+LABEL_PROVIDER = "rayenv.provider"
+#: A host directory a container uses and owns (a VM's overlay and monitor socket): removed with it.
+LABEL_WORKDIR = "rayenv.workdir"
 
 
 @functools.lru_cache(maxsize=1)

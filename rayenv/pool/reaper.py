@@ -21,10 +21,10 @@ import ray
 from ray._private import state as ray_state
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .errors import ProviderUnavailable
-from .providers import containers
-from .providers.base import LABEL_ACTOR, LABEL_ENV
-from .providers.golden import LABEL_GOLDEN, GoldenStore
+from ..engine import containers
+from ..errors import ProviderUnavailable
+from ..providers.base import LABEL_ACTOR, LABEL_ENV
+from ..providers.golden import LABEL_GOLDEN, GoldenStore
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def reap_containers(owner: str, is_orphan: IsOrphan) -> list[str]:
 
 def reap_processes(owner: str, is_orphan: IsOrphan) -> list[str]:
     """Stop this owner's orphaned process-mode desktops; returns their env names."""
-    from .desktop_lite.process import reap_orphans
+    from ..desktop_lite.process import reap_orphans
 
     return reap_orphans(owner, is_orphan)
 

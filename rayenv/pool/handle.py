@@ -48,14 +48,15 @@ from ray._private import state as ray_state  # the GCS job table: is a lessee dr
 from ray.actor import ActorHandle
 from ray.util import metrics
 
-from .actor import OSWorldEnv
+from ..cluster_state import host_of
+from ..env.actor import OSWorldEnv
+from ..errors import ConfigError, DesktopUnavailable, EnvTimeout, PoolError, ProviderUnavailable, RayEnvError
 from .capacity import check_cluster
 from .config import DEFAULT_NAMESPACE, PoolConfig
-from .errors import ConfigError, DesktopUnavailable, EnvTimeout, PoolError, ProviderUnavailable, RayEnvError
 from .outcomes import Outcome, as_completed, as_env_error, gather
 from .reaper import actor_is_gone, reap_cluster
 
-logger = logging.getLogger("rayenv.pool")
+logger = logging.getLogger("rayenv.pool.handle")
 
 SlotState = Literal["queued", "booting", "idle", "leased", "preparing", "replacing", "failed"]
 HEALTHY_STATES = ("idle", "leased", "preparing")
@@ -235,7 +236,7 @@ class PoolManager:
             ray.kill(handle, no_restart=True)
 
     async def _reap(self, doomed: Sequence[str] = (), everything: bool = False) -> list[str]:
-        """Remove this pool's desktops whose actor is gone (see :mod:`rayenv.reaper`) on every env host."""
+        """Remove this pool's desktops whose actor is gone (see :mod:`rayenv.pool.reaper`) on every env host."""
         removed: list[str] = []
         for ref in reap_cluster(self.config.name, self.config.resource, doomed, everything):
             try:
@@ -480,7 +481,7 @@ class EnvPool:
         partly up is returned and logged (``status()["healthy"]`` says how many; the health loop
         keeps retrying the failed slots).
 
-        ``overrides`` are :class:`~rayenv.config.PoolConfig` fields (``namespace``, ``resource``,
+        ``overrides`` are :class:`~rayenv.pool.config.PoolConfig` fields (``namespace``, ``resource``,
         ``desktop={...}``, ``env={...}``, ``health_interval``, ...), merged into the defaults key by key;
         ``provider`` (default ``process``) may equally be given as ``desktop={"provider": ...}``. Ray must be initialized, or is
         initialized from ``RAY_ADDRESS`` / a local cluster.
@@ -652,22 +653,13 @@ def _ensure_ray() -> None:
         ray.init(namespace=DEFAULT_NAMESPACE, log_to_driver=False)
 
 
-def host_of(node_id: str) -> str:
-    """The env host a node is (its ``rayenv-host`` label, set by ``rayenv worker start``), else its address
-    (blocking: asks the GCS)."""
-    from .tunnel.plan import HOST_LABEL
-
-    node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-    return node.get("Labels", {}).get(HOST_LABEL) or node.get("NodeManagerAddress", "")
-
-
 def _has_head_resource() -> bool:
     return HEAD_RESOURCE in ray.cluster_resources()
 
 
 def _check_capacity(config: PoolConfig) -> None:
     """Fail fast, in words, when too few env units are free (Ray would wait forever): units another
-    pool's desktops hold do not count; then each env host checks it has the RAM (:mod:`rayenv.capacity`)."""
+    pool's desktops hold do not count; then each env host checks it has the RAM (:mod:`rayenv.pool.capacity`)."""
     total = ray.cluster_resources().get(config.resource, 0)
     free = ray.available_resources().get(config.resource, 0)
     if free < config.size:

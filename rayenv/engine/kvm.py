@@ -112,7 +112,7 @@ def judge_boot(device: KvmStatus, trace: BootTrace | None) -> KvmStatus:
 
 def boot_with_kvm(image: str, device: str = "/dev/kvm", timeout: float = BOOT_TIMEOUT) -> BootTrace:
     """Check 2: boot ``image``'s ``/vm/vmlinuz`` + initrd under ``-enable-kvm`` in a throwaway container."""
-    from .providers import containers
+    from . import containers
 
     # the same accelerator flags as OSWorld/vm/entrypoint; `timeout` ends a hung QEMU even if we are killed meanwhile
     command = ["timeout", "-s", "KILL", str(int(timeout) + 10),
@@ -165,7 +165,7 @@ def kvm_status(image: str | None = None, device: str = "/dev/kvm",
 
 def _image_with_kernel(preferred: str | None) -> str | None:
     """The id of ``preferred`` if it carries a guest kernel, else of the newest local image that does."""
-    from .providers import containers
+    from . import containers
 
     try:
         engine = containers.client()

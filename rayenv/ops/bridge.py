@@ -40,7 +40,7 @@ def bridge_router(connect: Callable[[], Any], pool: str, namespace: str) -> APIR
 
     def call(method: str, *args: Any) -> Any:
         ray = connect()
-        from .verl.arpo import ARPOEnvWorker
+        from ..verl.arpo import ARPOEnvWorker
 
         with lock:
             if not worker:

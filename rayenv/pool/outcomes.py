@@ -14,7 +14,7 @@ from typing import Any, Generic, Hashable, Iterable, Iterator, Mapping, TypeVar
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from .errors import DesktopUnavailable, EnvTimeout, RayEnvError
+from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)

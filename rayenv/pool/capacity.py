@@ -3,7 +3,7 @@
 Ray schedules desktops by the ``osworld_env`` units a host advertises and knows nothing of the RAM
 each desktop takes; on a 8 GB host four 4 GB VMs boot, then the kernel kills them one by one. So the
 check runs where the desktops run: ``rayenv worker start`` asks on its own host before joining, and
-:meth:`rayenv.pool.EnvPool.create` runs :func:`check_node` on every env host with free units (each
+:meth:`rayenv.pool.handle.EnvPool.create` runs :func:`check_node` on every env host with free units (each
 may receive up to that many desktops). A desktop's need is its ``memory_limit``, else the provider's
 estimate (:meth:`rayenv.providers.base.DesktopSpec.memory_need`); the host's offer is what the kernel
 reports available now, so desktops already running count against it.
@@ -19,8 +19,8 @@ import ray
 from ray._private import state as ray_state  # free units per node: no public API gives them
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .errors import PoolError
-from .providers.base import DesktopSpec
+from ..errors import PoolError
+from ..providers.base import DesktopSpec
 
 GIB = 1 << 30
 

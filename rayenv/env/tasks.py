@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import InvalidTaskConfig
+from ..errors import InvalidTaskConfig
 
 
 class SetupStep(BaseModel):

@@ -8,7 +8,7 @@ module, the pool and the trainer side never pay for it.
 Scoring differs from ``DesktopEnv.evaluate`` in one deliberate way: anything that stops the
 evaluator from producing a score (unknown metric, getter crash, metric crash, desktop unreachable,
 and any guest call a getter made that failed, which desktop-env itself turns into ``None``, see
-:mod:`rayenv.guest_calls`) raises :class:`~rayenv.errors.EvaluationError` instead of returning 0.
+:mod:`rayenv.env.guest_calls`) raises :class:`~rayenv.errors.EvaluationError` instead of returning 0.
 A file the agent never created is still a legitimate 0, as in OSWorld.
 """
 
@@ -21,9 +21,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from .errors import EvaluationError, InvalidTaskConfig, ProviderUnavailable, SetupFailed
+from ..errors import EvaluationError, InvalidTaskConfig, ProviderUnavailable, SetupFailed
+from ..providers.base import GuestEndpoint
 from .guest_calls import CallLog, watching
-from .providers.base import GuestEndpoint
 from .tasks import TaskConfig
 
 logger = logging.getLogger(__name__)

@@ -2,12 +2,12 @@
 
 Scripts and dashboards of the HTTP-bridge era poll ``GET /health``; they keep working. Every old
 key is here with an honest meaning: ``kvm_available`` is true only if a Linux kernel boots with
-KVM on this host (:func:`rayenv.kvm.kvm_status`; ``message`` says why not), ``env_status`` says
+KVM on this host (:func:`rayenv.engine.kvm.kvm_status`; ``message`` says why not), ``env_status`` says
 whether the pool's desktops are up (not whether a Python object exists). New keys tell an
 operator what the bridge could not: the Ray connection, this node, the pool's size and healthy
 count, and replacements so far. Binds 127.0.0.1 by default.
 The old ``/env/reset|step|evaluate|history_messages`` endpoints are served too, from a pool
-desktop (:mod:`rayenv.bridge_compat`), so an old HTTP client keeps working during migration.
+desktop (:mod:`rayenv.ops.bridge`), so an old HTTP client keeps working during migration.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from .bridge_compat import bridge_router
-from .config import DEFAULT_NAMESPACE
-from .kvm import kvm_status
-from .tunnel.supervisor import read_status
-from .tunnel.worker import host_id
+from ..engine.kvm import kvm_status
+from ..pool.config import DEFAULT_NAMESPACE
+from ..tunnel.supervisor import read_status
+from ..tunnel.worker import host_id
+from .bridge import bridge_router
 
 EnvState = Literal["initialized", "degraded", "not_initialized"]
 
@@ -81,7 +81,7 @@ class PoolWatcher:
             return False, None, None, f"Ray is not reachable at {self.address or 'auto'}: {type(exc).__name__}"
         node_id = ray.get_runtime_context().get_node_id()
         try:
-            from .pool import EnvPool
+            from ..pool.handle import EnvPool
 
             return True, node_id, EnvPool.connect(self.pool, self.namespace).status(), ""
         except Exception as exc:

@@ -4,7 +4,7 @@ desktop-env's ``PythonController`` speaks the same API but returns ``None`` on a
 retries with sleeps, which would turn a dead desktop into an empty observation or a 0.0 reward.
 This client keeps one keep-alive session, bounds every call with a timeout and raises typed errors
 that name the desktop. desktop-env's own controllers are still used for task setup and evaluation
-(see :mod:`rayenv.evaluation`), where OSWorld's semantics matter more than latency.
+(see :mod:`rayenv.env.evaluation`), where OSWorld's semantics matter more than latency.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
+from ..errors import ActionFailed, DesktopUnavailable, EnvTimeout
 from .actions import PYAUTOGUI_PRELUDE
-from .errors import ActionFailed, DesktopUnavailable, EnvTimeout
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

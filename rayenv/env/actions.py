@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from .errors import InvalidAction
+from ..errors import InvalidAction
 
 Control = Literal["WAIT", "FAIL", "DONE"]
 CONTROL_WORDS: frozenset[str] = frozenset({"WAIT", "FAIL", "DONE"})

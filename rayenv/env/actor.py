@@ -22,10 +22,12 @@ from typing import Any, Callable, TypeVar
 import ray
 from ray.util import metrics
 
-from .desktop import Desktop, EnvOptions
-from .errors import RayEnvError
-from .providers import DesktopSpec, Ownership
-from .types import EnvStatus, Observation, StepResult
+from ..cluster_state import host_label
+from ..errors import RayEnvError
+from ..providers import DesktopSpec, Ownership
+from ..types import EnvStatus, Observation, StepResult
+from .desktop import Desktop
+from .options import EnvOptions
 
 logger = logging.getLogger("rayenv.env")
 T = TypeVar("T")
@@ -46,7 +48,7 @@ class _Metrics:
 
 @ray.remote(num_cpus=0, concurrency_groups={"control": 4})
 class OSWorldEnv:
-    """A Ray actor wrapping one :class:`~rayenv.desktop.Desktop`; the pool creates and names it."""
+    """A Ray actor wrapping one :class:`~rayenv.env.desktop.Desktop`; the pool creates and names it."""
 
     def __init__(self, pool: str, env_id: str, spec: dict[str, Any], options: dict[str, Any]) -> None:
         context = ray.get_runtime_context()
@@ -55,7 +57,7 @@ class OSWorldEnv:
         self.pool = pool
         self.desktop = Desktop(DesktopSpec.model_validate(spec), ownership, EnvOptions.model_validate(options))
         self._metrics = _Metrics()
-        self.host = _host_label(context)
+        self.host = host_label(context)
         self._tags = {"pool": pool, "provider": self.desktop.spec.provider, "env": env_id, "host": self.host}
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_id}] %(name)s: %(message)s")
 
@@ -125,10 +127,3 @@ class OSWorldEnv:
         return (f"OSWorldEnv({self.desktop.provider.label()}, pool={self.pool}, host={self.host}, "
                 f"{self.desktop.spec.provider}, node={node})")
 
-
-def _host_label(context: Any) -> str:
-    """The env host this actor runs on: its node's ``rayenv-host`` label (``rayenv worker start`` sets it)."""
-    from .tunnel.plan import HOST_LABEL
-
-    value = context.get_node_labels().get(HOST_LABEL, "")
-    return (value[0] if isinstance(value, list) and value else value) or "local"

@@ -1,7 +1,7 @@
 """One desktop with the ``desktop_env.DesktopEnv`` contract, independent of Ray.
 
 :class:`Desktop` is what an env actor holds. It is plain Python so it can be tested and used
-without a cluster; :mod:`rayenv.actor` adds Ray, metrics and concurrency rules around it.
+without a cluster; :mod:`rayenv.env.actor` adds Ray, metrics and concurrency rules around it.
 
 State machine: ``booting → ready → dirty → (revert) → ready``; any loss of the desktop makes it
 ``broken`` (the pool replaces the actor); ``close()`` makes it ``closed``. ``reset`` reverts a dirty
@@ -16,34 +16,18 @@ import logging
 import time
 from typing import Any, Callable, TypeVar
 
-from pydantic import BaseModel, Field
-
+from ..errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
+from ..providers import DesktopSpec, GuestEndpoint, Ownership, Provider, make_provider
+from ..types import DesktopState, EnvStatus, Observation, StepResult
 from .actions import parse_action
-from .errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
 from .evaluation import TaskRunner
 from .guest_client import GuestClient
-from .providers import DesktopSpec, GuestEndpoint, Ownership, Provider, make_provider
+from .options import EnvOptions
 from .recording import TrajectoryRecorder
 from .tasks import TaskConfig, validate_task
-from .types import DesktopState, EnvStatus, Observation, StepResult
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class EnvOptions(BaseModel):
-    """Per-desktop behaviour: what an observation holds and how long each phase may take."""
-
-    require_a11y_tree: bool = Field(False, description="fetch the accessibility tree with every observation")
-    require_terminal: bool = Field(False, description="fetch terminal output with every observation")
-    step_timeout: float = Field(60.0, gt=0, description="seconds one action may run inside the desktop")
-    setup_timeout: float = Field(300.0, gt=0, description="seconds a task's setup steps may take")
-    evaluate_timeout: float = Field(300.0, gt=0, description="seconds an evaluation may take")
-    observe_timeout: float = Field(30.0, gt=0, description="seconds to fetch one observation")
-    default_pause: float = Field(0.5, ge=0, description="seconds to wait after an action before observing")
-    min_free_mb: float = Field(16.0, ge=0, description="free space a task needs in the desktop's home and tmp, checked "
-                               "with a write before setup and around evaluation; a desktop short of it is replaced")
-    record_dir: str | None = Field(None, description="write screenshots, actions and scores of every episode here")
 
 
 class Desktop:

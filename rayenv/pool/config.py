@@ -8,9 +8,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from .desktop import EnvOptions
-from .errors import ConfigError
-from .providers.base import DesktopSpec
+from ..env.options import EnvOptions
+from ..errors import ConfigError
+from ..providers.base import DesktopSpec
 
 #: The Ray namespace pools live in unless told otherwise; verl workers look here.
 DEFAULT_NAMESPACE = "rayenv"
