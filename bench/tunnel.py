@@ -72,8 +72,9 @@ def drive(mode: str, temp_dir: str | None) -> dict:
     import ray
 
     from rayenv import EnvPool
+    from rayenv.cluster_state import init_on_this_node
 
-    ray.init(address=HEAD, namespace="rayenv", log_to_driver=False, _temp_dir=temp_dir)
+    init_on_this_node(HEAD, temp_dir, namespace="rayenv", log_to_driver=False)
     if mode == "transfer":
         return pull_from(env_node_id())
     env = next(iter(EnvPool.connect("default").envs().values()))

@@ -66,11 +66,12 @@ class PoolWatcher:
         """The ``ray`` module, connected to the cluster on first use."""
         import ray
 
+        from ..cluster_state import init_on_this_node
+
         with self._lock:
             if not ray.is_initialized():
-                # _temp_dir picks this node's raylet where another is visible too (see tunnel.envhost_driver)
-                ray.init(address=self.address or "auto", namespace=self.namespace, log_to_driver=False,
-                         _temp_dir=self.temp_dir)
+                init_on_this_node(self.address or "auto", self.temp_dir, namespace=self.namespace,
+                                  log_to_driver=False)
         return ray
 
     def read(self) -> tuple[bool, str | None, dict[str, Any] | None, str]:

@@ -16,9 +16,9 @@ from typing import Any
 
 import psutil
 import ray
-from ray._private import state as ray_state  # free units per node: no public API gives them
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ..cluster_state import free_units_per_node
 from ..errors import PoolError
 from ..providers.base import DesktopSpec
 
@@ -54,7 +54,7 @@ def check_node(spec: dict[str, Any], count: int) -> None:
 def check_cluster(spec: DesktopSpec, size: int, resource: str) -> None:
     """Run :func:`check_node` on every live node with free ``resource`` units, for as many desktops as it
     may receive (its free units, at most ``size``); the first refusal is raised as is."""
-    free = ray_state.available_resources_per_node()
+    free = free_units_per_node()
     refs = [check_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
             .remote(spec.model_dump(), min(size, int(units[resource])))
             for node, units in free.items() if units.get(resource, 0) >= 1]

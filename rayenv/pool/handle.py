@@ -44,17 +44,16 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator, Literal, NoReturn, Sequence, get_args
 
 import ray
-from ray._private import state as ray_state  # the GCS job table: is a lessee driver still alive?
 from ray.actor import ActorHandle
 from ray.util import metrics
 
-from ..cluster_state import host_of
+from ..cluster_state import actor_id_of, actor_is_gone, dead_jobs, host_of
 from ..env.actor import OSWorldEnv
 from ..errors import ConfigError, DesktopUnavailable, EnvTimeout, PoolError, ProviderUnavailable, RayEnvError
 from .capacity import check_cluster
 from .config import DEFAULT_NAMESPACE, PoolConfig
 from .outcomes import Outcome, as_completed, as_env_error, gather
-from .reaper import actor_is_gone, reap_cluster
+from .reaper import reap_cluster
 
 logger = logging.getLogger("rayenv.pool.handle")
 
@@ -193,7 +192,7 @@ class PoolManager:
             namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
             max_restarts=0,
         ).remote(cfg.name, slot.env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
-        slot.handle, slot.actor_id = handle, handle._actor_id.hex()
+        slot.handle, slot.actor_id = handle, actor_id_of(handle)
         try:
             await asyncio.wait_for(handle.boot.remote(), cfg.desktop.boot_timeout + 60)
             status = await handle.status.remote()
@@ -709,7 +708,7 @@ def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
     """The keys of the lessees that the GCS reports dead (blocking: run it off the event loop)."""
     dead: set[str] = set()
     if any("job_id" in lessee for lessee in lessees):
-        dead |= {f"job {job['JobID']}" for job in ray_state.jobs() if job["IsDead"]}
+        dead |= {f"job {job_id}" for job_id in dead_jobs()}
     for lessee in lessees:
         if "actor_id" in lessee and actor_is_gone(lessee["actor_id"]):
             dead.add(_lessee_key(lessee))

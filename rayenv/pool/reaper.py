@@ -18,9 +18,9 @@ import logging
 from typing import Callable, Iterable
 
 import ray
-from ray._private import state as ray_state
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ..cluster_state import actor_is_gone
 from ..engine import containers
 from ..errors import ProviderUnavailable
 from ..providers.base import LABEL_ACTOR, LABEL_ENV
@@ -36,10 +36,6 @@ def every_desktop(_actor_id: str) -> bool:
     """For when the whole pool goes (shutdown, ``worker stop``): every desktop of the owner is an orphan."""
     return True
 
-
-def actor_is_gone(actor_id: str) -> bool:
-    """The GCS reports the actor dead, or has never heard of it (blocking: asks the GCS)."""
-    return ray_state.actors(actor_id=actor_id).get("State", "DEAD") == "DEAD"
 
 
 def reap_containers(owner: str, is_orphan: IsOrphan) -> list[str]:

@@ -3,12 +3,14 @@
 A module may import its own package and any package of a lower layer; packages that share a
 layer are siblings and never import each other. Run ``python -m rayenv.tools.layers``: it prints
 each upward or sideways import and exits 1 if there is one. Imports inside functions count too:
-a late import is still an arrow.
+a late import is still an arrow. It also names every use of Ray's private API outside
+:mod:`rayenv.cluster_state`, the one module that holds them.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -85,11 +87,30 @@ def violations(root: Path = PACKAGE_DIR) -> list[str]:
     return found
 
 
+#: What counts as Ray's private API: ``ray._private``, ``_``-prefixed handle attributes, ``_``-prefixed
+#: keyword arguments of ``ray.init``.
+PRIVATE_RAY = re.compile(r"ray\._private|handle\._actor_id|\._actor_id\b|\b_temp_dir=")
+PRIVATE_RAY_HOME = PACKAGE_DIR / "cluster_state.py"
+
+
+def private_ray_uses(root: Path = PACKAGE_DIR) -> list[str]:
+    """``path:line: text`` for each use of Ray's private API outside :mod:`rayenv.cluster_state`."""
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if path in (PRIVATE_RAY_HOME, Path(__file__).resolve()):
+            continue
+        for number, text in enumerate(path.read_text().splitlines(), 1):
+            if PRIVATE_RAY.search(text):
+                found.append(f"{path.relative_to(root.parent)}:{number}: {text.strip()}")
+    return found
+
+
 def main() -> int:
-    found = violations()
+    found = violations() + private_ray_uses()
     for line in found:
         print(line)
-    print(f"{len(found)} import(s) against the layers" if found else "every import points down")
+    print(f"{len(found)} import(s) against the layers or private Ray use(s)" if found
+          else "every import points down; private Ray only in rayenv.cluster_state")
     return 1 if found else 0
 
 

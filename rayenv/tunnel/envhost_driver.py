@@ -18,6 +18,7 @@ from pathlib import Path
 
 import ray
 
+from ..cluster_state import init_on_this_node
 from ..errors import PoolError
 from ..pool.config import PoolConfig
 from ..pool.handle import EnvPool
@@ -25,8 +26,7 @@ from .supervisor import WorkerState
 
 
 def connect(state: WorkerState) -> None:
-    ray.init(address=state.plan.head_address, _temp_dir=state.temp_dir, namespace=state.namespace,
-             log_to_driver=False)
+    init_on_this_node(state.plan.head_address, state.temp_dir, namespace=state.namespace, log_to_driver=False)
 
 
 def main() -> None:
