@@ -40,8 +40,8 @@ from raycluster import ray_cluster  # noqa: E402
 
 from rayenv import EnvPool  # noqa: E402
 from rayenv.env.tasks import load_tasks  # noqa: E402
-from rayenv.verl.episode import Episode  # noqa: E402
-from rayenv.verl.settings import AgentSettings  # noqa: E402
+from rayenv.rollout.episode import Episode  # noqa: E402
+from rayenv.rollout.settings import AgentSettings  # noqa: E402
 
 TASK_IDS = ["mousepad-save-hello", "terminal-make-directory", "mousepad-replace-notes"]
 POOL, NAMESPACE, SIZE = "bench-rollout", "rayenv-bench", 2

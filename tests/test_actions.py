@@ -8,7 +8,7 @@ import pytest
 
 from rayenv.env.actions import parse_action
 from rayenv.errors import ActionFailed, DesktopUnavailable, InvalidAction
-from rayenv.verl.episode import EpisodeFailed
+from rayenv.rollout.episode import EpisodeFailed
 
 
 @pytest.mark.parametrize("word", ["WAIT", "FAIL", "DONE", {"action_type": "DONE"}])

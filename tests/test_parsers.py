@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rayenv.verl.parsers import ParsedReply, PyAutoGUIParser, ReplyFormatError, UITarsParser, make_parser
+from rayenv.rollout.parsers import ParsedReply, PyAutoGUIParser, ReplyFormatError, UITarsParser, make_parser
 
 SCREEN = (1920, 1080)
 
@@ -72,6 +72,6 @@ def test_uitars_rejects_what_it_cannot_turn_into_an_action(reply, message):
 
 def test_parsers_are_chosen_by_name_or_by_module_path():
     assert isinstance(make_parser("uitars", coordinates="absolute"), UITarsParser)
-    assert isinstance(make_parser("rayenv.verl.parsers:PyAutoGUIParser"), PyAutoGUIParser)
+    assert isinstance(make_parser("rayenv.rollout.parsers:PyAutoGUIParser"), PyAutoGUIParser)
     with pytest.raises(ValueError, match="unknown action parser"):
         make_parser("nope")

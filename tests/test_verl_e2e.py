@@ -257,7 +257,7 @@ def _kill_desktop_running(pool, task_id: str, after_steps: int) -> threading.Thr
 def _arpo(pool, tasks: dict[str, dict], scripts: dict[str, list[str]]) -> dict:
     import ray
 
-    from rayenv.verl.arpo import ARPOEnvWorker
+    from rayenv.rollout.arpo import ARPOEnvWorker
 
     workers = {tid: ARPOEnvWorker.remote(i, max_steps=6, pool=POOL, namespace=NAMESPACE, parser="pyautogui")
                for i, tid in enumerate((SOLVED, UNSOLVED))}

@@ -3,7 +3,7 @@
 Trainers of the HTTP-bridge era call ``POST /env/reset {"task_config"}``, ``POST /env/step
 {"prediction"}``, ``POST /env/evaluate`` and ``/env/history_messages`` on one URL that wraps one
 desktop. These endpoints keep that client working unchanged while the env host already runs
-rayenv: behind them sits one :class:`~rayenv.verl.arpo.ARPOEnvWorker` (the same method names and
+rayenv: behind them sits one :class:`~rayenv.rollout.arpo.ARPOEnvWorker` (the same method names and
 reply shapes, base64 images in the messages), which leases a desktop from the pool at reset and
 gives it back after evaluate. One caller at a time, as before; move to Ray calls for more.
 
@@ -40,7 +40,7 @@ def bridge_router(connect: Callable[[], Any], pool: str, namespace: str) -> APIR
 
     def call(method: str, *args: Any) -> Any:
         ray = connect()
-        from ..verl.arpo import ARPOEnvWorker
+        from ..rollout.arpo import ARPOEnvWorker
 
         with lock:
             if not worker:

@@ -4,10 +4,10 @@ verl's ``AgentLoopWorker`` builds one :class:`OSWorldAgentLoop` per sample and a
 For a row with ``agent_name: rayenv_osworld`` and a ``task_config`` (see
 :mod:`rayenv.verl.dataset`), ``run``:
 
-1. leases a desktop from the pool named in ``rayenv.agent`` (:mod:`rayenv.verl.settings`) and
+1. leases a desktop from the pool named in ``rayenv.agent`` (:mod:`rayenv.rollout.settings`) and
    resets it to the task;
 2. turns: messages with the screenshot → ``server_manager.generate`` → parse the reply into
-   actions (:mod:`rayenv.verl.parsers`) → ``env.step``, until DONE/FAIL, ``max_turns`` or the
+   actions (:mod:`rayenv.rollout.parsers`) → ``env.step``, until DONE/FAIL, ``max_turns`` or the
    response budget is used up;
 3. evaluates with the task's OSWorld evaluator and returns verl's ``AgentLoopOutput``.
 
@@ -37,14 +37,14 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from verl.utils.profiler import simple_timer
 
 from ..env.tasks import validate_task
-from .episode import ACTION_ERRORS, EpisodeFailed, connect_pool, open_episode, png_size
+from ..rollout.episode import ACTION_ERRORS, EpisodeFailed, connect_pool, open_episode, png_size
+from ..rollout.messages import feedback_message, first_messages, observation_message
+from ..rollout.parsers import ReplyFormatError, make_parser
+from ..rollout.settings import AgentSettings
+from .dataset import AGENT_NAME
 from .images import grid_factor, model_image
-from .messages import feedback_message, first_messages, observation_message
-from .parsers import ReplyFormatError, make_parser
-from .settings import AgentSettings
 
 logger = logging.getLogger("rayenv.verl")
-AGENT_NAME = "rayenv_osworld"
 
 
 @dataclass

@@ -5,7 +5,7 @@ ARPO-style trainers hold one env-worker actor per rollout slot and call ``reset(
 desktop over HTTP (``RemoteEnvWorker(url)``). :class:`ARPOEnvWorker` keeps those names and shapes
 and leases a desktop from a pool instead, so switching is a change of class and config::
 
-    from rayenv.verl.arpo import ARPOEnvWorker
+    from rayenv.rollout.arpo import ARPOEnvWorker
     workers = [ARPOEnvWorker.remote(i, pool="train", max_steps=15) for i in range(n)]
     out = ray.get(workers[0].reset.remote(task_config))   # {"env_idx", "obs_messages", "is_done", "format_reward"}
     out = ray.get(workers[0].step.remote(model_reply))
