@@ -26,9 +26,9 @@ import ray
 
 from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
 from ..pool.handle import Lease
-from .episode import ACTION_ERRORS, Episode, EpisodeFailed, connect_pool, png_size
-from .messages import feedback_message, first_messages, observation_message, png_data_uri
-from .parsers import ReplyFormatError, make_parser
+from .episode import Episode, EpisodeFailed, connect_pool
+from .messages import first_messages, png_data_uri, turn_message
+from .parsers import make_parser
 from .settings import AgentSettings
 
 
@@ -47,11 +47,9 @@ class ARPOEnvWorker:
     def _reset_state(self) -> None:
         self.history_messages: list[dict[str, Any]] = []
         self.history_images: list[bytes] = []
-        self.step_counter = 0
         self.done = False
         self.initialized = False
         self.env_error = ""
-        self._screen: tuple[int, int] = (0, 0)
 
     def _reply(self, format_reward: float = 0.0) -> dict[str, Any]:
         return {"env_idx": self.worker_idx, "obs_messages": None if self.done else self.history_messages,
@@ -64,7 +62,7 @@ class ARPOEnvWorker:
         pool = connect_pool(self.settings)
         try:
             self._lease = await pool.acquire_async(self.settings.lease_timeout)
-            self._episode = Episode(self._lease, self.settings)
+            self._episode = Episode(self._lease, self.settings, self.parse)
             observation = await self._episode.reset(task_config)
         except RayEnvError as error:
             return await self._fail(error)
@@ -79,30 +77,19 @@ class ARPOEnvWorker:
         if self.done or self._episode is None:
             return self._reply()
         self.history_messages.append({"role": "assistant", "content": prediction})
-        self.step_counter += 1
         try:
-            parsed = self.parse(prediction, self._screen)
-        except ReplyFormatError as exc:
-            self.done = self.step_counter >= self.settings.max_turns
-            self.history_messages.append(feedback_message(f"Your reply could not be used: {exc}"))
-            return self._reply(format_reward=-1.0)
-        note, result = "", None
-        try:
-            for action in parsed.actions:
-                try:
-                    result = await self._episode.step(action)
-                except ACTION_ERRORS as exc:
-                    note = f"The action failed: {exc.message}"
-                    break
-                if result["done"]:
-                    break
+            turn = await self._episode.act(prediction)
         except RayEnvError as error:
             return await self._fail(error)
-        self.done = parsed.terminal is not None or self.step_counter >= self.settings.max_turns
-        if not self.done and result is not None:
-            self._observe(result["observation"])
-            screenshot = png_data_uri(result["observation"]["screenshot"])
-            self.history_messages.append(observation_message(result["observation"], image=screenshot, note=note))
+        if turn.format_error:
+            self.done = turn.last
+            self.history_messages.append(turn_message(turn, self._episode.observation))
+            return self._reply(format_reward=-1.0)
+        self.done = turn.ends
+        if not self.done and turn.observation is not None:
+            self._observe(turn.observation)
+            self.history_messages.append(turn_message(turn, turn.observation,
+                                                      image=png_data_uri(turn.observation["screenshot"])))
         return self._reply()
 
     async def evaluate(self) -> float:
@@ -141,7 +128,6 @@ class ARPOEnvWorker:
     # -- helpers ---------------------------------------------------------------------------------
     def _observe(self, observation: dict[str, Any]) -> None:
         self.history_images.append(observation["screenshot"])
-        self._screen = png_size(observation["screenshot"])
 
     async def _fail(self, error: RayEnvError) -> dict[str, Any]:
         self.env_error = EpisodeFailed(error).reason

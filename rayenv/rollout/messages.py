@@ -15,7 +15,7 @@ import base64
 from typing import Any
 
 from ..types import Observation
-from .episode import png_size
+from .episode import Turn, png_size
 
 SYSTEM_PROMPTS = {
     "pyautogui": (
@@ -68,3 +68,10 @@ def observation_message(observation: Observation, *, image: Any = None, note: st
 def feedback_message(note: str) -> dict[str, Any]:
     """A user turn with text only (the reply could not be parsed; nothing changed on screen)."""
     return {"role": "user", "content": [{"type": "text", "text": note}]}
+
+
+def turn_message(turn: Turn, observation: Observation, *, image: Any = None) -> dict[str, Any]:
+    """The user turn answering one reply: the note alone when it could not be parsed, else the screen."""
+    if turn.format_error:
+        return feedback_message(turn.note)
+    return observation_message(observation, image=image, note=turn.note)

@@ -6,9 +6,9 @@ For a row with ``agent_name: rayenv_osworld`` and a ``task_config`` (see
 
 1. leases a desktop from the pool named in ``rayenv.agent`` (:mod:`rayenv.rollout.settings`) and
    resets it to the task;
-2. turns: messages with the screenshot → ``server_manager.generate`` → parse the reply into
-   actions (:mod:`rayenv.rollout.parsers`) → ``env.step``, until DONE/FAIL, ``max_turns`` or the
-   response budget is used up;
+2. turns: messages with the screenshot → ``server_manager.generate`` → ``Episode.act(reply)``
+   (:mod:`rayenv.rollout.episode`: parse, step each action) → the next user turn, until DONE/FAIL,
+   ``max_turns`` or the response budget is used up;
 3. evaluates with the task's OSWorld evaluator and returns verl's ``AgentLoopOutput``.
 
 Tokens follow verl's Continuous Token path (``ct_build_initial_tokens``, ``ct_merge_*``): model
@@ -37,9 +37,9 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from verl.utils.profiler import simple_timer
 
 from ..env.tasks import validate_task
-from ..rollout.episode import ACTION_ERRORS, EpisodeFailed, connect_pool, open_episode, png_size
-from ..rollout.messages import feedback_message, first_messages, observation_message
-from ..rollout.parsers import ReplyFormatError, make_parser
+from ..rollout.episode import Episode, EpisodeFailed, connect_pool, open_episode
+from ..rollout.messages import first_messages, turn_message
+from ..rollout.parsers import make_parser
 from ..rollout.settings import AgentSettings
 from .dataset import AGENT_NAME
 from .images import grid_factor, model_image
@@ -84,12 +84,12 @@ class OSWorldAgentLoop(AgentLoopBase):
         traj = Trajectory()
         reward, failure = 0.0, None
         try:
-            async with open_episode(connect_pool(self.settings), self.settings) as episode:
+            async with open_episode(connect_pool(self.settings), self.settings, self.parse) as episode:
                 traj.env_name = episode.env_name
                 with simple_timer("env_reset", traj.metrics):
                     observation = await episode.reset(task)
                 await self._start(traj, task["instruction"], observation)
-                await self._turns(traj, episode, sampling_params, observation)
+                await self._turns(traj, episode, sampling_params)
                 with simple_timer("env_evaluate", traj.metrics):
                     reward = await episode.evaluate()
         except EpisodeFailed as failed:
@@ -108,41 +108,24 @@ class OSWorldAgentLoop(AgentLoopBase):
         self._assert_mm_supported(bool(traj.images))
         traj.token_ids = await self.ct_build_initial_tokens(traj.messages, images=traj.images or None)
 
-    async def _turns(self, traj: Trajectory, episode: Any, sampling_params: dict[str, Any],
-                     observation: dict[str, Any]) -> None:
+    async def _turns(self, traj: Trajectory, episode: Episode, sampling_params: dict[str, Any]) -> None:
         request_id = uuid4().hex  # sticky: every turn of this trajectory goes to the same server
-        for _ in range(self.settings.max_turns):
+        while True:
             reply = await self._generate(traj, request_id, sampling_params)
             if len(traj.response_mask) >= self.response_length:
                 traj.ended_by = "response_length"
                 return
-            screen = png_size(observation["screenshot"])
-            try:
-                parsed = self.parse(reply, screen)
-            except ReplyFormatError as exc:
-                traj.format_errors += 1
-                if not await self._append(traj, feedback_message(f"Your reply could not be used: {exc}")):
-                    return
-                continue
-            note = ""
-            result = None
-            for action in parsed.actions:
-                try:
-                    result = await episode.step(action)
-                except ACTION_ERRORS as exc:
-                    traj.action_errors += 1
-                    note = f"The action failed: {exc.message}"
-                    break
-                if result["done"]:
-                    break
-            if parsed.terminal:
-                traj.ended_by = parsed.terminal
+            turn = await episode.act(reply)
+            traj.format_errors += turn.format_error
+            traj.action_errors += turn.action_error
+            if turn.terminal:
+                traj.ended_by = turn.terminal
                 return
-            if result is not None:
-                observation = result["observation"]
-            image = self._image(observation["screenshot"])
-            if not await self._append(traj, observation_message(observation, image=image, note=note), image):
+            image = None if turn.format_error else self._image(episode.observation["screenshot"])
+            if not await self._append(traj, turn_message(turn, episode.observation, image=image), image):
                 return
+            if turn.last:
+                return  # ended_by stays "max_turns"
 
     async def _generate(self, traj: Trajectory, request_id: str, sampling_params: dict[str, Any]) -> str:
         with simple_timer("generate_sequences", traj.metrics):
