@@ -166,7 +166,7 @@ def _verl_config(work: Path, model: Path, data: Path, extra: tuple[str, ...] = (
     overrides = [f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
                  "data.max_prompt_length=1024", "data.max_response_length=4096",
                  f"actor_rollout_ref.rollout.agent.agent_loop_config_path={REPO / 'configs' / 'agent_loop.yaml'}",
-                 f"rayenv.pool.handle.name={POOL}", f"rayenv.pool.handle.namespace={NAMESPACE}", "rayenv.agent.parser=pyautogui",
+                 f"rayenv.pool.name={POOL}", f"rayenv.pool.namespace={NAMESPACE}", "rayenv.agent.parser=pyautogui",
                  "~rayenv.agent.parser_options", "rayenv.agent.max_turns=6", "rayenv.agent.step_timeout=60", *extra]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
         return compose(config_name="smoke_ray_env", overrides=overrides)

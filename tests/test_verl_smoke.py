@@ -79,7 +79,7 @@ def test_a_batch_larger_than_the_pool_is_refused_with_what_to_change(worker_pool
 
 
 def test_a_second_pool_beside_the_worker_pool_fails_at_once_naming_the_free_units(worker_pool, tmp_path):
-    done = smoke(worker_pool, tmp_path, "rayenv.pool.handle.name=verl-smoke", "rayenv.pool.handle.size=2",
-                 "rayenv.pool.handle.desktop.provider=process")
+    done = smoke(worker_pool, tmp_path, "rayenv.pool.name=verl-smoke", "rayenv.pool.size=2",
+                 "rayenv.pool.desktop.provider=process")
     assert done.returncode != 0
     assert "advertises 2 'osworld_env', 0 of them free, but the pool needs 2" in done.stderr

@@ -5,7 +5,7 @@ reads the one composed config (``configs/smoke_ray_env.yaml`` + overrides), so t
 and the trainer agree on every key:
 
 1. writes ``data.train_files`` from ``OSWorld/tasks`` (:mod:`rayenv.verl.dataset`);
-2. joins Ray (``rayenv.address``, else ``RAY_ADDRESS``) and finds the pool ``rayenv.pool.handle.name`` —
+2. joins Ray (``rayenv.address``, else ``RAY_ADDRESS``) and finds the pool ``rayenv.pool.name`` —
    ``default`` in namespace ``rayenv``, the one ``rayenv worker start`` creates — or creates it;
 3. waits until it is healthy and checks that it holds one batch of rollouts
    (``data.train_batch_size × actor_rollout_ref.rollout.n`` desktops, as ARPO asserts);
@@ -45,7 +45,7 @@ def write_dataset(cfg: Any, tasks: Path = REPO / "OSWorld" / "tasks") -> Path:
 
 
 def resolve_pool(spec: dict[str, Any], timeout: float) -> Any:
-    """The named pool, created from ``rayenv.pool.handle`` when absent, once healthy."""
+    """The named pool, created from ``rayenv.pool`` when absent, once healthy."""
     from ..errors import PoolError
     from ..pool.handle import EnvPool
 
