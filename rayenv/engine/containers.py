@@ -17,7 +17,7 @@ from ..errors import ProviderUnavailable
 LABEL_OWNER = "rayenv.owner"
 LABEL_ENV = "rayenv.env"
 LABEL_NODE = "rayenv.node"
-LABEL_ACTOR = "rayenv.env.actor"
+LABEL_ACTOR = "rayenv.actor"
 LABEL_PROVIDER = "rayenv.provider"
 #: A host directory a container uses and owns (a VM's overlay and monitor socket): removed with it.
 LABEL_WORKDIR = "rayenv.workdir"
