@@ -46,14 +46,14 @@ def unit_of(module: str) -> str | None:
     return parts[1] if parts[0] == "rayenv" and len(parts) > 1 else None
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+def module_name(path: Path, root: Path = PACKAGE_DIR) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
+def imported_modules(path: Path, root: Path = PACKAGE_DIR) -> list[tuple[int, str]]:
     """Every rayenv module ``path`` imports, absolute, with its line."""
-    module = module_name(path)
+    module = module_name(path, root)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -74,10 +74,10 @@ def violations(root: Path = PACKAGE_DIR) -> list[str]:
     """``path:line: rayenv.a (layer) imports rayenv.b (layer)`` for every import that does not point down."""
     found: list[str] = []
     for path in sorted(root.rglob("*.py")):
-        unit = unit_of(module_name(path))
+        unit = unit_of(module_name(path, root))
         if unit is None:  # rayenv/__init__.py: the public facade, above every layer
             continue
-        for line, target in imported_modules(path):
+        for line, target in imported_modules(path, root):
             other = unit_of(target)
             if other is None or other == unit:
                 continue
