@@ -44,3 +44,19 @@ def test_the_check_reports_an_upward_import(tmp_path):
     (package / "engine" / "bad.py").write_text("from ..pool.handle import EnvPool\n")
     assert [line.split(": ", 1)[1] for line in layers.violations(package)] == [
         "rayenv.engine (layer 2) imports rayenv.pool.handle (layer 7)"]
+
+
+def test_the_desktop_and_its_actor_keep_the_env_contract():
+    import inspect
+
+    from rayenv.env.actor import OSWorldEnv
+    from rayenv.env.contract import EnvContract
+    from rayenv.env.desktop import Desktop
+
+    actor_class = OSWorldEnv.__ray_metadata__.modified_class
+    for implementation in (Desktop, actor_class):
+        for method in ("reset", "step", "evaluate", "observe", "close", "status"):
+            contract = inspect.signature(getattr(EnvContract, method))
+            mine = [name for name in inspect.signature(getattr(implementation, method)).parameters
+                    if not name.startswith("_ray")]  # Ray's tracing hook on actor methods
+            assert mine == list(contract.parameters), f"{implementation.__name__}.{method}"

@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 
 class Desktop:
-    """A desktop that can be reset to an OSWorld task, stepped, observed and scored."""
+    """A desktop that can be reset to an OSWorld task, stepped, observed and scored: the
+    :class:`~rayenv.env.contract.EnvContract`, in plain Python."""
 
     def __init__(self, spec: DesktopSpec, ownership: Ownership, options: EnvOptions | None = None) -> None:
         self.spec = spec
