@@ -32,10 +32,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from ..engine import containers
 from ..errors import ConfigError, ProviderUnavailable
+from . import GUEST_DIR, OSWORLD_DIR
 
-OSWORLD_DIR = Path(__file__).resolve().parents[2] / "OSWorld"
 IMAGE_DIR = OSWORLD_DIR / "image"
-GUEST_DIR = OSWORLD_DIR / "guest"
 REPOSITORY = "rayenv/desktop-lite"
 SUITE = "bookworm"
 

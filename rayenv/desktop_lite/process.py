@@ -31,10 +31,9 @@ from typing import Callable
 import psutil
 
 from ..errors import EnvTimeout, ProviderUnavailable
+from . import GUEST_DIR, OSWORLD_DIR
 
-OSWORLD_DIR = Path(__file__).resolve().parents[2] / "OSWorld"
 SESSION_SCRIPT = OSWORLD_DIR / "image" / "desktop-session"
-GUEST_DIR = OSWORLD_DIR / "guest"  # holds the osworld_guest package (desktop-session runs it with -m)
 WATCHDOG = Path(__file__).with_name("watchdog.py")
 REQUIRED_PROGRAMS = ("Xvfb", "openbox", "dbus-run-session", "xdotool")
 
