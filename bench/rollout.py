@@ -33,15 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 _AUTH = Path(tempfile.mkdtemp(prefix="rayenv-bench-auth-")) / "auth_token"  # this run's own cluster token,
 _AUTH.write_text(secrets.token_hex(32))  # set before Ray is imported (its core reads the mode once)
 os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_AUTH), "RAY_USAGE_STATS_ENABLED": "0"})
-sys.path.insert(0, str(REPO / "tests"))  # the multi-node cluster helper the e2e tests use
 
 import ray  # noqa: E402
-from raycluster import ray_cluster  # noqa: E402
 
 from rayenv import EnvPool  # noqa: E402
 from rayenv.env.tasks import load_tasks  # noqa: E402
 from rayenv.rollout.episode import Episode  # noqa: E402
 from rayenv.rollout.settings import AgentSettings  # noqa: E402
+from rayenv.tools.localcluster import ray_cluster  # noqa: E402  (the multi-node cluster the e2e tests use)
 
 TASK_IDS = ["mousepad-save-hello", "terminal-make-directory", "mousepad-replace-notes"]
 POOL, NAMESPACE, SIZE = "bench-rollout", "rayenv-bench", 2

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 PYTHON = str(Path(sys.executable).absolute())
 RAYENV = os.environ.get("RAYENV_CLI", f"{PYTHON} -m rayenv.cli.main").split()
-sys.path.insert(0, str(REPO / "tests"))
-from netns import pinned_ports, testbed  # noqa: E402  (the testbed the e2e tests use)
+
+from rayenv.tools.netns import pinned_ports, testbed  # noqa: E402  (the testbed the e2e tests use)
 
 PORTS = pinned_ports(22000)
 HEAD = f"127.0.0.2:{PORTS['head']['gcs']}"
@@ -93,7 +93,7 @@ def loopback_pulls(rounds: int) -> list[float]:
     import tempfile
 
     import ray
-    from raycluster import ray_cluster
+    from rayenv.tools.localcluster import ray_cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory(prefix="rayenv-bench-") as tmp, \

@@ -1,7 +1,7 @@
 """The Ray dashboard as the window (issue 13): a user opening the Actors page of a two-node cluster sees
 each desktop by name (pool, slot, provider, generation) and, in its repr, which env host it is on.
 
-Real parts: `ray start` head + env node (tests/raycluster.py), a pool of process desktops, and the
+Real parts: `ray start` head + env node (rayenv/tools/localcluster.py), a pool of process desktops, and the
 dashboard loaded in Debian's headless Chromium driven by Playwright's client (no `playwright install`).
 The screenshot is kept in the test's tmp dir (printed at the end).
 """
@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from rayenv import EnvPool
-from raycluster import ray_cluster
+from rayenv.tools.localcluster import ray_cluster
 
 pytestmark = [pytest.mark.slow]
 

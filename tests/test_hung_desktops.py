@@ -17,7 +17,7 @@ import ray
 
 from rayenv import ActionFailed, DesktopUnavailable, EnvPool, EnvTimeout
 from rayenv.providers.base import LABEL_OWNER
-from raycluster import ray_cluster
+from rayenv.tools.localcluster import ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import netns
+from rayenv.tools import netns
 from polling import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]

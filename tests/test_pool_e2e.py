@@ -20,7 +20,7 @@ import docker
 import pytest
 import ray
 from polling import wait_until
-from raycluster import ray_cluster
+from rayenv.tools.localcluster import ray_cluster
 
 from rayenv import DesktopUnavailable, EnvPool, InvalidAction, InvalidTaskConfig
 from rayenv.env.tasks import load_tasks

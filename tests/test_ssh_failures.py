@@ -1,6 +1,6 @@
 """``rayenv worker start`` fails at once, with the fix, on an ssh failure no retry can cure (issue 12, item 10).
 
-A real sshd in a network namespace (tests/netns.py) that the env host reaches with a key it does not
+A real sshd in a network namespace (rayenv/tools/netns.py) that the env host reaches with a key it does not
 accept, or whose host key the env host does not know; before, each cost the whole 120 s timeout.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import netns
+from rayenv.tools import netns
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import netns
+from rayenv.tools import netns
 import test_tunnel_e2e as e2e
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]

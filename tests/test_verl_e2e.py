@@ -61,7 +61,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.verl]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from raycluster import ray_cluster
+    from rayenv.tools.localcluster import ray_cluster
 
     trainer, envhost = trainer_python(), envhost_python()
     with ray_cluster(tmp_path_factory.mktemp("verl"), base_port=23400, head_python=str(trainer),

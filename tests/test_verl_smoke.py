@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.verl]
 
 @pytest.fixture(scope="module")
 def worker_pool(tmp_path_factory):
-    from raycluster import ray_cluster
+    from rayenv.tools.localcluster import ray_cluster
 
     envhost = envhost_python()
     with ray_cluster(tmp_path_factory.mktemp("smoke"), base_port=28000, head_python=str(trainer_python()),

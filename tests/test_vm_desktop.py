@@ -25,7 +25,7 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 from polling import wait_until
-from raycluster import ray_cluster
+from rayenv.tools.localcluster import ray_cluster
 
 from rayenv import EnvPool
 from rayenv.engine.kvm import BootTrace, kvm_status, probe_device

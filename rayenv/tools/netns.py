@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..waiting import wait_until
+
 USER = "rayenv-net"
 TOOLS = {"ip": "iproute2", "iptables": "iptables", "sshd": "openssh-server", "ssh": "openssh-client",
          "ssh-keygen": "openssh-client", "runuser": "util-linux", "useradd": "passwd"}
@@ -214,18 +216,18 @@ def testbed(*, ssh_port: int = 22022, traverse: Sequence[Path] = ()) -> Iterator
         Path("/run/sshd").mkdir(exist_ok=True)
         tb.popen(tb.cluster, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
                  stdout=subprocess.DEVNULL, stderr=open(tmp / "sshd.log", "w"))
-        deadline = time.monotonic() + 20
-        while True:
-            probe = tb.run(tb.envhost, ["ssh", "-i", str(tb.key), "-p", str(ssh_port), "-o", "BatchMode=yes",
-                                        "-o", f"UserKnownHostsFile={tb.known_hosts}",
-                                        "-o", "StrictHostKeyChecking=accept-new", tb.ssh_destination, "true"],
-                           timeout=30)
-            if probe.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sshd in {tb.cluster} not reachable: {probe.stderr}\n"
-                                   f"{(tmp / 'sshd.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+        probes: list[subprocess.CompletedProcess] = []
+
+        def sshd_answers() -> bool:
+            probes.append(tb.run(tb.envhost, ["ssh", "-i", str(tb.key), "-p", str(ssh_port), "-o", "BatchMode=yes",
+                                              "-o", f"UserKnownHostsFile={tb.known_hosts}",
+                                              "-o", "StrictHostKeyChecking=accept-new", tb.ssh_destination, "true"],
+                                 timeout=30))
+            return probes[-1].returncode == 0
+
+        wait_until(sshd_answers, 20, interval=0.3, what=f"sshd in {tb.cluster} reachable from {tb.envhost}",
+                   explain=lambda: f"{probes[-1].stderr}\n{(tmp / 'sshd.log').read_text()[-2000:]}",
+                   error=RuntimeError)
         yield tb
     finally:
         for ns in (tb.envhost, tb.cluster):

@@ -1,4 +1,5 @@
-"""Real multi-node Ray clusters on one machine, started with `ray start` like users do.
+"""Real multi-node Ray clusters on one machine, started with `ray start` like users do (the e2e tests
+and the benches use it: ``from rayenv.tools.localcluster import ray_cluster``).
 
 Each node is a separate `ray start` with its own ports; only the env node advertises
 ``osworld_env``. Stopped by killing exactly the processes this cluster started (found by a marker in
@@ -28,7 +29,8 @@ class Cluster:
     env_node_id: str | None = None
 
     def env(self) -> dict[str, str]:
-        """Environment for a process that joins this cluster (driver or node); auth comes from conftest."""
+        """Environment for a process that joins this cluster (driver or node); auth comes from the caller's environment
+        (the tests' conftest, a bench's own token)."""
         return {**os.environ, "RAY_ADDRESS": self.address}
 
 
