@@ -13,10 +13,10 @@ import docker
 import pytest
 import ray
 
-from polling import wait_until
 from rayenv import EnvPool
 from rayenv.errors import PoolError
 from rayenv.providers.base import LABEL_OWNER, DesktopSpec
+from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -87,7 +87,7 @@ def test_a_container_over_its_memory_limit_is_killed_by_the_kernel_and_replaced(
             slot = pool.status()["slots"][0]
             return slot["generation"] > first["generation"] and slot["state"] == "idle"
 
-        wait_until(replaced, 180, "the pool replacing the OOM-killed desktop", lambda: str(pool.status()))
+        wait_until(replaced, 180, what="the pool replacing the OOM-killed desktop", explain=lambda: str(pool.status()))
         pool.release(lease)  # a lease on the replaced desktop: a no-op
         slot = pool.status()["slots"][0]
         assert "OOMKilled" in slot["last_error"] and "300 MiB" in slot["last_error"], slot

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from rayenv.tools import netns
-from polling import wait_until
+from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -168,8 +168,8 @@ def test_the_head_scrapes_step_histograms_of_every_hosts_desktops(bed, hosts):
         text = scrape_head(bed)
         return all(len(step_counts(text, h.host_id)) == 2 for h in hosts)
 
-    waited = wait_until(histograms_arrived, 120, "step histograms of both hosts on the head", lambda: text[-3000:],
-                        interval=5)
+    waited = wait_until(histograms_arrived, 120, what="step histograms of both hosts on the head",
+                        explain=lambda: text[-3000:], interval=5)
     for host in hosts:
         assert all(count >= 3 for count in step_counts(text, host.host_id).values()), step_counts(text, host.host_id)
     for series in ("ray_rayenv_env_call_seconds_bucket", "ray_rayenv_pool_desktops", "ray_rayenv_lease_wait_seconds",
@@ -186,8 +186,9 @@ def test_killing_one_hosts_ssh_leaves_the_other_hosts_desktops_serving(bed, host
     outcomes = drive(bed, "serve", first.host_id, "15")
     assert outcomes and set(outcomes) == {"ok"}, outcomes
     wait_until(lambda: second.status()["reconnects"] > reconnects and second.status()["tunnel"] == "up", 180,
-               "the second host's tunnel coming back", second.logs)
-    wait_until(lambda: pool_status(bed).get("healthy") == 4, 300, "the pool back to 4", lambda: str(pool_status(bed)))
+               what="the second host's tunnel coming back", explain=second.logs)
+    wait_until(lambda: pool_status(bed).get("healthy") == 4, 300, what="the pool back to 4",
+               explain=lambda: str(pool_status(bed)))
     assert first.status()["reconnects"] == 0  # the other host's cleanup never touched this host's session
 
 

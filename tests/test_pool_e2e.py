@@ -19,12 +19,12 @@ from pathlib import Path
 import docker
 import pytest
 import ray
-from polling import wait_until
-from rayenv.tools.localcluster import ray_cluster
 
 from rayenv import DesktopUnavailable, EnvPool, InvalidAction, InvalidTaskConfig
 from rayenv.env.tasks import load_tasks
 from rayenv.providers.base import LABEL_ACTOR, LABEL_OWNER
+from rayenv.tools.localcluster import ray_cluster
+from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

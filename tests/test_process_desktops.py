@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from rayenv.desktop_lite.process import reap_orphans, run_dir
-from polling import wait_until
+from rayenv.waiting import wait_until
 
 OWNER = "process-tests"
 WORKER = """

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from rayenv.tools import netns
-from polling import wait_until
+from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -208,11 +208,12 @@ def _outage(tb, scenario: str, cause) -> None:
     time.sleep(12)
     cause()
     started = time.monotonic()  # recovery counts from the end of the fault: ssh killed, link back up
-    wait_until(lambda: tunnel_status(tb)["reconnects"] > before["reconnects"], 120, "the supervisor noticing",
-               lambda: worker_logs(tb))
-    tunnel_back = wait_until(lambda: tunnel_status(tb)["tunnel"] == "up", 300, "the tunnel coming back",
-                             lambda: worker_logs(tb))
-    wait_until(lambda: pool_full(tb), 300, "the pool back to full size", lambda: f"{health(tb)}\n{worker_logs(tb)}")
+    wait_until(lambda: tunnel_status(tb)["reconnects"] > before["reconnects"], 120, what="the supervisor noticing",
+               explain=lambda: worker_logs(tb))
+    tunnel_back = wait_until(lambda: tunnel_status(tb)["tunnel"] == "up", 300, what="the tunnel coming back",
+                             explain=lambda: worker_logs(tb))
+    wait_until(lambda: pool_full(tb), 300, what="the pool back to full size",
+               explain=lambda: f"{health(tb)}\n{worker_logs(tb)}")
     recovered = round(time.monotonic() - started, 1)
     out, err = calls.communicate(timeout=400)
     outcomes = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -24,8 +24,6 @@ import ray
 import requests
 from fastapi.testclient import TestClient
 from PIL import Image
-from polling import wait_until
-from rayenv.tools.localcluster import ray_cluster
 
 from rayenv import EnvPool
 from rayenv.engine.kvm import BootTrace, kvm_status, probe_device
@@ -33,6 +31,8 @@ from rayenv.env.tasks import load_tasks
 from rayenv.ops.sidecar import create_app
 from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
+from rayenv.tools.localcluster import ray_cluster
+from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

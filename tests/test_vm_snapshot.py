@@ -16,8 +16,6 @@ from pathlib import Path
 import docker
 import pytest
 import ray
-from polling import wait_until
-from rayenv.tools.localcluster import ray_cluster
 
 from rayenv import EnvPool
 from rayenv.env.tasks import load_tasks
@@ -25,6 +23,8 @@ from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
 from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.providers.qmp import Monitor
+from rayenv.tools.localcluster import ray_cluster
+from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
