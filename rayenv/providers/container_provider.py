@@ -16,6 +16,7 @@ import requests
 
 from ..engine import containers
 from ..errors import EnvTimeout, ProviderUnavailable
+from ..waiting import wait_until
 from .base import GuestEndpoint, Provider
 
 logger = logging.getLogger(__name__)
@@ -59,27 +60,25 @@ class ContainerProvider(Provider):
     def _wait_ready(self, endpoint: GuestEndpoint, interval: float | None = None) -> None:
         """Poll the guest API (every ``interval``, default :attr:`poll_interval`) until it answers; log
         progress every 10 s; fail if the container exits."""
-        started = time.monotonic()
-        timeout = self.spec.boot_timeout or 0.0  # filled per provider by DesktopSpec
-        deadline, next_log = started + timeout, started + 10
-        while time.monotonic() < deadline:
+        container, env_id = self._container, self.ownership.env_id
+
+        def answers() -> bool:
             try:
                 if requests.get(endpoint.url + "/platform", timeout=5).ok:
-                    return
+                    return True
             except requests.RequestException:
                 pass
-            if not containers.is_running(self._container):
-                logs = self._container.logs(tail=20).decode(errors="replace")
-                raise ProviderUnavailable(f"container {self._container.name} exited while starting",
-                                          env=self.ownership.env_id, phase="boot", hint=f"its last log lines:\n{logs}")
-            if time.monotonic() > next_log:
-                logger.info("%s: waiting for %s (%.0fs)", self.ownership.env_id, self._container.name,
-                            time.monotonic() - started)
-                next_log += 10
-            time.sleep(interval or self.poll_interval)
-        raise EnvTimeout(f"{self._container.name} did not answer within {timeout:.0f}s",
-                         env=self.ownership.env_id, phase="boot",
-                         hint="raise desktop.boot_timeout (a VM without KVM takes minutes)")
+            if not containers.is_running(container):
+                logs = container.logs(tail=20).decode(errors="replace")
+                raise ProviderUnavailable(f"container {container.name} exited while starting",
+                                          env=env_id, phase="boot", hint=f"its last log lines:\n{logs}")
+            return False
+
+        wait_until(answers, self.spec.boot_timeout or 0.0,  # filled per provider by DesktopSpec
+                   interval=interval or self.poll_interval, what=f"{container.name}'s guest API answering",
+                   progress=lambda seconds: logger.info("%s: waiting for %s (%.0fs)", env_id, container.name, seconds),
+                   error=lambda message: EnvTimeout(message, env=env_id, phase="boot",
+                                                    hint="raise desktop.boot_timeout (a VM without KVM takes minutes)"))
 
     def stop(self) -> None:
         if self._container is not None:
