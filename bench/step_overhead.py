@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from rayenv import EnvPool
 from rayenv.env.guest_client import GuestClient
+from rayenv.waiting import wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPISODE = 15  # the bridge's history grows within an episode, as it did in training
@@ -65,8 +66,7 @@ def start_bridge(guest_url: str, port: int) -> uvicorn.Server:
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 60, interval=0.05, what="the bridge's HTTP server starting")
     return server
 
 

@@ -93,6 +93,7 @@ def loopback_pulls(rounds: int) -> list[float]:
     import tempfile
 
     import ray
+
     from rayenv.tools.localcluster import ray_cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from rayenv import EnvPool
 from rayenv.engine.kvm import kvm_status
 from rayenv.ops.sidecar import create_app
+from rayenv.waiting import wait_until
 
 OLD_BRIDGE_KEYS = {"status", "provider", "observation_type", "screenshot_source", "kvm_available", "kvm_device",
                    "env_status", "message"}
@@ -55,12 +55,13 @@ def test_health_recovers_after_a_dead_desktop_is_replaced(pool):
     handle, _ = pool
     app = TestClient(create_app("side", NAMESPACE))
     kill_file(handle.status()["slots"][0]["env"]).touch()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        health = app.get("/health").json()
-        if health["replacements"] >= 1 and health["env_status"] == "initialized":
-            break
-        time.sleep(0.5)
+    health: dict = {}
+
+    def replaced() -> bool:
+        health.update(app.get("/health").json())
+        return health["replacements"] >= 1 and health["env_status"] == "initialized"
+
+    wait_until(replaced, 30, interval=0.5, what="/health reporting the replaced desktop", explain=lambda: str(health))
     assert health["replacements"] >= 1 and health["env_status"] == "initialized" and health["healthy"] == 2
 
 

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -233,21 +232,26 @@ def _run_agent_loops(work: Path, scripts: dict[str, list[str]], during=None, *, 
 def _kill_desktop_running(pool, task_id: str, after_steps: int) -> threading.Thread:
     """Kill (SIGKILL, whole process group) the desktop that runs ``task_id`` once it took ``after_steps`` steps."""
     import signal
+    from contextlib import suppress
 
     import ray
 
+    from rayenv.waiting import WaitTimeout, wait_until
+
+    def killed() -> bool:
+        for env in pool.envs().values():
+            try:
+                status = ray.get(env.status.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - a desktop being replaced does not answer
+                continue
+            if status["task_id"] == task_id and status["steps"] >= after_steps:
+                os.killpg(status["details"]["pgid"], signal.SIGKILL)
+                return True
+        return False
+
     def watch() -> None:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            for env in pool.envs().values():
-                try:
-                    status = ray.get(env.status.remote(), timeout=10)
-                except Exception:  # noqa: BLE001 - a desktop being replaced does not answer
-                    continue
-                if status["task_id"] == task_id and status["steps"] >= after_steps:
-                    os.killpg(status["details"]["pgid"], signal.SIGKILL)
-                    return
-            time.sleep(0.2)
+        with suppress(WaitTimeout):  # after 600 s the watcher just stops; the test checks the outcome
+            wait_until(killed, 600, interval=0.2, what=f"the desktop of {task_id} at step {after_steps}")
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

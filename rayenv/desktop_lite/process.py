@@ -31,6 +31,7 @@ from typing import Callable
 import psutil
 
 from ..errors import EnvTimeout, ProviderUnavailable
+from ..waiting import wait_until
 from . import GUEST_DIR, OSWORLD_DIR
 
 SESSION_SCRIPT = OSWORLD_DIR / "image" / "desktop-session"
@@ -93,17 +94,24 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
     watchdog = subprocess.Popen([sys.executable, str(WATCHDOG), str(os.getpid()), str(process.pid), str(workdir),
                                  str(record)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = (workdir / "session.log").read_text(errors="replace")[-2000:]
-            _remove(process, watchdog, record, workdir)
-            if process.poll() is not None and time.monotonic() <= deadline:
-                raise ProviderUnavailable(f"desktop session for {env_id} exited with {process.returncode}",
-                                          env=env_id, phase="boot", hint=f"session log:\n{tail}")
-            raise EnvTimeout(f"desktop session for {env_id} did not start within {timeout:.0f}s", env=env_id,
-                             phase="boot", hint=f"raise desktop.boot_timeout; session log:\n{tail}")
-        time.sleep(0.05)
+    def tail() -> str:
+        return (workdir / "session.log").read_text(errors="replace")[-2000:]
+
+    def session_up() -> bool:
+        if port_file.exists():
+            return True
+        if process.poll() is not None:
+            raise ProviderUnavailable(f"desktop session for {env_id} exited with {process.returncode}",
+                                      env=env_id, phase="boot", hint=f"session log:\n{tail()}")
+        return False
+
+    try:  # the errors read the session log before the work directory goes
+        wait_until(session_up, timeout, interval=0.05, what=f"the desktop session for {env_id} starting",
+                   error=lambda message: EnvTimeout(message, env=env_id, phase="boot",
+                                                    hint=f"raise desktop.boot_timeout; session log:\n{tail()}"))
+    except BaseException:
+        _remove(process, watchdog, record, workdir)
+        raise
     return ProcessDesktop(process=process, watchdog=watchdog, display=display_file.read_text().strip(),
                           port=int(port_file.read_text()), record=record, workdir=workdir)
 

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..waiting import WaitTimeout, wait_until
+
 logger = logging.getLogger(__name__)
 
 KVM_GET_API_VERSION = 0xAE00
@@ -123,17 +125,21 @@ def boot_with_kvm(image: str, device: str = "/dev/kvm", timeout: float = BOOT_TI
     container = containers.client().containers.run(image, command, entrypoint=[], detach=True,
                                                    devices=[f"{device}:/dev/kvm:rwm"],
                                                    labels={"rayenv.owner": "kvm-probe"})
-    try:
-        while True:
-            console = container.logs().decode(errors="replace")
-            seconds = time.monotonic() - started
-            if USERSPACE_MARKER in console or not containers.is_running(container):
-                return BootTrace(console, False, seconds)
-            if seconds > timeout:
-                return BootTrace(console, True, seconds)
-            time.sleep(0.5)
+    console, seconds = "", 0.0
+
+    def booted_or_ended() -> bool:
+        nonlocal console, seconds
+        console, seconds = container.logs().decode(errors="replace"), time.monotonic() - started
+        return USERSPACE_MARKER in console or not containers.is_running(container)
+
+    try:  # the timeout counts from before the container started, as the trace's seconds do
+        wait_until(booted_or_ended, max(0.0, started + timeout - time.monotonic()), interval=0.5)
+        timed_out = False
+    except WaitTimeout:
+        timed_out = True
     finally:
         containers.remove(container)
+    return BootTrace(console, timed_out, seconds)
 
 
 def kvm_status(image: str | None = None, device: str = "/dev/kvm",

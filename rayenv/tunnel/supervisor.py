@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..waiting import WaitTimeout, wait_until
 from .plan import PortPlan
 from .raynode import ray_env, ray_start, raylet_running, stop_node, write_json
 from .ssh import SshTarget, permanent_failure, refused_remote_ports, stale_listener_cleanup
@@ -120,17 +121,21 @@ class Supervisor:
             self.ssh = subprocess.Popen(self.state.ssh.tunnel_command(self.state.plan), stdin=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         self._publish(tunnel="connecting", ssh_pid=self.ssh.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ssh.poll() is not None:
-                return log.read_text().strip() or f"ssh exited with {self.ssh.returncode}"
-            if self.state.ssh.tunnel_alive():
-                # a command through the master proves the session works; -R replies precede its channel
-                if self.state.ssh.run("true").returncode == 0 and self.ssh.poll() is None:
-                    return ""
-            time.sleep(0.5)
-        self._kill_ssh()
-        return f"no tunnel after {timeout:.0f}s: {log.read_text().strip()}"
+
+        def up_or_exited() -> bool:
+            # a command through the master proves the session works; -R replies precede its channel
+            return self.ssh.poll() is not None or (self.state.ssh.tunnel_alive()
+                                                   and self.state.ssh.run("true").returncode == 0
+                                                   and self.ssh.poll() is None)
+
+        try:
+            wait_until(up_or_exited, timeout, interval=0.5, what="the tunnel")
+        except WaitTimeout:
+            self._kill_ssh()
+            return f"no tunnel after {timeout:.0f}s: {log.read_text().strip()}"
+        if self.ssh.poll() is not None:
+            return log.read_text().strip() or f"ssh exited with {self.ssh.returncode}"
+        return ""
 
     def _kill_ssh(self) -> None:
         if self.ssh is None:

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -24,6 +23,7 @@ import psutil
 from ..pool.capacity import check_memory
 from ..pool.config import PoolConfig
 from ..pool.reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
+from ..waiting import wait_until
 from .preflight import PreflightError, check_ports_free, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
@@ -48,18 +48,25 @@ def _supervisor_pid(directory: Path) -> int | None:
 
 
 def _wait_for(directory: Path, ready, what: str, timeout: float) -> Status:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    seen: list[Status] = []
+
+    def reached() -> bool:
         status = read_status(directory)
         if status and ready(status):
-            return status
+            seen.append(status)
+            return True
         if status and status.fatal:
             raise PreflightError(status.fatal, phase="worker start", hint=f"see {directory}/ssh.log")
-        time.sleep(0.5)
-    status = read_status(directory)
-    raise PreflightError(f"{what} did not happen within {timeout:.0f}s; last problem: "
-                         f"{status.last_error if status else 'supervisor did not start'}",
-                         phase="worker start", hint=f"see {directory}/supervisor.log and ssh.log")
+        return False
+
+    def last_problem() -> str:
+        status = read_status(directory)
+        return f"last problem: {status.last_error if status else 'supervisor did not start'}"
+
+    wait_until(reached, timeout, interval=0.5, what=what, explain=last_problem,
+               error=lambda message: PreflightError(message, phase="worker start",
+                                                    hint=f"see {directory}/supervisor.log and ssh.log"))
+    return seen[-1]
 
 
 def _head_info(state: WorkerState) -> HeadInfo:
