@@ -25,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BASE_PORT = 29400
-DASHBOARD = f"http://127.0.0.1:{BASE_PORT + 4}"  # raycluster pins the dashboard at base + 4
+DASHBOARD = f"http://127.0.0.1:{BASE_PORT + 4}"  # localcluster pins the dashboard at base + 4
 NAMESPACE = "rayenv-dash"
 
 
