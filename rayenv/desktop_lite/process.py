@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,7 +31,7 @@ from typing import Callable
 import psutil
 
 from ..errors import EnvTimeout, ProviderUnavailable
-from ..waiting import wait_until
+from ..waiting import WaitTimeout, wait_until
 from . import GUEST_DIR, OSWORLD_DIR
 
 SESSION_SCRIPT = OSWORLD_DIR / "image" / "desktop-session"
@@ -152,15 +152,21 @@ def _started(pid: int) -> float | None:
         return None
 
 
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def _kill_group(pgid: int) -> None:
+    """SIGTERM, and SIGKILL if the group is still there a second later."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        for _ in range(20):
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        with suppress(WaitTimeout):
+            wait_until(lambda: _group_gone(pgid), 1.0, interval=0.05)
+            return
