@@ -1,4 +1,4 @@
-"""Rollout wall time: lock-step batches (ARPO's shape) vs rayenv's as-completed episodes with reset prefetch.
+"""Rollout wall time: lock-step batches (ARPO's shape) vs rayenv's as-completed episodes with revert on release.
 
 Same desktops (a pool of process desktops on a two-node Ray cluster), same tasks, same scripted
 policy with a randomized per-turn "thinking" delay standing in for generation:
@@ -9,7 +9,7 @@ policy with a randomized per-turn "thinking" delay standing in for generation:
   slowest; the next batch starts after the whole batch is evaluated and then reset.
 * **as-completed**: every episode is its own coroutine; it leases any free desktop, thinks, steps
   and evaluates on its own clock and gives the desktop back, which the pool reverts in the
-  background (reset prefetch) while other episodes run.
+  background (revert on release) while other episodes run.
 
 Usage: ``.venv/bin/python bench/rollout.py [--episodes 8] [--think 1.0 4.0] [--seed 0]``. Writes
 ``bench/results/rollout.{md,json,png}``.
@@ -96,7 +96,7 @@ async def measure(pool: EnvPool, plan: list[dict[str, Any]]) -> dict[str, Any]:
     results = {}
     for name, mode in (("lock_step", lock_step), ("as_completed", as_completed)):
         await asyncio.to_thread(pool.wait_healthy, 300)
-        while pool.status()["slots"] and any(s["state"] != "idle" for s in pool.status()["slots"]):
+        while any(s.state != "idle" for s in pool.status().slots):
             await asyncio.sleep(0.5)  # both modes start from idle, clean desktops
         started = time.monotonic()
         scores = await mode(pool, plan, settings)

@@ -19,11 +19,11 @@ from rayenv import EnvPool
 def leases_on(pool: EnvPool, host: str | None) -> list:
     """Lease every desktop (on ``host`` only, if given), giving back the others."""
     status = pool.status()
-    wanted = [s for s in status["slots"] if host is None or s["host"] == host]
+    wanted = [s for s in status.slots if host is None or s.host == host]
     leases, others = [], []
     while len(leases) < len(wanted):
         lease = pool.acquire(timeout=120)
-        mine = any(s["slot"] == lease.slot for s in wanted)
+        mine = any(s.slot == lease.slot for s in wanted)
         (leases if mine else others).append(lease)
     for lease in others:
         pool.release(lease)
@@ -40,7 +40,7 @@ def steps(count: int) -> dict[str, str]:
     finally:
         for lease in leases:
             pool.release(lease)
-    hosts = {s["env"]: s["host"] for s in pool.status()["slots"]}
+    hosts = {s.env: s.host for s in pool.status().slots}
     return {lease.env_name: hosts.get(lease.env_name, "") for lease in leases}
 
 

@@ -62,7 +62,7 @@ def test_a_pool_of_4_with_a_start_limit_of_2_never_boots_more_than_2_at_once(clu
     pool = EnvPool.create(name="bounded-boots", size=4, provider="lite", namespace=NAMESPACE,
                           max_concurrent_boots=2, desktop={"provider": "lite", **SCREEN})
     try:
-        assert pool.status()["healthy"] == 4
+        assert pool.status().healthy == 4
         history = pool.history()
         assert most_booting_at_once(history) == 2, history
         assert sum(state == "queued" for _, _, state in history) >= 4  # every slot waited for a permit
@@ -75,7 +75,7 @@ def test_a_container_over_its_memory_limit_is_killed_by_the_kernel_and_replaced(
     pool = EnvPool.create(name="bounded-oom", size=1, provider="lite", namespace=NAMESPACE, health_interval=1.0,
                           desktop={"provider": "lite", "memory_limit": "300m", **SCREEN})
     try:
-        first = pool.status()["slots"][0]
+        first = pool.status().slots[0]
         (container,) = containers_of("bounded-oom")
         assert container.attrs["HostConfig"]["Memory"] == 300 << 20
         lease = pool.acquire(timeout=60)
@@ -84,14 +84,14 @@ def test_a_container_over_its_memory_limit_is_killed_by_the_kernel_and_replaced(
         ray.wait([hog], timeout=120)  # it dies; how the step reports that is not the point
 
         def replaced() -> bool:
-            slot = pool.status()["slots"][0]
-            return slot["generation"] > first["generation"] and slot["state"] == "idle"
+            slot = pool.status().slots[0]
+            return slot.generation > first.generation and slot.state == "idle"
 
         wait_until(replaced, 180, what="the pool replacing the OOM-killed desktop", explain=lambda: str(pool.status()))
         pool.release(lease)  # a lease on the replaced desktop: a no-op
-        slot = pool.status()["slots"][0]
-        assert "OOMKilled" in slot["last_error"] and "300 MiB" in slot["last_error"], slot
-        assert slot["replacements"] == 1
+        slot = pool.status().slots[0]
+        assert "OOMKilled" in slot.last_error and "300 MiB" in slot.last_error, slot
+        assert slot.replacements == 1
         assert [c.name for c in containers_of("bounded-oom")] != [container.name]
     finally:
         pool.shutdown()

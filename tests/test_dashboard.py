@@ -46,8 +46,8 @@ def pool(tmp_path_factory):
 def test_the_actors_page_names_each_desktop_and_its_host(pool, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    slots = pool.status()["slots"]
-    names = [f"dash.env-{s['slot']:02d}.process.g{s['generation']}" for s in slots]
+    slots = pool.status().slots
+    names = [f"dash.env-{s.slot:02d}.process.g{s.generation}" for s in slots]
     token = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
     shot = tmp_path / "dashboard-actors.png"
     with sync_playwright() as playwright:

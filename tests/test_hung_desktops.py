@@ -53,14 +53,15 @@ def container_of(env) -> docker.models.containers.Container:
 
 
 def test_the_documented_create_shape_makes_lite_desktops(pool):
-    assert pool.status()["provider"] == "lite"
+    assert pool.status().provider == "lite"
     assert {ray.get(env.status.remote())["provider"] for env in pool.envs().values()} == {"lite"}
     assert len(containers("hung")) == 2
 
 
 def test_an_action_longer_than_the_step_timeout_is_stopped_as_action_failed_and_the_desktop_is_kept(pool):
-    replacements = pool.status()["replacements"]
-    with pool.lease(timeout=60) as env:
+    replacements = pool.status().replacements
+    with pool.lease(timeout=60) as leased:
+        env = leased.env
         ray.get(env.reset.remote(None))
         started = time.monotonic()
         with pytest.raises(ActionFailed) as raised:
@@ -68,7 +69,7 @@ def test_an_action_longer_than_the_step_timeout_is_stopped_as_action_failed_and_
         assert STEP_TIMEOUT <= time.monotonic() - started < STEP_TIMEOUT + GUEST_SLACK
         assert "TimeoutError" in raised.value.traceback
         assert ray.get(env.step.remote("pyautogui.moveTo(2, 2)"))["info"]["step"] == 1  # a failed action is not history
-    assert pool.status()["replacements"] == replacements
+    assert pool.status().replacements == replacements
 
 
 def test_a_paused_desktop_fails_its_step_with_env_timeout_within_the_step_timeout_and_is_replaced(pool):
@@ -82,14 +83,15 @@ def test_a_paused_desktop_fails_its_step_with_env_timeout_within_the_step_timeou
     assert waited < STEP_TIMEOUT + GUEST_SLACK + 3, waited
     pool.release(lease, broken=True)
     pool.wait_healthy(timeout=120)
-    assert pool.status()["slots"][lease.slot]["generation"] > lease.generation
+    assert pool.status().slots[lease.slot].generation > lease.generation
     assert len(containers("hung")) == 2  # the paused one was removed, a fresh one took its slot
 
 
 def test_a_desktop_frozen_for_a_few_seconds_keeps_its_episode(pool):
     pool.wait_healthy(timeout=120)
-    replacements = pool.status()["replacements"]
-    with pool.lease(timeout=60) as env:
+    replacements = pool.status().replacements
+    with pool.lease(timeout=60) as leased:
+        env = leased.env
         ray.get(env.reset.remote(None))
         container = container_of(env)
         container.pause()
@@ -101,7 +103,7 @@ def test_a_desktop_frozen_for_a_few_seconds_keeps_its_episode(pool):
         second = ray.get(env.step.remote("pyautogui.moveTo(9, 9)"))
         thaw.join()
     assert (first["info"]["step"], second["info"]["step"]) == (1, 2)
-    assert pool.status()["replacements"] == replacements
+    assert pool.status().replacements == replacements
 
 
 def test_the_pools_kill_does_not_wait_behind_a_stuck_call_whose_caller_gets_a_typed_error(pool):
@@ -121,7 +123,8 @@ def test_the_pools_kill_does_not_wait_behind_a_stuck_call_whose_caller_gets_a_ty
 def test_an_actor_killed_under_a_lease_leaves_the_block_as_desktop_unavailable(pool):
     pool.wait_healthy(timeout=120)
     with pytest.raises(DesktopUnavailable, match="env actor is gone: ActorDiedError") as raised:
-        with pool.lease(timeout=60) as env:
+        with pool.lease(timeout=60) as leased:
+            env = leased.env
             ray.kill(env, no_restart=True)
             ray.get(env.step.remote("pyautogui.moveTo(1, 1)"))
     assert isinstance(raised.value.__cause__, ray.exceptions.ActorDiedError)

@@ -70,8 +70,8 @@ def pool(cluster):
 
 def test_the_pool_lands_only_on_the_node_that_advertises_osworld_env(pool, cluster):
     status = pool.status()
-    assert status["healthy"] == 4
-    assert {slot["node_id"] for slot in status["slots"]} == {cluster.env_node_id}
+    assert status.healthy == 4
+    assert {slot.node_id for slot in status.slots} == {cluster.env_node_id}
 
 
 def test_four_desktops_run_an_episode_concurrently_and_get_the_evaluators_score(pool):
@@ -106,7 +106,8 @@ def test_a_second_driver_from_the_trainer_install_attaches_and_sees_the_same_des
 
 
 def test_concurrent_calls_on_one_desktop_run_one_at_a_time(pool):
-    with pool.lease(timeout=120) as env:
+    with pool.lease(timeout=120) as lease:
+        env = lease.env
         ray.get(env.reset.remote(None))
         started = time.monotonic()
         refs = [env.step.remote("time.sleep(0.6)", 0) for _ in range(3)]
@@ -116,7 +117,8 @@ def test_concurrent_calls_on_one_desktop_run_one_at_a_time(pool):
 
 
 def test_bad_actions_and_bad_tasks_get_clear_errors_and_the_desktop_stays_usable(pool):
-    with pool.lease(timeout=120) as env:
+    with pool.lease(timeout=120) as lease:
+        env = lease.env
         ray.get(env.reset.remote(None))
         with pytest.raises(InvalidAction, match="not valid Python"):
             ray.get(env.step.remote("pyautogui.click(("))
@@ -142,18 +144,18 @@ def test_a_docker_killed_desktop_fails_its_step_by_name_and_is_replaced_without_
 
 
 def test_a_kill_9_of_an_actor_worker_is_healed_and_its_container_reaped(pool):
-    victim = pool.status()["slots"][0]
-    status = ray.get(pool.envs()[victim["env"]].status.remote())
+    victim = pool.status().slots[0]
+    status = ray.get(pool.envs()[victim.env].status.remote())
     os.kill(status["details"]["worker_pid"], signal.SIGKILL)
 
     def healed() -> bool:
         status = pool.status()
-        slot = status["slots"][0]
-        return status["healthy"] == 4 and slot["generation"] > victim["generation"] and slot["state"] == "idle"
+        slot = status.slots[0]
+        return status.healthy == 4 and slot.generation > victim.generation and slot.state == "idle"
 
     wait_until(healed, timeout=180)
-    live = {slot["actor_id"] for slot in pool.status()["slots"]}
-    assert victim["actor_id"] not in live
+    live = {slot.actor_id for slot in pool.status().slots}
+    assert victim.actor_id not in live
 
     def only_the_live_actors_have_containers() -> bool:
         return {c.labels[LABEL_ACTOR] for c in owned_containers("e2e")} == live

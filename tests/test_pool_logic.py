@@ -12,7 +12,10 @@ import pytest
 import ray
 from fakes import kill_file, silence_file
 
-from rayenv import ActionFailed, DesktopUnavailable, EnvPool, EvaluationError, InvalidAction, PoolError
+from rayenv import (ActionFailed, DesktopUnavailable, EnvPool, EvaluationError, InvalidAction,
+                    PoolError)
+from rayenv.pool.status import PoolStatus
+from rayenv.waiting import wait_until
 
 FAKE = "fakes:FakeProvider"
 
@@ -39,13 +42,13 @@ def running(fake_root) -> list[str]:
     return sorted(p.stem for p in fake_root.glob("*.running"))
 
 
-def test_a_lease_yields_an_env_actor_that_steps(pool):
-    with pool.lease(timeout=10) as env:
-        obs = ray.get(env.reset.remote(None))
+def test_a_lease_lends_an_env_actor_that_steps(pool):
+    with pool.lease(timeout=10) as lease:
+        obs = ray.get(lease.env.reset.remote(None))
         assert obs["screenshot"].startswith(b"\x89PNG")
-        result = ray.get(env.step.remote("pyautogui.moveTo(1, 1)"))
+        result = ray.get(lease.env.step.remote("pyautogui.moveTo(1, 1)"))
         assert result["done"] is False and result["info"]["step"] == 1
-        assert pool.status()["counts"]["leased"] == 1
+        assert pool.status().counts["leased"] == 1
 
 
 def test_leases_beyond_the_pool_size_wait_and_then_time_out_with_advice(pool):
@@ -53,13 +56,14 @@ def test_leases_beyond_the_pool_size_wait_and_then_time_out_with_advice(pool):
     with pytest.raises(PoolError, match="no desktop .* became free"):
         pool.acquire(timeout=0.5)
     pool.release(first)
-    third = pool.acquire(timeout=10)  # the released desktop comes back after its prefetch revert
+    third = pool.acquire(timeout=10)  # the released desktop comes back once reverted
     assert third.slot == first.slot
     pool.release(second), pool.release(third)
 
 
 def test_a_malformed_action_is_rejected_and_the_desktop_stays_usable(pool):
-    with pool.lease(timeout=10) as env:
+    with pool.lease(timeout=10) as lease:
+        env = lease.env
         with pytest.raises(InvalidAction, match="not valid Python"):
             ray.get(env.step.remote("pyautogui.click("))
         with pytest.raises(InvalidAction, match="unknown action_type"):
@@ -71,10 +75,10 @@ def test_a_malformed_action_is_rejected_and_the_desktop_stays_usable(pool):
 
 
 def test_evaluating_without_a_task_is_an_error_not_a_zero(pool):
-    with pool.lease(timeout=10) as env:
-        ray.get(env.reset.remote(None))
+    with pool.lease(timeout=10) as lease:
+        ray.get(lease.env.reset.remote(None))
         with pytest.raises(EvaluationError, match="no task"):
-            ray.get(env.evaluate.remote())
+            ray.get(lease.env.evaluate.remote())
 
 
 def test_a_desktop_that_dies_is_reported_by_name_and_replaced(pool, cluster):
@@ -85,20 +89,15 @@ def test_a_desktop_that_dies_is_reported_by_name_and_replaced(pool, cluster):
     assert failure.value.env == lease.env_name
     pool.release(lease, broken=True)
     status = pool.wait_healthy(timeout=30)
-    assert status["replacements"] == 1 and lease.env_name not in pool.healthy()
+    assert status.replacements == 1 and lease.env_name not in pool.healthy()
     assert len(running(cluster)) >= 2
 
 
 def test_the_health_check_replaces_a_killed_actor(pool):
-    before = pool.status()["slots"][0]
-    ray.kill(pool.envs()[before["env"]], no_restart=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        slot = pool.status()["slots"][0]
-        if slot["generation"] > before["generation"] and slot["state"] == "idle":
-            break
-        time.sleep(0.5)
-    assert slot["generation"] > before["generation"] and pool.status()["healthy"] == 2
+    before = pool.status().slots[0]
+    ray.kill(pool.envs()[before.env], no_restart=True)
+    wait_for(pool, lambda s: s.slots[0].generation > before.generation and s.slots[0].state == "idle", timeout=30)
+    assert pool.status().healthy == 2
 
 
 @pytest.fixture
@@ -107,42 +106,44 @@ def patient_pool(cluster, request):
                           health_interval=0.3, ping_timeout=0.5, unreachable_grace=6.0, namespace="rayenv-tests",
                           env={"default_pause": 0})
     yield pool
-    silence_file(pool.status()["slots"][0]["env"]).unlink(missing_ok=True)
+    silence_file(pool.status().slots[0].env).unlink(missing_ok=True)
     pool.shutdown()
 
 
-def wait_for(pool: EnvPool, predicate, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = pool.status()
-        if predicate(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"pool never reached the expected state: {status}")
+def wait_for(pool: EnvPool, predicate, timeout: float = 20) -> PoolStatus:
+    seen: list[PoolStatus] = []
+
+    def reached() -> bool:
+        seen[:] = [pool.status()]
+        return predicate(seen[0])
+
+    wait_until(reached, timeout, interval=0.2, what="the expected pool state", explain=lambda: str(seen and seen[0]),
+               error=AssertionError)
+    return seen[0]
 
 
 def test_a_desktop_silent_for_less_than_the_grace_is_kept_out_of_leases_and_comes_back_as_it_was(patient_pool):
-    before = patient_pool.status()["slots"][0]
-    silence_file(before["env"]).touch()
-    silent = wait_for(patient_pool, lambda s: s["unreachable"] == 1)
-    assert silent["healthy"] == 0 and silent["slots"][0]["last_error"].startswith("unreachable")
+    before = patient_pool.status().slots[0]
+    silence_file(before.env).touch()
+    silent = wait_for(patient_pool, lambda s: s.unreachable == 1)
+    assert silent.healthy == 0 and silent.slots[0].last_error.startswith("unreachable")
     with pytest.raises(PoolError):
         patient_pool.acquire(timeout=1)
-    silence_file(before["env"]).unlink()
-    back = wait_for(patient_pool, lambda s: s["unreachable"] == 0 and s["healthy"] == 1)
-    assert (back["slots"][0]["generation"], back["replacements"]) == (before["generation"], 0)
+    silence_file(before.env).unlink()
+    back = wait_for(patient_pool, lambda s: s.unreachable == 0 and s.healthy == 1)
+    assert (back.slots[0].generation, back.replacements) == (before.generation, 0)
     patient_pool.release(patient_pool.acquire(timeout=5))
 
 
 def test_a_desktop_silent_for_longer_than_the_grace_is_replaced(patient_pool):
-    before = patient_pool.status()["slots"][0]
-    silence_file(before["env"]).touch()
-    wait_for(patient_pool, lambda s: s["unreachable"] == 1)
+    before = patient_pool.status().slots[0]
+    silence_file(before.env).touch()
+    wait_for(patient_pool, lambda s: s.unreachable == 1)
     # the grace, then a new actor that imports desktop-env's evaluators before it reports ready
-    replaced = wait_for(patient_pool, lambda s: s["replacements"] == 1 and s["healthy"] == 1, timeout=90)
-    assert replaced["slots"][0]["generation"] > before["generation"]
-    assert replaced["slots"][0]["last_error"].startswith("unreachable for")
-    silence_file(before["env"]).unlink()
+    replaced = wait_for(patient_pool, lambda s: s.replacements == 1 and s.healthy == 1, timeout=90)
+    assert replaced.slots[0].generation > before.generation
+    assert replaced.slots[0].last_error.startswith("unreachable for")
+    silence_file(before.env).unlink()
 
 
 @ray.remote(num_cpus=0)
@@ -154,10 +155,10 @@ class Lessee:
 def test_a_lease_held_by_an_actor_that_died_goes_back_to_the_pool(pool):
     lessee = Lessee.remote()
     taken = ray.get(lessee.take.remote(pool))
-    assert pool.status()["counts"].get("leased") == 1
+    assert pool.status().counts.get("leased") == 1
     ray.kill(lessee)
-    back = wait_for(pool, lambda s: s["counts"].get("leased", 0) == 0 and s["healthy"] == 2)
-    assert taken in pool.healthy() and back["replacements"] == 0
+    back = wait_for(pool, lambda s: s.counts.get("leased", 0) == 0 and s.healthy == 2)
+    assert taken in pool.healthy() and back.replacements == 0
 
 
 def test_a_lease_held_by_a_driver_that_exited_goes_back_to_the_pool(pool):
@@ -166,18 +167,33 @@ def test_a_lease_held_by_a_driver_that_exited_goes_back_to_the_pool(pool):
               "log_to_driver=False); print(EnvPool.connect(sys.argv[2], 'rayenv-tests').acquire(timeout=10).env_name)")
     done = subprocess.run([sys.executable, "-c", script, gcs, pool.name], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    back = wait_for(pool, lambda s: s["counts"].get("leased", 0) == 0 and s["healthy"] == 2, timeout=30)
-    assert done.stdout.split()[-1] in pool.healthy() and back["replacements"] == 0
+    back = wait_for(pool, lambda s: s.counts.get("leased", 0) == 0 and s.healthy == 2, timeout=30)
+    assert done.stdout.split()[-1] in pool.healthy() and back.replacements == 0
 
 
 def test_lock_step_helpers_return_one_outcome_per_desktop_even_when_one_fails(pool):
     envs = pool.envs()
     names = sorted(envs)
-    outcomes = EnvPool.step_all(envs, {names[0]: "pyautogui.moveTo(1, 1)", names[1]: "pyautogui.click("})
+    outcomes = pool.step_all(envs, {names[0]: "pyautogui.moveTo(1, 1)", names[1]: "pyautogui.click("})
     assert outcomes[names[0]].ok and not outcomes[names[1]].ok
     assert isinstance(outcomes[names[1]].error, InvalidAction)
     finished = [o.key for o in EnvPool.as_completed({n: envs[n].observe.remote() for n in names})]
     assert sorted(finished) == names
+
+
+def test_a_lock_step_outcome_that_finds_a_desktop_dead_replaces_it_without_waiting_for_a_health_round(cluster):
+    pool = EnvPool.create(name="heal", size=1, provider=FAKE, namespace="rayenv-tests", health_interval=3600,
+                          env={"default_pause": 0})
+    try:
+        envs = pool.envs()
+        (name,) = envs
+        ray.kill(envs[name], no_restart=True)
+        outcomes = pool.step_all(envs, {name: "pyautogui.moveTo(1, 1)"})
+        assert isinstance(outcomes[name].error, DesktopUnavailable)
+        replaced = wait_for(pool, lambda s: s.replacements == 1 and s.healthy == 1, timeout=60)
+        assert replaced.slots[0].generation == 2 and "found it gone" in replaced.slots[0].last_error
+    finally:
+        pool.shutdown()
 
 
 def test_connect_sees_the_same_desktops(pool):
@@ -219,10 +235,10 @@ def test_recording_keeps_each_episodes_screenshots_and_actions(cluster, tmp_path
     pool = EnvPool.create(name="rec", size=1, provider=FAKE, namespace="rayenv-tests",
                           env={"default_pause": 0, "record_dir": str(tmp_path)})
     try:
-        with pool.lease(timeout=10) as env:
-            ray.get(env.reset.remote(None))
-            ray.get(env.step.remote("pyautogui.moveTo(1, 1)"))
-            ray.get(env.step.remote("DONE"))
+        with pool.lease(timeout=10) as lease:
+            ray.get(lease.env.reset.remote(None))
+            ray.get(lease.env.step.remote("pyautogui.moveTo(1, 1)"))
+            ray.get(lease.env.step.remote("DONE"))
     finally:
         pool.shutdown()
     (episode,) = list(tmp_path.glob("rec-env-00-g1/*"))

@@ -54,7 +54,7 @@ def test_health_recovers_after_a_dead_desktop_is_replaced(pool):
 
     handle, _ = pool
     app = TestClient(create_app("side", NAMESPACE))
-    kill_file(handle.status()["slots"][0]["env"]).touch()
+    kill_file(handle.status().slots[0].env).touch()
     health: dict = {}
 
     def replaced() -> bool:
@@ -83,7 +83,7 @@ def test_the_old_bridge_endpoints_run_an_episode_on_a_pool_desktop_and_never_fak
                           "expected": {"type": "rule", "rules": {"expected": "x"}}}}
     reset = app.post("/env/reset", json={"task_config": task}).json()
     assert reset["is_done"] is False and reset["env_error"] == ""
-    assert handle.status()["counts"].get("leased") == 1
+    assert handle.status().counts.get("leased") == 1
     step = app.post("/env/step", json={"prediction": "```python\npyautogui.moveTo(1, 1)\n```"}).json()
     assert step["is_done"] is False and step["obs_messages"][-1]["role"] == "user"
     history = app.get("/env/history_messages").json()
@@ -91,7 +91,7 @@ def test_the_old_bridge_endpoints_run_an_episode_on_a_pool_desktop_and_never_fak
     assert history[1]["content"][1]["image"].startswith("data:image/png;base64,")
     from fakes import kill_file
 
-    kill_file(next(s["env"] for s in handle.status()["slots"] if s["state"] == "leased")).touch()
+    kill_file(next(s.env for s in handle.status().slots if s.state == "leased")).touch()
     evaluate = app.post("/env/evaluate")  # the desktop died: no score, and no 0.0 either
     assert evaluate.status_code == 502 and "DesktopUnavailable" in evaluate.json()["detail"]
-    assert handle.status()["counts"].get("leased", 0) == 0
+    assert handle.status().counts.get("leased", 0) == 0

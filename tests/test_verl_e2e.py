@@ -154,9 +154,9 @@ def _scripts(tasks: dict[str, dict], unsolved_actions: list[str]) -> dict[str, l
 
 def _pool_counts(pool) -> dict:
     status = pool.status()
-    states = [slot["state"] for slot in status["slots"]]
-    return {"leased": states.count("leased"), "healthy": status["healthy"],
-            "replaced": sum(slot["replacements"] for slot in status["slots"])}
+    states = [slot.state for slot in status.slots]
+    return {"leased": states.count("leased"), "healthy": status.healthy,
+            "replaced": sum(slot.replacements for slot in status.slots)}
 
 
 def _verl_config(work: Path, model: Path, data: Path, extra: tuple[str, ...] = ()):

@@ -47,8 +47,8 @@ def owned_containers() -> list:
 
 
 def the_container(pool: EnvPool):
-    """The desktop's container once its slot is idle (a released desktop reboots its VM: the reset prefetch)."""
-    wait_until(lambda: pool.status()["slots"][0]["state"] == "idle", timeout=600, what="the desktop to be idle",
+    """The desktop's container once its slot is idle (a released desktop reboots its VM: the revert on release)."""
+    wait_until(lambda: pool.status().slots[0].state == "idle", timeout=600, what="the desktop to be idle",
                explain=lambda: str(pool.status()))
     env = next(iter(pool.envs().values()))
     return docker.from_env().containers.get(ray.get(env.status.remote())["details"]["container_name"])
@@ -184,7 +184,8 @@ def qmp(socket_path: Path, command: str) -> dict:
 
 def test_a_sample_task_scores_one_with_osworlds_evaluator(pool):
     task = next(t for t in load_tasks(REPO / "OSWorld" / "tasks") if t["id"] == "terminal-make-directory")
-    with pool.lease(timeout=120) as env:
+    with pool.lease(timeout=120) as leased:
+        env = leased.env
         ray.get(env.reset.remote(task))
         for action in task["rayenv_solution"]:
             ray.get(env.step.remote(action))
@@ -206,15 +207,15 @@ def test_health_reports_the_docker_provider_and_whether_the_vm_really_runs_on_kv
 
 def test_a_kill_9_of_qemu_is_detected_and_the_desktop_replaced(pool):
     container = the_container(pool)
-    before = pool.status()["slots"][0]
+    before = pool.status().slots[0]
     qemu_pid = next(pid for pid, args in container.top(ps_args="-eo pid,args")["Processes"]
                     if args.startswith("qemu-system-x86_64"))
     os.kill(int(qemu_pid), 9)  # the host sees the container's processes; docker top gives host pids
     wait_until(lambda: has_ended(container), timeout=30, what="the container to end with its QEMU")
 
     def replaced() -> bool:
-        slot = pool.status()["slots"][0]
-        return slot["generation"] > before["generation"] and slot["state"] == "idle"
+        slot = pool.status().slots[0]
+        return slot.generation > before.generation and slot.state == "idle"
 
     wait_until(replaced, timeout=600, what="a new VM desktop", explain=lambda: str(pool.status()))
     assert [c.id for c in owned_containers()] == [the_container(pool).id] != [container.id]

@@ -64,7 +64,7 @@ def pool(tmp_path_factory):
     with ray_cluster(tmp_path_factory.mktemp("snap"), base_port=26000, head_python=sys.executable,
                      env_python=sys.executable, env_units=1) as cluster:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        pool = EnvPool.create(name=OWNER, size=1, namespace=NAMESPACE, health_interval=2.0, prefetch=False,
+        pool = EnvPool.create(name=OWNER, size=1, namespace=NAMESPACE, health_interval=2.0, revert_on_release=False,
                               desktop={"provider": "docker", "docker_image": vm.image, "vm_path": str(vm.qcow2),
                                        "docker_memory": "2G", "docker_cpus": 2, "screen_width": 800,
                                        "screen_height": 600},  # small: every observation is a PNG encoded under TCG
@@ -86,7 +86,7 @@ def pool(tmp_path_factory):
 @pytest.fixture
 def env(pool):
     with pool.lease(timeout=600) as leased:
-        yield leased
+        yield leased.env
 
 
 def test_a_reset_takes_back_the_episodes_files_and_windows_without_restarting_the_vm(env):

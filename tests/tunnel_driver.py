@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 def episode() -> dict:
     task = next(t for t in load_tasks(REPO / "OSWorld" / "tasks") if t["id"] == "mousepad-save-hello")
     pool = EnvPool.connect("default")
-    with pool.lease(timeout=120) as env:
+    with pool.lease(timeout=120) as leased:
+        env = leased.env
         nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
         obs = ray.get(env.reset.remote(task))
         for action in list(task["rayenv_solution"]) + ["DONE"]:

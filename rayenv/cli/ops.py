@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..pool.config import DEFAULT_NAMESPACE
+from ..pool.status import PoolStatus
 
 
 def sidecar(
@@ -45,28 +46,28 @@ def status(
         if actor["name"].startswith(prefix):
             pools.append(EnvPool.connect(actor["name"][len(prefix):], actor["namespace"]).status())
     if as_json:
-        print(json.dumps(pools, indent=2))
+        print(json.dumps([pool.to_dict() for pool in pools], indent=2))
         return
     console = Console(width=160)
     if not pools:
         console.print("no rayenv pool in this cluster")
     for pool in pools:
-        table = Table(title=f"pool {pool['name']} ({pool['namespace']}): {pool['healthy']}/{pool['size']} up, "
-                            f"{pool['provider']}, {pool['replacements']} replacement(s); {_per_host(pool)}")
+        table = Table(title=f"pool {pool.name} ({pool.namespace}): {pool.healthy}/{pool.size} up, "
+                            f"{pool.provider}, {pool.replacements} replacement(s); {_per_host(pool)}")
         for column in ("slot", "env", "host", "state", "node", "leased for s", "replacements", "last error"):
             table.add_column(column, overflow="fold")
-        for slot in pool["slots"]:
-            table.add_row(str(slot["slot"]), slot["env"], slot["host"] or "-", slot["state"], slot["node_id"][:8],
-                          "" if slot["leased_for"] is None else str(slot["leased_for"]), str(slot["replacements"]),
-                          slot["last_error"] or "")
+        for slot in pool.slots:
+            table.add_row(str(slot.slot), slot.env, slot.host or "-", slot.state, slot.node_id[:8],
+                          "" if slot.leased_for is None else str(slot.leased_for), str(slot.replacements),
+                          slot.last_error or "")
         console.print(table)
 
 
-def _per_host(pool: dict) -> str:
+def _per_host(pool: PoolStatus) -> str:
     """``host-a: 2 idle, host-b: 1 leased 1 booting``: the pool's desktops by env host and state."""
     hosts: dict[str, dict[str, int]] = {}
-    for slot in pool["slots"]:
-        states = hosts.setdefault(slot["host"] or "(not placed)", {})
-        states[slot["state"]] = states.get(slot["state"], 0) + 1
+    for slot in pool.slots:
+        states = hosts.setdefault(slot.host or "(not placed)", {})
+        states[slot.state] = states.get(slot.state, 0) + 1
     return ", ".join(f"{host}: " + " ".join(f"{n} {state}" for state, n in sorted(states.items()))
                      for host, states in sorted(hosts.items()))

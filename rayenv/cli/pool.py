@@ -48,8 +48,8 @@ def create(
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     status = pool.status()
-    console.print(f"pool {pool.name!r}: {status['healthy']}/{status['size']} desktops up")
-    print(json.dumps(status, indent=2))
+    console.print(f"pool {pool.name!r}: {status.healthy}/{status.size} desktops up")
+    print(json.dumps(status.to_dict(), indent=2))
 
 
 @app.command()

@@ -10,6 +10,25 @@ fails with a typed error its caller receives, instead of queueing behind it.
 The actor asks for ``num_cpus=0`` plus one unit of the custom resource (``osworld_env`` by
 default): only env hosts advertise it, so desktops never land on GPU nodes and verl's CPU workers
 never land on the env host.
+
+The pool creates and names these actors; by hand (runs as written on a machine with Xvfb;
+``tests/test_doctests.py`` runs it)::
+
+    >>> import ray
+    >>> from rayenv.env.actor import OSWorldEnv
+    >>> _ = ray.init(ignore_reinit_error=True, resources={"osworld_env": 1}, include_dashboard=False,
+    ...              log_to_driver=False)
+    >>> env = OSWorldEnv.options(resources={"osworld_env": 1}).remote(
+    ...     "demo", "demo-env-00", {"provider": "process", "screen_width": 800, "screen_height": 600}, {})
+    >>> ray.get(env.boot.remote())
+    'demo-env-00'
+    >>> ray.get(env.reset.remote(None))["screenshot"][:4]
+    b'\\x89PNG'
+    >>> ray.get(env.step.remote("pyautogui.moveTo(10, 10)", 0))["done"]
+    False
+    >>> ray.get(env.revert.remote())  # what the pool does on release: back to a clean desktop
+    'ready'
+    >>> ray.get(env.close.remote()); ray.kill(env)
 """
 
 from __future__ import annotations
@@ -95,8 +114,8 @@ class OSWorldEnv:
     def observe(self) -> Observation:
         return self._timed("observe", self.desktop.observe)
 
-    def prepare(self) -> str:
-        """Revert a used desktop ahead of its next lease (the pool's reset prefetch)."""
+    def revert(self) -> str:
+        """Revert a used desktop ahead of its next lease (the pool does this on release); returns its state."""
         if self.desktop.state != "ready":
             self._timed("revert", self.desktop.revert)
         return self.desktop.state

@@ -118,21 +118,21 @@ def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, addres
     def health() -> Health:
         connected, node_id, status, problem = watcher.read()
         tunnel = read_status(worker_dir) if worker_dir else None
-        size = status["size"] if status else 0
-        healthy = status["healthy"] if status else 0
-        counts = status["counts"] if status else {}
+        size = status.size if status else 0
+        healthy = status.healthy if status else 0
+        counts = status.counts if status else {}
         env_status: EnvState = ("not_initialized" if status is None else
                                 "initialized" if healthy == size else "degraded")
         parts = [kvm.message, problem or f"{healthy}/{size} desktops up"]
         return Health(
             status="ok" if env_status == "initialized" else "degraded",
-            provider=status["provider"] if status else None,
-            observation_type=("screenshot_a11y_tree" if status and status.get("require_a11y_tree") else "screenshot"),
+            provider=status.provider if status else None,
+            observation_type=("screenshot_a11y_tree" if status and status.require_a11y_tree else "screenshot"),
             screenshot_source="guest API GET /screenshot (PNG bytes through Ray)",
             kvm_available=kvm.available, kvm_device=kvm.device, env_status=env_status, message="; ".join(parts),
             ray_connected=connected, ray_address=address, node_id=node_id, pool=pool, namespace=namespace,
             pool_size=size, healthy=healthy, leased=counts.get("leased", 0),
-            replacements=status["replacements"] if status else 0,
+            replacements=status.replacements if status else 0,
             tunnel=tunnel.tunnel if tunnel else None, tunnel_reconnects=tunnel.reconnects if tunnel else 0,
             tunnel_last_outage_s=tunnel.last_outage_s if tunnel else None,
             tunnel_last_error=tunnel.last_error if tunnel else "")

@@ -34,7 +34,7 @@ class PoolConfig(BaseModel):
     max_concurrent_boots: int = Field(2, ge=1, description="desktops booting at one time (first start and "
                                       "replacements alike); the others wait their turn in state 'queued'")
     boot_attempts: int = Field(3, ge=1, description="tries to boot one desktop before its slot is marked failed")
-    prefetch: bool = Field(True, description="revert a released desktop right away so the next lease starts clean")
+    revert_on_release: bool = Field(True, description="revert a released desktop right away so the next lease starts clean")
     close_timeout: float = Field(30.0, gt=0, description="seconds to wait for a desktop to close on shutdown")
     manager_on_head: bool = Field(True, description="run the pool's manager on the Ray head, so it outlives an env host's outage")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Hashable, Iterable, Iterator, Mapping, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
 
@@ -22,15 +22,22 @@ K = TypeVar("K", bound=Hashable)
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """The result of one remote env call: ``value`` when ``ok``, else ``error``."""
+    """The result of one remote env call: ``value`` when ``ok``, else ``error``. ``unreachable``: the call
+    went unanswered (its env host's link is down), which says nothing about the desktop itself."""
 
     key: Any
     value: T | None = None
     error: RayEnvError | None = None
+    unreachable: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def broken(self) -> bool:
+        """The desktop is gone (its actor died, or it reports itself down): the pool replaces it."""
+        return isinstance(self.error, DesktopUnavailable) and not self.unreachable
 
     def unwrap(self) -> T:
         if self.error is not None:
@@ -61,7 +68,7 @@ def resolve(key: Any, ref: ray.ObjectRef, timeout: float | None = None) -> Outco
     try:
         return Outcome(key, value=ray.get(ref, timeout=timeout))
     except Exception as exc:  # noqa: BLE001 - classified by as_env_error, which re-raises the unknown
-        return Outcome(key, error=as_env_error(exc, key))
+        return Outcome(key, error=as_env_error(exc, key), unreachable=isinstance(exc, ActorUnavailableError))
 
 
 def gather(refs: Mapping[K, ray.ObjectRef], timeout: float | None = None) -> dict[K, Outcome]:

@@ -47,7 +47,7 @@ def main() -> None:
                                 f"started with --provider {config.desktop.provider}", phase="join",
                                 hint=f"use --provider {pool.config.desktop.provider}, or --pool with another name")
             pool.grow(state.size)
-        print(json.dumps(pool.status(), default=str))
+        print(json.dumps(pool.status().to_dict(), default=str))
     elif action == "leave":
         EnvPool.connect(state.pool, state.namespace).leave(ray.get_runtime_context().get_node_id())
 

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
     ray.init(address=address, namespace=spec["pool"]["namespace"], log_to_driver=False)  # main_ppo joins the same
     pool = resolve_pool(spec["pool"], timeout=float(os.environ.get("RAYENV_SMOKE_POOL_TIMEOUT", 1800)))
     needed = check_capacity(pool, cfg)
-    print(f"pool {pool.name!r}: {pool.status()['healthy']} of {pool.size} desktops healthy, a batch leases {needed}",
+    print(f"pool {pool.name!r}: {pool.status().healthy} of {pool.size} desktops healthy, a batch leases {needed}",
           file=sys.stderr)
     ray.shutdown()
     command = trainer_command(overrides)

@@ -1,0 +1,341 @@
+"""PoolManager: the detached, named Ray actor that owns a pool's slots.
+
+A thin async shell around :class:`~rayenv.pool.slots.Slots`: every change of a slot is an event
+applied in :meth:`PoolManager._apply` (which also wakes waiting lessees and updates the metrics);
+the effects it returns (boot, retire, revert) run as background tasks whose results come back as
+events. A health round therefore never waits for a boot or a replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.util import metrics
+
+from ..cluster_state import actor_id_of, actor_is_gone, dead_jobs, host_of
+from ..env.actor import OSWorldEnv
+from ..errors import ConfigError, PoolError, ProviderUnavailable, RayEnvError
+from .config import PoolConfig
+from .events import (Boot, BootFailed, BootStarted, BootSucceeded, Broken, Closing, Created,
+                     Effect, Event, Grow, Leased, Leave, LesseeDied, PingOk, PingSilent, Released,
+                     Retire, Retired, Retry, Revert, RevertDone, RevertFailed, RevertSilent, Start)
+from .reaper import reap_cluster
+from .slots import HEALTHY_STATES, STATES, Lease, Slots
+from .status import PoolStatus
+
+logger = logging.getLogger("rayenv.pool.manager")
+
+#: What a call to a desktop on a silent env host raises: the desktop may well come back with the link.
+UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError)
+#: Boot failures that a retry on the same host cannot fix; the slot fails at once, with the error's hint.
+PERMANENT_BOOT_ERRORS = (ProviderUnavailable, ConfigError)
+#: Seconds a retirement gives a call that ``close`` interrupted to deliver its error before the actor is killed.
+SETTLE_TIMEOUT = 5.0
+#: The health loop also reaps orphaned desktops every this many rounds.
+REAP_EVERY = 6
+#: Slot states on the way to a desktop (``start`` and ``grow`` wait until none of their slots is in one).
+ON_THE_WAY = ("queued", "booting", "replacing")
+
+
+def manager_name(pool: str) -> str:
+    return f"rayenv-pool:{pool}"
+
+
+@ray.remote(num_cpus=0)
+class PoolManager:
+    """Owns the pool's slots. Async actor: waiting lessees never block health checks or releases."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [pool] %(name)s: %(message)s")
+        self.config = cfg = PoolConfig.model_validate(config)
+        self.slots = Slots(cfg.name, cfg.size, boot_attempts=cfg.boot_attempts, revert_on_release=cfg.revert_on_release,
+                           unreachable_grace=cfg.unreachable_grace)
+        self.changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task] = set()
+        self._boot_permits = asyncio.Semaphore(cfg.max_concurrent_boots)
+        self._hosts_seen: set[str] = set()
+        self._gauge = metrics.Gauge("rayenv_pool_desktops", "Desktops per slot state and env host",
+                                    tag_keys=("pool", "state", "host"))
+        self._lease_wait = metrics.Histogram("rayenv_lease_wait_seconds", "Time a lessee (the trainer) waited for a "
+                                             "desktop", boundaries=[0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900],
+                                             tag_keys=("pool",))
+
+    # -- the one place slots change ------------------------------------------------------------------
+    def _apply_locked(self, event: Event, background: bool = True) -> list[Effect]:
+        """Apply ``event`` (the caller holds ``changed``), wake the waiters, export the gauge; with
+        ``background``, perform the effects in a background task, else return them to the caller."""
+        effects = self.slots.apply(event)
+        self.changed.notify_all()
+        self._export_gauge()
+        if effects and background:
+            self._spawn(self._perform(effects))
+            return []
+        return effects
+
+    async def _apply(self, event: Event, background: bool = True) -> list[Effect]:
+        async with self.changed:
+            return self._apply_locked(event, background)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _perform(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:  # in order: a replacement's successor boots after the old actor is gone
+            if isinstance(effect, Boot):
+                await self._boot(effect)
+            elif isinstance(effect, Retire):
+                await self._retire(effect)
+            elif isinstance(effect, Revert):
+                await self._revert(effect)
+
+    async def _settled(self, indices: set[int]) -> None:
+        """Wait until each of these slots has booted or given up (retries included)."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.slots.closing or not any(
+                s.state in ON_THE_WAY for s in self.slots if s.index in indices))
+
+    # -- effects ---------------------------------------------------------------------------------------
+    async def _boot(self, boot: Boot) -> None:
+        """One boot attempt; at most ``max_concurrent_boots`` at once (a permit is held only while booting)."""
+        await asyncio.sleep(boot.delay)
+        cfg = self.config
+        async with self._boot_permits:
+            async with self.changed:
+                slot = self.slots[boot.slot]
+                before = slot.generation if slot else 0
+                self._apply_locked(BootStarted(boot.slot))
+                if slot is None or slot.generation != before + 1:
+                    return  # closing, or the slot left
+                generation, env_name = slot.generation, slot.env_name
+            handle = OSWorldEnv.options(
+                name=f"{cfg.name}.env-{boot.slot:02d}.{cfg.desktop.provider}.g{generation}",
+                namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
+                max_restarts=0,
+            ).remote(cfg.name, env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
+            await self._apply(Created(boot.slot, generation, handle, actor_id_of(handle)))
+            try:
+                await asyncio.wait_for(handle.boot.remote(), cfg.desktop.boot_timeout + 60)
+                status = await handle.status.remote()
+                host = await asyncio.to_thread(host_of, status["node_id"])
+            except Exception as exc:  # noqa: BLE001 - any boot failure means: kill, record, retry
+                await self._apply(BootFailed(boot.slot, generation, _short(exc), isinstance(exc, PERMANENT_BOOT_ERRORS)))
+                return
+        await self._apply(BootSucceeded(boot.slot, generation, status["node_id"], host))
+
+    async def _retire(self, retire: Retire) -> None:
+        """Close the desktop (a control-group call: it never queues behind a stuck step, whose caller then
+        gets the step's typed error), let that call finish briefly, kill the actor, reap what it left."""
+        if retire.handle is not None:
+            if retire.close:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(retire.handle.close.remote(), self.config.close_timeout)
+                    await asyncio.wait_for(retire.handle.settle.remote(), SETTLE_TIMEOUT)
+            with contextlib.suppress(Exception):
+                ray.kill(retire.handle, no_restart=True)
+        if retire.reap:
+            await self._reap(doomed=[retire.actor_id] if retire.actor_id else [])
+        if retire.slot is not None:
+            await self._apply(Retired(retire.slot, retire.generation))
+
+    async def _revert(self, revert: Revert) -> None:
+        try:
+            await revert.handle.revert.remote()
+        except UNREACHABLE_ERRORS as exc:  # its next reset reverts it; the health loop decides its fate
+            await self._apply(RevertSilent(revert.slot, revert.generation, _short(exc) if str(exc) else "revert timed out"))
+        except Exception as exc:  # noqa: BLE001
+            await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
+        else:
+            await self._apply(RevertDone(revert.slot, revert.generation))
+
+    async def _reap(self, doomed: Sequence[str] = (), everything: bool = False) -> list[str]:
+        """Remove this pool's desktops whose actor is gone (see :mod:`rayenv.pool.reaper`) on every env host."""
+        removed: list[str] = []
+        for ref in reap_cluster(self.config.name, self.config.resource, doomed, everything):
+            try:
+                removed += await asyncio.wait_for(ref, 60)
+            except Exception as exc:  # noqa: BLE001 - an unreachable host is reaped on a later round
+                logger.warning("reap on an env host failed (retried every %.0fs): %s",
+                               self.config.health_interval * REAP_EVERY, _short(exc))
+        return removed
+
+    def _export_gauge(self) -> None:
+        """Desktops per state per env host ("" for slots not placed yet); every pair is set, zeros included,
+        so a host whose desktops all left a state reads 0 rather than its last count."""
+        for host in {s.host for s in self.slots} | self._hosts_seen:
+            mine = [s for s in self.slots if s.host == host]
+            counts = {name: sum(s.state == name for s in mine) for name in STATES}
+            counts["unreachable"] = sum(s.unreachable for s in mine)
+            for name, count in counts.items():
+                self._gauge.set(count, tags={"pool": self.config.name, "state": name, "host": host})
+            self._hosts_seen.add(host)
+
+    # -- the pool's life -------------------------------------------------------------------------------
+    async def start(self) -> PoolStatus:
+        await self._apply(Start())
+        await self._settled({s.index for s in self.slots})
+        self._spawn(self._health_loop())
+        return self.status()
+
+    async def grow(self, count: int) -> PoolStatus:
+        """Add ``count`` slots and boot them (another env host joined with that many units; Ray places the
+        new desktops on the free units, i.e. on that host); returns once they booted or gave up."""
+        known = {s.index for s in self.slots}
+        await self._apply(Grow(count))
+        self.config = self.config.model_copy(update={"size": len(self.slots)})
+        await self._settled({s.index for s in self.slots} - known)
+        return self.status()
+
+    async def leave(self, node_id: str) -> PoolStatus | None:
+        """Drop the slots on ``node_id`` (its env host is leaving) and retire their desktops; with no slot
+        left the pool shuts down and None is returned."""
+        if all(s.node_id == node_id for s in self.slots):
+            await self.shutdown()
+            return None
+        effects = await self._apply(Leave(node_id), background=False)  # first: no lease or health round sees them
+        self.config = self.config.model_copy(update={"size": len(self.slots)})
+        await self._perform_all(effects)
+        return self.status()
+
+    async def _perform_all(self, effects: Sequence[Effect]) -> None:
+        await asyncio.gather(*(self._perform([effect]) for effect in effects))
+
+    async def shutdown(self) -> list[str]:
+        """Close every desktop, kill every env actor, and remove anything left of this pool."""
+        effects = await self._apply(Closing(), background=False)
+        for task in list(self._tasks):
+            task.cancel()
+        await self._perform_all(effects)
+        return await self._reap(everything=True)
+
+    # -- health ----------------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        rounds = 0
+        while not self.slots.closing:
+            await asyncio.sleep(self.config.health_interval)
+            await self.check_health()
+            rounds += 1
+            if rounds % REAP_EVERY == 0:
+                await self._reap()
+
+    async def check_health(self) -> PoolStatus:
+        """Ping every live desktop; replace the dead and the long silent (in the background); retry failed slots."""
+        async def probe(index: int, generation: int, state: str, handle: Any) -> None:
+            if state == "failed":
+                await self._apply(Retry(index))
+                return
+            if state not in HEALTHY_STATES or handle is None:
+                return
+            try:
+                alive = await asyncio.wait_for(handle.ping.remote(), self.config.ping_timeout)
+            except UNREACHABLE_ERRORS as exc:
+                event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out")
+            except Exception as exc:  # noqa: BLE001 - a dead actor or a dead node: replace
+                event = Broken(index, generation, f"ping failed: {_short(exc)}")
+            else:
+                event = PingOk(index, generation) if alive else Broken(
+                    index, generation, f"desktop is down: {await self._why_down(handle)}")
+            await self._apply(event)
+
+        await asyncio.gather(*(probe(s.index, s.generation, s.state, s.handle) for s in self.slots))
+        await self._reclaim_orphaned_leases()
+        return self.status()
+
+    async def _why_down(self, handle: Any) -> str:
+        """The provider's account of a dead desktop (Docker's OOMKilled, an exit code), else what it is in."""
+        try:
+            status = await asyncio.wait_for(handle.status.remote(), self.config.ping_timeout)
+        except Exception as exc:  # noqa: BLE001 - the reason is a courtesy; replacing it is what matters
+            return f"no status ({_short(exc)})"
+        return status["details"].get("exit_reason") or f"its desktop is {status['state']}"
+
+    async def _reclaim_orphaned_leases(self) -> None:
+        leased = [(s.index, s.generation, s.env_name, s.lessee) for s in self.slots if s.state == "leased" and s.lessee]
+        if not leased:
+            return
+        dead = await asyncio.to_thread(_dead_lessees, [lessee for *_, lessee in leased])
+        for index, generation, env_name, lessee in leased:
+            if _lessee_key(lessee) in dead:
+                logger.warning("slot %d: %s was leased by %s, which died without releasing it; taking it back",
+                               index, env_name, _lessee_key(lessee))
+                await self._apply(LesseeDied(index, generation))
+
+    async def report_broken(self, reasons: dict[str, str]) -> None:
+        """Replace these desktops (by env name) now: a lessee's call found them gone (see ``EnvPool.step_all``)."""
+        for slot in list(self.slots):
+            if slot.env_name in reasons:
+                await self._apply(Broken(slot.index, slot.generation, reasons[slot.env_name]))
+
+    # -- leasing ---------------------------------------------------------------------------------------
+    async def acquire(self, timeout: float | None = None, lessee: dict[str, str] | None = None) -> Lease:
+        async def idle_slot() -> Lease:
+            async with self.changed:
+                await self.changed.wait_for(lambda: self.slots.closing or self.slots.leasable() is not None)
+                if self.slots.closing:
+                    raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
+                slot = self.slots.leasable()
+                self._apply_locked(Leased(slot.index, lessee))
+                return Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
+
+        asked = asyncio.get_running_loop().time()
+        try:
+            lease = await asyncio.wait_for(idle_slot(), timeout)
+        except asyncio.TimeoutError:
+            raise PoolError(f"no desktop of pool {self.config.name!r} became free within {timeout}s", phase="lease",
+                            hint=f"pool status: {self.status().counts}; grow the pool or release leases") from None
+        self._lease_wait.observe(asyncio.get_running_loop().time() - asked, tags={"pool": self.config.name})
+        return lease
+
+    async def release(self, slot_index: int, generation: int, broken: bool = False) -> None:
+        await self._apply(Released(slot_index, generation, broken))
+
+    # -- inspection ------------------------------------------------------------------------------------
+    def status(self) -> PoolStatus:
+        return PoolStatus.of(self.slots, self.config)
+
+    def history(self) -> list[tuple[float, int, str]]:
+        """The last slot state changes as (time, slot, state), oldest first: how the pool got here."""
+        return list(self.slots.history)
+
+    def handles(self) -> dict[str, Any]:
+        return {s.env_name: s.handle for s in self.slots if s.handle is not None and s.healthy}
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.model_dump()
+
+    async def reap(self) -> list[str]:
+        return await self._reap()
+
+    def __repr__(self) -> str:
+        """The Ray dashboard's "Repr" of the manager: which pool, how big, which desktops."""
+        return f"PoolManager({self.config.name}, size={self.config.size}, {self.config.desktop.provider})"
+
+
+def _lessee_key(lessee: dict[str, str]) -> str:
+    return f"actor {lessee['actor_id']}" if "actor_id" in lessee else f"job {lessee['job_id']}"
+
+
+def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
+    """The keys of the lessees that the GCS reports dead (blocking: run it off the event loop)."""
+    dead: set[str] = set()
+    if any("job_id" in lessee for lessee in lessees):
+        dead |= {f"job {job_id}" for job_id in dead_jobs()}
+    for lessee in lessees:
+        if "actor_id" in lessee and actor_is_gone(lessee["actor_id"]):
+            dead.add(_lessee_key(lessee))
+    return dead
+
+
+def _short(exc: BaseException) -> str:
+    """One line for a slot's ``last_error``: a typed error's own words and fix, else the first line."""
+    if isinstance(exc, RayEnvError):  # also a RayTaskError(<RayEnvError>) from a remote call
+        kind = next(c.__name__ for c in type(exc).__mro__ if issubclass(c, RayEnvError) and "(" not in c.__name__)
+        return f"{kind}: {exc.message}" + (f" -> {exc.hint}" if exc.hint else "")
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,78 @@
+"""What a pool reports about itself: frozen dataclasses of plain values (they cross Ray, and ``to_dict``
+gives the JSON that ``rayenv status --json`` prints)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .slots import Slot, Slots
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    slot: int
+    env: str
+    state: str
+    generation: int
+    actor_id: str
+    node_id: str
+    host: str
+    replacements: int
+    leased_for: float | None
+    unreachable_for: float | None
+    lessee: dict[str, str] | None
+    last_error: str | None
+
+    @classmethod
+    def of(cls, slot: Slot, now: float | None = None) -> SlotStatus:
+        now = time.time() if now is None else now
+        return cls(slot=slot.index, env=slot.env_name, state=slot.state, generation=slot.generation,
+                   actor_id=slot.actor_id, node_id=slot.node_id, host=slot.host, replacements=slot.replacements,
+                   leased_for=round(now - slot.leased_at, 1) if slot.leased_at else None,
+                   unreachable_for=round(now - slot.unreachable_since, 1) if slot.unreachable_since else None,
+                   lessee=dict(slot.lessee) if slot.lessee else None, last_error=slot.last_error)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    name: str
+    namespace: str
+    size: int
+    provider: str
+    resource: str
+    require_a11y_tree: bool
+    healthy: int
+    unreachable: int
+    counts: dict[str, int]
+    replacements: int
+    closing: bool
+    slots: tuple[SlotStatus, ...] = field(default=())
+
+    @classmethod
+    def of(cls, slots: Slots, config: Any) -> PoolStatus:
+        """The status of ``slots`` under ``config`` (a :class:`~rayenv.pool.config.PoolConfig`)."""
+        now = time.time()
+        counts: dict[str, int] = {}
+        for slot in slots:
+            counts[slot.state] = counts.get(slot.state, 0) + 1
+        return cls(name=config.name, namespace=config.namespace, size=len(slots), provider=config.desktop.provider,
+                   resource=config.resource, require_a11y_tree=config.env.require_a11y_tree,
+                   healthy=sum(s.healthy for s in slots), unreachable=sum(s.unreachable for s in slots),
+                   counts=counts, replacements=sum(s.replacements for s in slots), closing=slots.closing,
+                   slots=tuple(SlotStatus.of(s, now) for s in slots))
+
+    def errors(self) -> str:
+        """Each distinct boot error of the failed slots, with the slots it hit."""
+        errors: dict[str, list[int]] = {}
+        for slot in self.slots:
+            if slot.state == "failed" and slot.last_error:
+                errors.setdefault(slot.last_error, []).append(slot.slot)
+        return "; ".join(f"slot(s) {', '.join(map(str, s))}: {e}" for e, s in errors.items()) or "no error recorded"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (the slots as a list of dicts)."""
+        data = asdict(self)
+        data["slots"] = list(data["slots"])
+        return data
