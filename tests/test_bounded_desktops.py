@@ -14,8 +14,9 @@ import pytest
 import ray
 
 from rayenv import EnvPool
+from rayenv.engine.containers import LABEL_OWNER
 from rayenv.errors import PoolError
-from rayenv.providers.base import LABEL_OWNER, DesktopSpec
+from rayenv.providers.base import DesktopSpec
 from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]

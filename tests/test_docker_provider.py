@@ -14,11 +14,11 @@ import docker
 import pytest
 
 from rayenv.desktop_lite.build import build_image
+from rayenv.engine.containers import LABEL_WORKDIR
 from rayenv.engine.kvm import kvm_status, probe_device
 from rayenv.env.guest_client import GuestClient
 from rayenv.errors import ProviderUnavailable
 from rayenv.providers import DesktopSpec, Ownership, make_provider
-from rayenv.providers.base import LABEL_WORKDIR
 from rayenv.providers.docker import WORK_MOUNT
 from rayenv.providers.vm_image import QCOW2_MAGIC
 

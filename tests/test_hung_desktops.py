@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from rayenv import ActionFailed, DesktopUnavailable, EnvPool, EnvTimeout
-from rayenv.providers.base import LABEL_OWNER
+from rayenv.engine.containers import LABEL_OWNER
 from rayenv.tools.localcluster import ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]

@@ -21,8 +21,8 @@ import pytest
 import ray
 
 from rayenv import DesktopUnavailable, EnvPool, InvalidAction, InvalidTaskConfig
+from rayenv.engine.containers import LABEL_ACTOR, LABEL_OWNER
 from rayenv.env.tasks import load_tasks
-from rayenv.providers.base import LABEL_ACTOR, LABEL_OWNER
 from rayenv.tools.localcluster import ray_cluster
 from rayenv.waiting import wait_until
 

@@ -10,7 +10,6 @@ provider=--provider, namespace=--namespace)`` with the command's defaults, then 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

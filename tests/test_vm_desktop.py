@@ -26,10 +26,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from rayenv import EnvPool
+from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.engine.kvm import BootTrace, kvm_status, probe_device
 from rayenv.env.tasks import load_tasks
 from rayenv.ops.sidecar import create_app
-from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
 from rayenv.tools.localcluster import ray_cluster
 from rayenv.waiting import wait_until

@@ -18,8 +18,8 @@ import pytest
 import ray
 
 from rayenv import EnvPool
+from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.env.tasks import load_tasks
-from rayenv.providers.base import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
 from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.providers.qmp import Monitor

@@ -22,8 +22,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..cluster_state import actor_is_gone
 from ..engine import containers
+from ..engine.containers import LABEL_ACTOR, LABEL_ENV
 from ..errors import ProviderUnavailable
-from ..providers.base import LABEL_ACTOR, LABEL_ENV
 from ..providers.golden import LABEL_GOLDEN, GoldenStore
 
 logger = logging.getLogger(__name__)

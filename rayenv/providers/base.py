@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER, LABEL_WORKDIR
+from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER
 
 #: Default ``boot_timeout`` per provider (others: 120 s).
 BOOT_TIMEOUTS = {"docker": 600.0}

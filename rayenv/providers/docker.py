@@ -38,9 +38,10 @@ from typing import Any
 import requests
 
 from ..engine import containers
+from ..engine.containers import LABEL_WORKDIR
 from ..engine.kvm import KERNEL_LABEL, KvmStatus, kvm_status
 from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
-from .base import LABEL_WORKDIR, GuestEndpoint
+from .base import GuestEndpoint
 from .container_provider import ContainerProvider
 from .golden import GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore
 from .qmp import Monitor

@@ -18,7 +18,6 @@ Its view is written to ``status.json`` for the CLI, the sidecar's ``/health`` an
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
