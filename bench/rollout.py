@@ -41,6 +41,7 @@ from rayenv.env.tasks import load_tasks  # noqa: E402
 from rayenv.rollout.episode import Episode  # noqa: E402
 from rayenv.rollout.settings import AgentSettings  # noqa: E402
 from rayenv.tools.localcluster import ray_cluster  # noqa: E402  (the multi-node cluster the e2e tests use)
+from rayenv.waiting import wait_until_async  # noqa: E402
 
 TASK_IDS = ["mousepad-save-hello", "terminal-make-directory", "mousepad-replace-notes"]
 POOL, NAMESPACE, SIZE = "bench-rollout", "rayenv-bench", 2
@@ -96,8 +97,8 @@ async def measure(pool: EnvPool, plan: list[dict[str, Any]]) -> dict[str, Any]:
     results = {}
     for name, mode in (("lock_step", lock_step), ("as_completed", as_completed)):
         await asyncio.to_thread(pool.wait_healthy, 300)
-        while any(s.state != "idle" for s in pool.status().slots):
-            await asyncio.sleep(0.5)  # both modes start from idle, clean desktops
+        await wait_until_async(lambda: all(s.state == "idle" for s in pool.status().slots), 300, interval=0.5,
+                               what="every desktop idle")  # both modes start from idle, clean desktops
         started = time.monotonic()
         scores = await mode(pool, plan, settings)
         results[name] = {"wall_s": round(time.monotonic() - started, 2), "scores": scores}
