@@ -87,7 +87,16 @@ class PoolManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _perform(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:  # in order: a replacement's successor boots after the old actor is gone
+        """One slot's effects in order (a replacement's successor boots after the old actor is gone), different
+        slots' at once (a new pool boots ``max_concurrent_boots`` desktops in parallel)."""
+        by_slot: dict[int, list[Effect]] = {}
+        for effect in effects:
+            slot = getattr(effect, "slot", None)
+            by_slot.setdefault(id(effect) if slot is None else slot, []).append(effect)
+        await asyncio.gather(*(self._perform_in_order(group) for group in by_slot.values()))
+
+    async def _perform_in_order(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
             if isinstance(effect, Boot):
                 await self._boot(effect)
             elif isinstance(effect, Retire):

@@ -158,13 +158,19 @@ class Slots:
 
     # -- the pool's life ------------------------------------------------------------------------
     def _on_Start(self, event: Start) -> list[Effect]:
-        return [Boot(s.index) for s in self.slots if s.state == "queued" and s.generation == 0]
+        return self._queue([s for s in self.slots if s.state == "queued" and s.generation == 0])
 
     def _on_Grow(self, event: Grow) -> list[Effect]:
         first = max((s.index for s in self.slots), default=-1) + 1
         new = [Slot(index=i) for i in range(first, first + event.count)]
         self.slots += new
-        return [Boot(s.index) for s in new]
+        return self._queue(new)
+
+    def _queue(self, slots: list[Slot]) -> list[Effect]:
+        """New slots wait for a boot permit; the history shows each one queued."""
+        for slot in slots:
+            self._set(slot, "queued")
+        return [Boot(s.index) for s in slots]
 
     def _on_Leave(self, event: Leave) -> list[Effect]:
         leaving = [s for s in self.slots if s.node_id == event.node_id]
