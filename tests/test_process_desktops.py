@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rayenv.desktop_lite.process import reap_orphans, run_dir
+from rayenv.desktop_lite.process import group_gone, reap_orphans, run_dir
 from rayenv.waiting import wait_until
 
 OWNER = "process-tests"
@@ -37,13 +37,6 @@ def runs(tmp_path, monkeypatch):
     return tmp_path / "run"
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
 
 def exited(pid: int) -> bool:
     try:
@@ -60,11 +53,11 @@ def start_in_worker(env_id: str) -> tuple[subprocess.Popen, dict]:
 
 def test_a_desktop_dies_with_the_worker_that_started_it_and_leaves_no_files(runs):
     worker, desktop = start_in_worker("orphan-1")
-    assert group_alive(desktop["pgid"]) and Path(desktop["workdir"]).is_dir()
+    assert not group_gone(desktop["pgid"]) and Path(desktop["workdir"]).is_dir()
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed = time.monotonic()
-    wait_until(lambda: not group_alive(desktop["pgid"]), timeout=10, what="the desktop's process group to die",
+    wait_until(lambda: group_gone(desktop["pgid"]), timeout=10, what="the desktop's process group to die",
                interval=0.1)
     assert time.monotonic() - killed < 3
     wait_until(lambda: not Path(desktop["workdir"]).exists(), timeout=10, what="its work directory to go")
@@ -78,9 +71,9 @@ def test_the_reaper_stops_a_leftover_desktop_whose_watchdog_died_as_well(runs):
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     time.sleep(1.0)
-    assert group_alive(desktop["pgid"])  # nothing else ends it
+    assert not group_gone(desktop["pgid"])  # nothing else ends it
     assert reap_orphans(OWNER, lambda actor_id: True) == ["orphan-2"]
-    assert not group_alive(desktop["pgid"]) and not Path(desktop["workdir"]).exists()
+    assert group_gone(desktop["pgid"]) and not Path(desktop["workdir"]).exists()
 
 
 def test_the_reaper_leaves_alone_a_process_that_reused_a_recorded_process_group(runs):

@@ -152,7 +152,7 @@ def _started(pid: int) -> float | None:
         return None
 
 
-def _group_gone(pgid: int) -> bool:
+def group_gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -168,5 +168,5 @@ def _kill_group(pgid: int) -> None:
         except ProcessLookupError:
             return
         with suppress(WaitTimeout):
-            wait_until(lambda: _group_gone(pgid), 1.0, interval=0.05)
+            wait_until(lambda: group_gone(pgid), 1.0, interval=0.05)
             return
