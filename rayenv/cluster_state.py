@@ -1,7 +1,7 @@
 """What rayenv asks Ray beyond its public API, in one place to revisit on a Ray upgrade.
 
-Every private Ray name rayenv uses is here (:data:`PRIVATE_RAY_NAMES` lists them): the GCS's job and
-actor tables (is a lessee's driver or a desktop's actor still alive, even without a dashboard for
+Every private Ray name rayenv uses is here (``python -m rayenv.tools.layers`` reports any use
+elsewhere): the GCS's job and actor tables (is a lessee's driver or a desktop's actor still alive, even without a dashboard for
 ``ray.util.state``), free units per node, an actor handle's id before the actor runs, and attaching
 a driver to one particular raylet of a host that sees two. The rest of rayenv uses public Ray only.
 """
@@ -12,11 +12,6 @@ from typing import Any
 
 import ray
 from ray._private import state as _gcs
-
-#: The private Ray names this module uses (``python -m rayenv.tools.layers`` reports any used elsewhere).
-PRIVATE_RAY_NAMES = ("ray._private.state.jobs", "ray._private.state.actors",
-                     "ray._private.state.available_resources_per_node", "ActorHandle._actor_id",
-                     "ray.init(_temp_dir=...)")
 
 #: The Ray node label an env host's node carries (``rayenv worker start`` sets it): which host a desktop runs on.
 HOST_LABEL = "rayenv-host"

@@ -3,7 +3,8 @@
 Every error a trainer can see is a subclass of :class:`RayEnvError` and says *which* desktop failed,
 *in which phase*, and *what to do next*. Trainers branch on the class (retry the episode on
 :class:`DesktopUnavailable`, drop the sample on :class:`EvaluationError`, fix the data on
-:class:`InvalidTaskConfig`); the pool uses the same classes to decide when to replace a desktop.
+:class:`InvalidTaskConfig`); what each class means for the episode and the desktop (and so when the
+pool replaces one) is decided once, in :mod:`rayenv.failures`.
 
 The exceptions are plain Python values (picklable, no third-party types) so they cross Ray between
 virtualenvs with different numpy or desktop-env versions.
@@ -85,6 +86,14 @@ class EnvTimeout(RayEnvError):
 
 class DesktopUnavailable(RayEnvError):
     """The desktop (container, VM or process) is gone or not answering. The pool replaces it."""
+
+
+class DesktopUnreachable(DesktopUnavailable):
+    """The desktop did not answer for now (its env host's link is down, Ray calls its actor unavailable).
+
+    It may come back with the link: the pool keeps it out of leasing and replaces it only after
+    ``unreachable_grace``. A :class:`DesktopUnavailable`, so code that retries on that retries here too.
+    """
 
 
 class ProviderUnavailable(RayEnvError):

@@ -104,7 +104,7 @@ def test_a_solved_task_with_tmp_full_raises_evaluation_error_instead_of_scoring_
         with pytest.raises(EvaluationError, match=r"tmp /tmp has 0 KiB free") as raised:
             lite.evaluate()
     assert raised.value.phase == "evaluate" and "drop this sample" in raised.value.hint
-    assert lite.state == "broken" and lite.healthy() is False  # the pool replaces it at its next ping
+    assert lite.state == "broken" and lite.alive() is False  # the pool replaces it at its next ping
 
 
 @pytest.mark.docker

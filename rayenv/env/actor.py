@@ -42,7 +42,7 @@ import ray
 from ray.util import metrics
 
 from ..cluster_state import host_label
-from ..errors import RayEnvError
+from ..errors import DesktopUnavailable, RayEnvError
 from ..providers import DesktopSpec, Ownership
 from ..types import EnvStatus, Observation, StepResult
 from .desktop import Desktop
@@ -99,8 +99,19 @@ class OSWorldEnv:
         ``ActorDiedError`` carrying only the traceback's text.
         """
         if self.desktop.state == "booting":
-            self._timed("boot", self.desktop.start)
+            self._timed("boot", self._start_typed)
         return self.desktop.name
+
+    def _start_typed(self) -> None:
+        """Start the desktop; a failure no layer below typed (a library's own error) leaves as
+        :class:`~rayenv.errors.DesktopUnavailable` naming it, so the pool retries the boot."""
+        try:
+            self.desktop.start()
+        except RayEnvError:
+            raise
+        except Exception as exc:
+            raise DesktopUnavailable(f"boot failed: {type(exc).__name__}: {exc}", env=self.desktop.name,
+                                     phase="boot", hint="the pool retries the boot") from exc
 
     def reset(self, task_config: dict[str, Any] | None = None) -> Observation:
         return self._timed("reset", lambda: self.desktop.reset(task_config))
@@ -135,9 +146,11 @@ class OSWorldEnv:
         return status
 
     @ray.method(concurrency_group="control")
-    def ping(self) -> bool:
-        """Cheap liveness: the desktop's container/processes run (or are restarting) and it is not broken."""
-        return self.desktop.healthy()
+    def ping(self, probe: float | None = None) -> bool:
+        """Cheap liveness: the desktop's container/processes run (or are restarting) and it is not broken.
+        With ``probe`` (seconds; the pool gives it for idle desktops), its guest must also answer in that
+        time: a frozen desktop still runs."""
+        return self.desktop.alive() if probe is None else self.desktop.answers(probe)
 
     def __repr__(self) -> str:
         """What the Ray dashboard's Actors page shows (as "Repr", read once the actor is up): which desktop

@@ -4,15 +4,20 @@
 without a cluster; :mod:`rayenv.env.actor` adds Ray, metrics and concurrency rules around it.
 
 State machine: ``booting → ready → dirty → (revert) → ready``; any loss of the desktop makes it
-``broken`` (the pool replaces the actor); ``close()`` makes it ``closed``. ``reset`` reverts a dirty
-desktop: in place where the provider can (a VM desktop loads its golden snapshot in under a second),
-else by restarting it from its image.
+``broken`` (the pool replaces the actor); ``close()`` makes it ``closed``, for good. ``reset`` reverts
+a dirty desktop: in place where the provider can (a VM desktop loads its golden snapshot in under a
+second), else by restarting it from its image.
+
+The state changes only in :meth:`Desktop._enter`, under a lock: the actor's control group closes,
+probes and reads the desktop while a call of its one-slot group runs, and a start or revert that
+finishes after a close must not bring a closed desktop back to ``ready``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from typing import Any, Callable, TypeVar
 
@@ -41,6 +46,7 @@ class Desktop:
         self.name = ownership.env_id
         self.provider: Provider = make_provider(spec, ownership)
         self.state: DesktopState = "booting"
+        self._state_lock = threading.Lock()
         self.task: TaskConfig | None = None
         self.action_history: list[str] = []
         self.episodes = 0
@@ -60,7 +66,8 @@ class Desktop:
         self._connect(endpoint)
         if importing is not None:
             importing.join()
-        self.state = "ready"
+        self._enter("ready")
+        self._started_while_closing()
         logger.info("desktop %s ready at %s in %.1fs", self.provider.label(), endpoint.url, time.monotonic() - started)
 
     def _connect(self, endpoint: GuestEndpoint) -> None:
@@ -70,7 +77,8 @@ class Desktop:
     def revert(self) -> None:
         """Bring the desktop back to its pristine state, dropping the current task: in place where the
         provider can (a VM's snapshot), else by restarting it from its image."""
-        self.state, self.task, self.action_history, self._last_step = "booting", None, [], None
+        self._enter("booting")
+        self.task, self.action_history, self._last_step = None, [], None
         started = time.monotonic()
         try:
             reverted = self.provider.revert()
@@ -83,31 +91,59 @@ class Desktop:
             if self._client is not None:
                 self._client.close()  # the revert cut its kept-alive connections
             self._connect(self._runner.endpoint)
-            self.state = "ready"
+            self._enter("ready")
+            self._started_while_closing()
             logger.info("desktop %s reverted to its snapshot in %.2fs", self.provider.label(),
                         time.monotonic() - started)
             return
         self._stop_quietly()
         self.start()
 
-    def healthy(self) -> bool:
+    def alive(self) -> bool:
         """Up, or on its way up: a desktop mid-revert is not dead (its boot has its own timeout)."""
         if self.state == "booting":
             return True
         return self.state not in ("broken", "closed") and self.provider.is_alive()
+
+    def answers(self, timeout: float) -> bool:
+        """Whether an idle desktop is alive and its guest answers within ``timeout``: a frozen one (its
+        container paused, its processes stopped) still runs, so :meth:`alive` cannot tell. A desktop that
+        does not answer is marked broken, with why. For the pool's probe of idle desktops only (a busy
+        one's guest may be slow to answer while it runs an action)."""
+        if not self.alive():
+            return False
+        if self.state == "booting" or self._client is None:
+            return True
+        try:
+            self._client.probe(timeout)
+        except RayEnvError as exc:
+            self._mark_broken(DesktopUnavailable(f"idle desktop {self.provider.label()} did not answer a probe: "
+                                                 f"{exc.message}", env=self.name, phase="probe"))
+            return False
+        return True
 
     def close(self) -> None:
         """Remove the desktop for good. Safe while a start or revert runs in another thread (the actor
         closes from its control group): that one sees ``closing`` and removes what it started."""
         self._closing = True
         self._stop_quietly()
-        self.state = "closed"
+        self._enter("closed")
+
+    def _enter(self, state: DesktopState, error: RayEnvError | None = None) -> bool:
+        """The one place the state changes; ``closed`` is final. Returns whether the change was made."""
+        with self._state_lock:
+            if self.state == "closed":
+                return False
+            self.state = state
+            if error is not None:
+                self.last_error = str(error)
+            return True
 
     def _started_while_closing(self) -> None:
-        """A start that finished after :meth:`close` began must not leave its desktop running."""
+        """A start or revert that finished after :meth:`close` began must not leave its desktop running."""
         if self._closing:
             self._stop_quietly()
-            self.state = "closed"
+            self._enter("closed")
             raise DesktopUnavailable("the desktop was closed while it started", env=self.name, phase="boot",
                                      hint="the pool replaced or shut down this desktop; lease another")
 
@@ -131,7 +167,7 @@ class Desktop:
         self.episodes += 1
         self._check_guest("reset", DesktopUnavailable)
         if task is not None:
-            self.state = "dirty"
+            self._enter("dirty")
             self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset")
         observation = self.observe()
         if self._recorder:
@@ -145,7 +181,7 @@ class Desktop:
         parsed = parse_action(action, env=self.name)
         client = self._require_client("step")
         pause = self.options.default_pause if pause is None else pause
-        self.state = "dirty"
+        self._enter("dirty")
         done, info = False, {}
         if parsed.control == "FAIL":
             done, info = True, {"fail": True}
@@ -194,7 +230,7 @@ class Desktop:
 
     def status(self) -> EnvStatus:
         return EnvStatus(env=self.name, provider=self.spec.provider, state=self.state,
-                         alive=self.healthy(),
+                         alive=self.alive(),
                          node_id=self.ownership.node_id, task_id=self.task.id if self.task else None,
                          steps=len(self.action_history), episodes=self.episodes,
                          url=self._client.url if self._client else None, last_error=self.last_error,
@@ -258,8 +294,7 @@ class Desktop:
             pool.shutdown(wait=False)
 
     def _mark_broken(self, error: RayEnvError) -> None:
-        self.state = "broken"
-        self.last_error = str(error)
+        self._enter("broken", error)
         logger.warning("desktop %s broken: %s", self.provider.label(), error)
 
     def __repr__(self) -> str:

@@ -9,7 +9,8 @@ Scoring differs from ``DesktopEnv.evaluate`` in one deliberate way: anything tha
 evaluator from producing a score (unknown metric, getter crash, metric crash, desktop unreachable,
 and any guest call a getter made that failed, which desktop-env itself turns into ``None``, see
 :mod:`rayenv.env.guest_calls`) raises :class:`~rayenv.errors.EvaluationError` instead of returning 0.
-A file the agent never created is still a legitimate 0, as in OSWorld.
+A file the agent never created is still a legitimate 0, as in OSWorld, but only when the gold it is
+compared with exists: a comparison without its expected value is an ``EvaluationError``.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ class TaskRunner:
 
     def _score_one(self, metric: Callable[..., Any], name: str, getters: Any, context: GetterContext,
                    result_spec: dict | None, expected_spec: dict | None, option: dict) -> float:
+        expected = self._gold(getters, context, expected_spec) if expected_spec else None
         try:
             result = self._watched(_getter_name(result_spec), lambda: _get(getters, context, result_spec))
         except FileNotFoundError:
@@ -174,7 +176,6 @@ class TaskRunner:
         except Exception as exc:
             raise self._failure(f"{_getter_name(result_spec)} failed: {exc!r}") from None
         try:
-            expected = self._watched(_getter_name(expected_spec), lambda: _get(getters, context, expected_spec))
             score = self._watched(f"metric {name!r}", lambda: metric(result, expected, **option) if expected_spec
                                   else metric(result, **option))
             return float(score)
@@ -182,6 +183,21 @@ class TaskRunner:
             raise
         except Exception as exc:
             raise self._failure(f"metric {name!r} failed: {exc!r}") from None
+
+    def _gold(self, getters: Any, context: GetterContext, spec: dict) -> Any:
+        """The expected value, fetched before the result: without a gold there is no score, even when the
+        result is missing too (which alone is a real 0). desktop-env's file getters give None for a file
+        they could not fetch."""
+        what = _getter_name(spec)
+        try:
+            expected = self._watched(what, lambda: _get(getters, context, spec))
+        except EvaluationError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"{what} (the gold) failed: {exc!r}") from None
+        if expected is None or (isinstance(expected, list) and any(item is None for item in expected)):
+            raise self._failure(f"{what} found no gold to compare with ({spec.get('path') or spec})")
+        return expected
 
     def _watched(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call`` (a getter, a metric, the postconfig) and refuse its outcome, value or exception

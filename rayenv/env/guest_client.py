@@ -99,6 +99,18 @@ class GuestClient:
         data = self._request("POST", "/screen_size", phase="status", timeout=5).json()
         return int(data["width"]), int(data["height"])
 
+    def probe(self, timeout: float) -> None:
+        """Raise a typed error unless the guest answers ``/screen_size`` within ``timeout``. On its own
+        connection, not the session's: the pool probes from the actor's control group, beside any call."""
+        try:
+            requests.post(self.url + "/screen_size", timeout=timeout).raise_for_status()
+        except requests.Timeout:
+            raise EnvTimeout(f"guest API did not answer a probe within {timeout:.0f}s", env=self.env,
+                             phase="probe", hint="the desktop is frozen or overloaded; the pool replaces it") from None
+        except requests.RequestException as exc:
+            raise DesktopUnavailable(f"guest API at {self.url} failed a probe: {type(exc).__name__}", env=self.env,
+                                     phase="probe", hint="the desktop is down; the pool replaces it") from None
+
     def run_action(self, code: str, *, timeout: float) -> ExecResult:
         """Run pyautogui code inside the desktop; raise :class:`ActionFailed` with the guest traceback."""
         payload = {"command": ["python3", "-c", PYAUTOGUI_PRELUDE + code], "shell": False, "timeout": timeout}

@@ -42,27 +42,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 
-from ..errors import DesktopUnavailable, EnvTimeout, PoolError, RayEnvError
+from ..errors import PoolError
+from ..failures import replaces_now, typed
 from ..waiting import wait_until
 from .capacity import check_cluster
 from .config import DEFAULT_NAMESPACE, PoolConfig
-from .manager import UNREACHABLE_ERRORS, PoolManager, manager_name
-from .outcomes import Outcome, as_completed, as_env_error, gather
-from .slots import Lease
+from .lease import Lease
+from .manager import PoolManager, manager_name
+from .outcomes import Outcome, as_completed, gather
 from .status import PoolStatus
 
 __all__ = ["EnvPool", "Lease", "PoolStatus", "manager_name"]
 
 logger = logging.getLogger("rayenv.pool.handle")
 
-#: A lessee's errors that say "this desktop is gone" (released as broken, replaced at once), except the
-#: unreachable ones among them.
-BROKEN_ERRORS = (DesktopUnavailable, EnvTimeout, ray.exceptions.RayActorError)
 #: Ray gives the head node this resource; the manager asks for a sliver of it to live there.
 HEAD_RESOURCE = "node:__internal_head__"
 
@@ -186,8 +184,10 @@ class EnvPool:
         try:
             yield lease
         except Exception as exc:
-            broken = _breaks_the_desktop(exc)
-            _raise_typed(exc, lease.env_name)
+            broken, error = _leave_typed(exc, lease)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             self.release(lease, broken=broken)
 
@@ -205,8 +205,10 @@ class EnvPool:
         try:
             yield lease
         except Exception as exc:
-            broken = _breaks_the_desktop(exc)
-            _raise_typed(exc, lease.env_name)
+            broken, error = _leave_typed(exc, lease)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             await self.release_async(lease, broken=broken)
 
@@ -291,17 +293,15 @@ def _check_capacity(config: PoolConfig) -> None:
     check_cluster(config.desktop, config.size, config.resource)
 
 
-def _breaks_the_desktop(exc: BaseException) -> bool:
-    """Whether a lessee's error means its desktop is gone (released as broken, replaced at once); an
-    unreachable one (``ActorUnavailableError`` is a ``RayActorError`` too) is left to the health loop."""
-    return isinstance(exc, BROKEN_ERRORS) and not isinstance(exc, UNREACHABLE_ERRORS)
-
-
-def _raise_typed(exc: Exception, env_name: str) -> NoReturn:
-    """Re-raise a lessee's error; one of Ray's (the actor died, a get timed out) as its rayenv type."""
-    if isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, RayEnvError):
-        raise as_env_error(exc, env_name) from exc
-    raise exc
+def _leave_typed(exc: Exception, lease: Lease) -> tuple[bool, Exception]:
+    """Whether the error leaving a lease's block breaks its desktop (:mod:`rayenv.failures` decides), and
+    what leaves the block: one of Ray's or asyncio's (the actor died, a wait timed out) as its rayenv type;
+    an error that did not come from the desktop (the lessee's own bug) as it is, the desktop kept."""
+    try:
+        error = typed(exc, lease.env_name)
+    except Exception:  # noqa: BLE001 - not a desktop's failure
+        return False, exc
+    return replaces_now(error), error
 
 
 def _lessee() -> dict[str, str]:

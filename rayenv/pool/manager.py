@@ -19,21 +19,19 @@ from ray.util import metrics
 
 from ..cluster_state import actor_id_of, actor_is_gone, dead_jobs, host_of
 from ..env.actor import OSWorldEnv
-from ..errors import ConfigError, PoolError, ProviderUnavailable, RayEnvError
+from ..errors import PoolError, RayEnvError
+from ..failures import PERMANENT_BOOT_ERRORS, Failure, classify, classify_probe
 from .config import PoolConfig
 from .events import (Boot, BootFailed, BootStarted, BootSucceeded, Broken, Closing, Created,
                      Effect, Event, Grow, Leased, Leave, LesseeDied, PingOk, PingSilent, Released,
                      Retire, Retired, Retry, Revert, RevertDone, RevertFailed, RevertSilent, Start)
 from .reaper import reap_cluster
-from .slots import HEALTHY_STATES, STATES, Lease, Slots
+from .lease import Lease
+from .slots import HEALTHY_STATES, STATES, Slots
 from .status import PoolStatus
 
 logger = logging.getLogger("rayenv.pool.manager")
 
-#: What a call to a desktop on a silent env host raises: the desktop may well come back with the link.
-UNREACHABLE_ERRORS = (asyncio.TimeoutError, ray.exceptions.ActorUnavailableError)
-#: Boot failures that a retry on the same host cannot fix; the slot fails at once, with the error's hint.
-PERMANENT_BOOT_ERRORS = (ProviderUnavailable, ConfigError)
 #: Seconds a retirement gives a call that ``close`` interrupted to deliver its error before the actor is killed.
 SETTLE_TIMEOUT = 5.0
 #: The health loop also reaps orphaned desktops every this many rounds.
@@ -156,10 +154,11 @@ class PoolManager:
     async def _revert(self, revert: Revert) -> None:
         try:
             await revert.handle.revert.remote()
-        except UNREACHABLE_ERRORS as exc:  # its next reset reverts it; the health loop decides its fate
-            await self._apply(RevertSilent(revert.slot, revert.generation, _short(exc) if str(exc) else "revert timed out"))
-        except Exception as exc:  # noqa: BLE001
-            await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
+        except Exception as exc:  # noqa: BLE001 - rayenv.failures decides what it means
+            if classify_probe(exc) is Failure.UNREACHABLE:  # its next reset reverts it; the health loop decides
+                await self._apply(RevertSilent(revert.slot, revert.generation, _short(exc) if str(exc) else "revert timed out"))
+            else:
+                await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
         else:
             await self._apply(RevertDone(revert.slot, revert.generation))
 
@@ -234,7 +233,8 @@ class PoolManager:
                 await self._reap()
 
     async def check_health(self) -> PoolStatus:
-        """Ping every live desktop; replace the dead and the long silent (in the background); retry failed slots."""
+        """Ping every live desktop (an idle one's guest must answer too: a frozen desktop still runs, and it
+        would be leased next); replace the dead and the long silent (in the background); retry failed slots."""
         async def probe(index: int, generation: int, state: str, handle: Any) -> None:
             if state == "failed":
                 await self._apply(Retry(index))
@@ -242,11 +242,11 @@ class PoolManager:
             if state not in HEALTHY_STATES or handle is None:
                 return
             try:
-                alive = await asyncio.wait_for(handle.ping.remote(), self.config.ping_timeout)
-            except UNREACHABLE_ERRORS as exc:
-                event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out")
-            except Exception as exc:  # noqa: BLE001 - a dead actor or a dead node: replace
-                event = Broken(index, generation, f"ping failed: {_short(exc)}")
+                probe = self.config.ping_timeout / 2 if state == "idle" else None  # a frozen idle desktop still runs
+                alive = await asyncio.wait_for(handle.ping.remote(probe), self.config.ping_timeout)
+            except Exception as exc:  # noqa: BLE001 - rayenv.failures decides: silent (kept a while) or replaced
+                event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out") \
+                    if classify_probe(exc) is Failure.UNREACHABLE else Broken(index, generation, f"ping failed: {_short(exc)}")
             else:
                 event = PingOk(index, generation) if alive else Broken(
                     index, generation, f"desktop is down: {await self._why_down(handle)}")
@@ -262,7 +262,7 @@ class PoolManager:
             status = await asyncio.wait_for(handle.status.remote(), self.config.ping_timeout)
         except Exception as exc:  # noqa: BLE001 - the reason is a courtesy; replacing it is what matters
             return f"no status ({_short(exc)})"
-        return status["details"].get("exit_reason") or f"its desktop is {status['state']}"
+        return status["details"].get("exit_reason") or status.get("last_error") or f"its desktop is {status['state']}"
 
     async def _reclaim_orphaned_leases(self) -> None:
         leased = [(s.index, s.generation, s.env_name, s.lessee) for s in self.slots if s.state == "leased" and s.lessee]

@@ -27,7 +27,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .events import (Boot, BootFailed, BootStarted, BootSucceeded, Broken, Closing, Created,
@@ -74,16 +74,6 @@ class Slot:
     @property
     def leasable(self) -> bool:
         return self.state == "idle" and not self.unreachable
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A desktop lent to one rollout: ``env`` is the actor handle to call (``lease.env.step.remote(a)``)."""
-
-    slot: int
-    generation: int
-    env_name: str
-    env: Any = field(compare=False, repr=False)
 
 
 class Slots:

@@ -123,7 +123,10 @@ class DesktopSpec(BaseModel):
 
 
 class Provider(abc.ABC):
-    """One desktop's lifecycle. Not thread-safe; the env actor serializes calls."""
+    """One desktop's lifecycle. The env actor runs one lifecycle call at a time (``start``, ``revert``,
+    ``stop`` from its one-slot group), except that its control group may call ``stop`` (a close),
+    ``is_alive`` and ``describe`` while one runs: ``stop`` must remove what a concurrent ``start`` made
+    (the desktop's ``closing`` flag makes that start stop it again), the other two only read."""
 
     name: ClassVar[str]
 

@@ -38,7 +38,7 @@ class Monitor:
         except asyncio.TimeoutError:
             raise SnapshotError(f"QEMU's monitor did not answer {command} within {limit:.0f}s", env=self.env,
                                 phase="snapshot", hint="the VM is stuck or gone; the desktop is restarted") from None
-        except (QMPError, OSError) as exc:
+        except (QMPError, OSError, EOFError) as exc:  # EOFError: QEMU closed the connection mid-command
             raise SnapshotError(f"QEMU's monitor refused {command}: {exc}", env=self.env, phase="snapshot",
                                 hint=f"is QEMU running? its monitor socket is {self.socket_path}") from None
 

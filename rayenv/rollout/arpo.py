@@ -24,7 +24,8 @@ from typing import Any
 
 import ray
 
-from ..errors import DesktopUnavailable, EnvTimeout, RayEnvError
+from ..errors import RayEnvError
+from ..failures import replaces_now
 from ..pool.handle import Lease
 from .episode import Episode, EpisodeFailed, connect_pool
 from .messages import first_messages, png_data_uri, turn_message
@@ -132,7 +133,7 @@ class ARPOEnvWorker:
     async def _fail(self, error: RayEnvError) -> dict[str, Any]:
         self.env_error = EpisodeFailed(error).reason
         self.done = True
-        await self._give_back(broken=isinstance(error, (DesktopUnavailable, EnvTimeout)))
+        await self._give_back(broken=replaces_now(error))
         return self._reply()
 
     async def _give_back(self, broken: bool = False) -> None:

@@ -6,11 +6,11 @@ on and :attr:`Turn.note` says what to tell the model), count the reply against `
 verl agent loop, the ARPO-compatible worker (and through it the sidecar's old-bridge endpoints)
 wrap it and differ only in how they render a :class:`Turn` for their model.
 
-Shared by all of them and the rollout bench, so all classify failures the same way: an env
-failure (the desktop died, a call timed out, setup or evaluation could not run) ends the episode
-as :class:`EpisodeFailed` carrying the typed :class:`~rayenv.errors.RayEnvError`; a desktop that
-died or hung is released as broken so the pool replaces it. A timed-out ``await`` does not stop
-the actor's running call, which is why a timeout always means "broken".
+Shared by all of them and the rollout bench; what a failure means is :mod:`rayenv.failures`'s call,
+as for the pool: an ``action`` failure is the model's (the episode goes on), any other ends the
+episode as :class:`EpisodeFailed` carrying the typed :class:`~rayenv.errors.RayEnvError`, and the
+lease releases the desktop as broken when its kind says so (it died, or a call on it timed out: a
+timed-out ``await`` does not stop the actor's running call).
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from ..errors import ActionFailed, EnvTimeout, InvalidAction, RayEnvError
+from ..errors import EnvTimeout, RayEnvError
+from ..failures import CONSEQUENCES, kind_of, typed
 from ..pool.handle import EnvPool, Lease
-from ..pool.outcomes import as_env_error
 from ..types import Observation, StepResult
 from .parsers import ActionParser, ParsedReply, ReplyFormatError, make_parser
 from .settings import AgentSettings
-
-#: Errors caused by the model's action, not the desktop: the episode goes on and the model is told.
-ACTION_ERRORS = (ActionFailed, InvalidAction)
-
 
 class EpisodeFailed(Exception):
     """The desktop could not carry the episode to a score. ``reason`` is what metrics report."""
@@ -101,12 +97,8 @@ class Episode:
         except asyncio.TimeoutError:
             raise EnvTimeout(f"{phase} did not answer within {timeout:.0f}s", env=self.env_name, phase=phase,
                              hint=f"raise rayenv.agent.{phase}_timeout; the desktop is replaced") from None
-        except Exception as exc:  # noqa: BLE001 - typed by as_env_error; anything unknown is re-raised
-            cause = getattr(exc, "cause", None)  # Ray wraps the actor's typed error; keep the original
-            error = cause if isinstance(cause, RayEnvError) else as_env_error(exc, self.env_name)
-            if error.phase is None:
-                error.phase = phase
-            raise error from None
+        except Exception as exc:  # noqa: BLE001 - typed by rayenv.failures; anything unknown is re-raised
+            raise typed(exc, self.env_name, phase) from None
 
     async def reset(self, task: dict[str, Any]) -> Observation:
         self.turns, self.observation = 0, None
@@ -141,7 +133,9 @@ class Episode:
         for action in parsed.actions:
             try:
                 result = await self.step(action)
-            except ACTION_ERRORS as exc:
+            except RayEnvError as exc:
+                if not CONSEQUENCES[kind_of(exc)].episode_goes_on:
+                    raise
                 return Turn(parsed, observation, f"The action failed: {exc.message}", action_error=True, last=last)
             observation = result["observation"]
             if result["done"]:
