@@ -72,4 +72,12 @@ if [ "$WANT_TRAINER" = 1 ]; then
   TRAINER=$(make_venv trainer "$ROOT" pytest)
   ln -sfn "$TRAINER" .venv-trainer
 fi
+# Process desktops run as the unprivileged user rayenv-desktop (rayenv/desktop_lite/process.py), who must
+# reach the env-host interpreter and the checkout: let others traverse (not list) the directories above.
+id rayenv-desktop >/dev/null 2>&1 || useradd --system --user-group --no-create-home --home-dir /nonexistent \
+  --shell /usr/sbin/nologin rayenv-desktop
+for path in "$ENVHOST/bin/python" "$(readlink -f "$ENVHOST/bin/python")" "$ROOT/OSWorld/guest"; do
+  dir=$(dirname "$path")
+  while [ "$dir" != / ]; do chmod o+x "$dir"; dir=$(dirname "$dir"); done
+done
 log "ready: env-host venv .venv -> $ENVHOST"

@@ -33,3 +33,54 @@ def fake_dir(tmp_path, monkeypatch):
     """A private directory for fake desktops' kill switches, visible to Ray workers through the env."""
     monkeypatch.setenv("RAYENV_FAKE_DIR", str(tmp_path))
     return tmp_path
+
+
+#: Programs a fast test must not start (an X server, a desktop session, Docker, QEMU, a Ray node).
+HEAVY_PROGRAMS = ("Xvfb", "desktop-session", "docker", "dockerd", "qemu-system-x86_64", "ray")
+
+
+class StartsHeavyParts(RuntimeError):
+    """A test selected by ``-m "not slow"`` tried to start Ray, Docker, QEMU or an X server."""
+
+
+def _refuse(what: str) -> StartsHeavyParts:
+    return StartsHeavyParts(f"the fast tier (-m 'not slow') must not start {what}: mark this test "
+                            "@pytest.mark.slow (and docker/netns where it applies)")
+
+
+def _guard_fast_tier() -> None:
+    """Make starting Ray, Docker, QEMU or an X server raise, so a test that needs them and is not marked
+    slow fails in the fast tier instead of quietly making it slow."""
+    import subprocess
+
+    import ray
+
+    def no_ray(*args, **kwargs):
+        raise _refuse("Ray (ray.init)")
+
+    ray.init = no_ray
+    try:
+        import docker
+    except ImportError:  # pragma: no cover - docker-py is a dependency of the env host
+        pass
+    else:
+        def no_docker(*args, **kwargs):
+            raise _refuse("a Docker client")
+
+        docker.from_env = no_docker
+    original = subprocess.Popen.__init__
+
+    def guarded(self, args, *rest, **kwargs):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        words = [os.path.basename(str(word)) for word in argv[:3]]
+        heavy = next((w for w in words if w in HEAVY_PROGRAMS), None)
+        if heavy is not None:
+            raise _refuse(heavy)
+        original(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = guarded
+
+
+def pytest_configure(config):
+    if "not slow" in (config.option.markexpr or "").replace("  ", " "):
+        _guard_fast_tier()

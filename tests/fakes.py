@@ -3,7 +3,8 @@
 ``FakeProvider`` serves a tiny in-process imitation of the guest API on 127.0.0.1: a 4x4 PNG as the
 screenshot, ``/execute`` that "runs" code by checking it compiles and raising when it contains
 ``raise``. Tests kill a fake desktop by touching ``<RAYENV_FAKE_DIR>/<env_id>.dead``, and make it
-unreachable (its liveness check hangs, as across a dropped link) with ``<env_id>.silent``.
+unreachable (its liveness check hangs, as across a dropped link) with ``<env_id>.silent``, and hang
+its actions (``/execute`` does not answer, as in a frozen desktop) with ``<env_id>.hung``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def kill_file(env_id: str) -> Path:
 
 def silence_file(env_id: str) -> Path:
     return fake_dir() / f"{env_id}.silent"
+
+
+def hang_file(env_id: str) -> Path:
+    return fake_dir() / f"{env_id}.hung"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/screen_size":
             self._send(json.dumps({"width": 4, "height": 4}).encode())
         elif self.path == "/execute":
+            while hang_file(self.server.provider.ownership.env_id).exists():
+                time.sleep(0.1)
             code = json.loads(body)["command"][-1]
             failed = "raise" in code
             self._send(json.dumps({"status": "error" if failed else "success", "output": "",

@@ -128,3 +128,25 @@ def test_an_actor_killed_under_a_lease_leaves_the_block_as_desktop_unavailable(p
             ray.kill(env, no_restart=True)
             ray.get(env.step.remote("pyautogui.moveTo(1, 1)"))
     assert isinstance(raised.value.__cause__, ray.exceptions.ActorDiedError)
+
+
+def test_a_paused_idle_desktop_is_replaced_before_anyone_leases_it(pool):
+    from rayenv.waiting import wait_until
+
+    pool.wait_healthy(timeout=120)
+    slot = next(s for s in pool.status().slots if s.state == "idle")
+    container_of(pool.envs()[slot.env]).pause()
+    paused = time.time()
+
+    def since_the_pause() -> list[str]:
+        return [state for when, index, state in pool.history() if index == slot.index and when >= paused]
+
+    # a health round (every second here) probes an idle desktop: its guest must answer in ping_timeout / 2 (5 s)
+    wait_until(lambda: "replacing" in since_the_pause(), 1.0 + 5.0 + 5.0, interval=0.2,
+               what="the paused idle desktop being replaced", explain=lambda: str(pool.status().slots[slot.index]))
+    print(f"paused idle desktop taken out {time.time() - paused:.1f}s after the pause")
+    assert since_the_pause()[0] == "replacing", since_the_pause()  # never leased meanwhile
+    assert "did not answer a probe" in pool.status().slots[slot.index].last_error
+    pool.wait_healthy(timeout=120)
+    assert pool.status().slots[slot.index].generation > slot.generation
+    assert len(containers("hung")) == 2

@@ -151,3 +151,16 @@ def test_a_process_desktop_whose_home_is_full_is_not_scored(process):
     with full_tmpfs(home):
         with pytest.raises(EvaluationError, match=rf"home {home} has 0 KiB free"):
             process.evaluate()
+
+
+def test_a_comparison_whose_result_and_gold_are_both_missing_has_no_score(process):
+    # the result alone missing is a legitimate 0.0 (test above); without a gold nothing can be scored
+    task = {"id": "no-gold", "instruction": "Write ~/answer.txt.", "config": [],
+            "evaluator": {"func": "compare_text_file",
+                          "result": {"type": "vm_file", "path": "~/answer.txt", "dest": "answer.txt"},
+                          "expected": {"type": "vm_file", "path": "~/.no-gold/answer.txt", "dest": "gold.txt"}}}
+    process.reset(task)
+    process.step("DONE")
+    with pytest.raises(EvaluationError, match="no gold to compare with") as raised:
+        process.evaluate()
+    assert raised.value.phase == "evaluate" and "drop it" in raised.value.hint

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import ray
-from fakes import kill_file, silence_file
+from fakes import hang_file, kill_file, silence_file
 
-from rayenv import (ActionFailed, DesktopUnavailable, EnvPool, EvaluationError, InvalidAction,
+from rayenv import (ActionFailed, DesktopUnavailable, EnvPool, EnvTimeout, EvaluationError, InvalidAction,
                     PoolError)
+from rayenv.failures import Failure, classify
 from rayenv.pool.status import PoolStatus
 from rayenv.waiting import wait_until
 
@@ -103,7 +108,7 @@ def test_the_health_check_replaces_a_killed_actor(pool):
 @pytest.fixture
 def patient_pool(cluster, request):
     pool = EnvPool.create(name=f"p{abs(hash(request.node.name)) % 10**6}", size=1, provider=FAKE,
-                          health_interval=0.3, ping_timeout=0.5, unreachable_grace=6.0, namespace="rayenv-tests",
+                          health_interval=0.3, ping_timeout=2.0, unreachable_grace=6.0, namespace="rayenv-tests",
                           env={"default_pause": 0})
     yield pool
     silence_file(pool.status().slots[0].env).unlink(missing_ok=True)
@@ -194,6 +199,69 @@ def test_a_lock_step_outcome_that_finds_a_desktop_dead_replaces_it_without_waiti
         assert replaced.slots[0].generation == 2 and "found it gone" in replaced.slots[0].last_error
     finally:
         pool.shutdown()
+
+
+#: A lock-step batch's one timeout, and what the machine may add to it (a shared, loaded CI host).
+BATCH_TIMEOUT, BATCH_MARGIN = 2.0, 1.5
+
+
+def test_hung_desktops_cost_a_lock_step_batch_one_timeout_and_fail_as_they_would_in_a_lease(cluster):
+    pool = EnvPool.create(name="hung3", size=3, provider=FAKE, namespace="rayenv-tests", health_interval=3600,
+                          env={"default_pause": 0, "step_timeout": 60})
+    envs = pool.envs()
+    names = sorted(envs)
+    try:
+        for name in names:
+            hang_file(name).touch()
+        # one desktop answers late: as_completed must not give the others a fresh timeout after it
+        thaw = threading.Timer(BATCH_TIMEOUT * 0.75, hang_file(names[0]).unlink)
+        started = time.monotonic()
+        thaw.start()
+        finished = list(EnvPool.as_completed({n: envs[n].step.remote("pyautogui.moveTo(1, 1)") for n in names},
+                                             timeout=BATCH_TIMEOUT))
+        assert time.monotonic() - started < BATCH_TIMEOUT + BATCH_MARGIN
+        assert finished[0].key == names[0] and finished[0].ok
+        assert {o.key for o in finished[1:]} == set(names[1:])
+        assert all(isinstance(o.error, EnvTimeout) and o.failure is Failure.TIMED_OUT for o in finished[1:])
+
+        hang_file(names[0]).touch()
+        started = time.monotonic()
+        outcomes = pool.step_all(envs, {n: "pyautogui.moveTo(2, 2)" for n in names}, timeout=BATCH_TIMEOUT)
+        assert time.monotonic() - started < BATCH_TIMEOUT + BATCH_MARGIN
+        assert all(isinstance(o.error, EnvTimeout) and o.broken for o in outcomes.values())
+        replaced = wait_for(pool, lambda s: s.replacements == 3 and s.healthy == 3, timeout=120)
+        assert all("found it gone" in slot.last_error for slot in replaced.slots)
+
+        # the same hang inside a lease: the same kind, and the desktop is replaced just the same
+        with pytest.raises(EnvTimeout) as raised:
+            with pool.lease(timeout=10) as lease:
+                names.append(lease.env_name)
+                hang_file(lease.env_name).touch()
+                ray.get(lease.env.step.remote("pyautogui.moveTo(3, 3)"), timeout=BATCH_TIMEOUT)
+        assert classify(raised.value) is Failure.TIMED_OUT
+        wait_for(pool, lambda s: s.replacements == 4, timeout=30)
+    finally:
+        for name in names:
+            hang_file(name).unlink(missing_ok=True)
+        pool.shutdown()
+
+
+def test_a_lessee_whose_frozen_desktop_the_pool_replaced_gets_a_rayenv_error(patient_pool):
+    lease = patient_pool.acquire(timeout=10)
+    worker = lease.call("status")["details"]["worker_pid"]
+    os.kill(worker, signal.SIGSTOP)  # the env actor's worker freezes past the grace: the pool kills it
+    try:
+        wait_for(patient_pool, lambda s: s.replacements == 1 and s.healthy == 1, timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)
+    with pytest.raises(DesktopUnavailable, match="env actor is gone") as raised:
+        lease.call("step", "pyautogui.moveTo(1, 1)", timeout=30)
+    assert raised.value.env == lease.env_name and raised.value.phase == "step"
+    with pytest.raises(DesktopUnavailable):
+        asyncio.run(lease.call_async("observe", timeout=30))
+    patient_pool.release(lease)  # its generation is gone: a no-op
+    assert patient_pool.status().healthy == 1
 
 
 def test_connect_sees_the_same_desktops(pool):

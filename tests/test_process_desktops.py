@@ -18,8 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rayenv.desktop_lite.process import group_gone, reap_orphans, run_dir
+from rayenv.desktop_lite.process import group_gone, reap_orphans, run_dir, start_desktop
+from rayenv.env.guest_client import GuestClient
+from rayenv.errors import ActionFailed
 from rayenv.waiting import wait_until
+
+pytestmark = [pytest.mark.slow]
 
 OWNER = "process-tests"
 WORKER = """
@@ -89,3 +93,20 @@ def test_the_reaper_leaves_alone_a_process_that_reused_a_recorded_process_group(
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the session drops root only when the worker has it")
+def test_a_process_desktops_action_cannot_write_to_roots_home(runs):
+    desktop = start_desktop(owner=OWNER, env_id="unprivileged", actor_id="", width=640, height=480, timeout=60)
+    guest = GuestClient(f"http://127.0.0.1:{desktop.port}", env="unprivileged")
+    try:
+        escape = Path.home() / f"rayenv-escape-{os.getpid()}"
+        with pytest.raises(ActionFailed, match="PermissionError"):
+            guest.run_action(f"open({str(escape)!r}, 'w').write('root?')", timeout=30)
+        assert not escape.exists()
+        guest.run_action("import os; open(os.path.expanduser('~/mine.txt'), 'w').write('ok')", timeout=30)
+        mine = desktop.workdir / "home" / "mine.txt"
+        assert mine.read_text() == "ok" and mine.stat().st_uid != 0
+    finally:
+        guest.close()
+        desktop.stop()

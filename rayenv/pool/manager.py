@@ -34,6 +34,8 @@ logger = logging.getLogger("rayenv.pool.manager")
 
 #: Seconds a retirement gives a call that ``close`` interrupted to deliver its error before the actor is killed.
 SETTLE_TIMEOUT = 5.0
+#: At most this many reaps at shutdown (each after the last found something).
+FINAL_REAP_ROUNDS = 3
 #: The health loop also reaps orphaned desktops every this many rounds.
 REAP_EVERY = 6
 #: Slot states on the way to a desktop (``start`` and ``grow`` wait until none of their slots is in one).
@@ -215,12 +217,33 @@ class PoolManager:
         await asyncio.gather(*(self._perform([effect]) for effect in effects))
 
     async def shutdown(self) -> list[str]:
-        """Close every desktop, kill every env actor, and remove anything left of this pool."""
+        """Close every desktop, kill every env actor, and remove anything left of this pool.
+
+        The background tasks are cancelled mid-way: a boot whose actor was made but not yet recorded, a
+        replacement whose old actor was not yet killed. So every env actor of this pool still named in
+        Ray is killed too, and the reap is repeated until a round finds nothing: a container a killed
+        actor was creating (a revert's restart) reaches Docker after the actor is gone.
+        """
         effects = await self._apply(Closing(), background=False)
         for task in list(self._tasks):
             task.cancel()
         await self._perform_all(effects)
-        return await self._reap(everything=True)
+        await asyncio.to_thread(self._kill_remaining_actors)
+        removed: list[str] = []
+        for _ in range(FINAL_REAP_ROUNDS):
+            found = await self._reap(everything=True)
+            removed += found
+            if not found:
+                break
+        return removed
+
+    def _kill_remaining_actors(self) -> None:
+        """Kill the env actors of this pool that Ray still knows by name (blocking: run it off the loop)."""
+        prefix = f"{self.config.name}.env-"
+        for named in ray.util.list_named_actors(all_namespaces=True):
+            if named["namespace"] == self.config.namespace and named["name"].startswith(prefix):
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(named["name"], namespace=named["namespace"]), no_restart=True)
 
     # -- health ----------------------------------------------------------------------------------------
     async def _health_loop(self) -> None:
