@@ -95,3 +95,34 @@ def test_docs_pool_md_carries_the_failure_table_as_the_code_says():
     doc = (REPO / "docs" / "pool.md").read_text()
     table = doc.split("<!-- failures:begin -->\n", 1)[1].split("\n<!-- failures:end -->", 1)[0]
     assert table == failures.markdown_table(), "regenerate with: python -m rayenv.failures"
+
+
+def test_a_qmp_connection_dropped_while_a_golden_state_is_saved_is_a_snapshot_error_and_the_boot_is_retried(
+        monkeypatch):
+    from rayenv.providers.qmp import Monitor
+
+    async def dropped(self, command, arguments):  # what qemu.qmp raises when QEMU closes the socket mid-command
+        raise EOFError()
+
+    monkeypatch.setattr(Monitor, "_execute", dropped)
+    with pytest.raises(errors.SnapshotError, match="refused human-monitor-command") as raised:
+        Monitor(REPO / "no-such-qmp.sock", env="env-1").save_snapshot("golden")
+    assert raised.value.phase == "snapshot"
+    assert not isinstance(raised.value, failures.PERMANENT_BOOT_ERRORS)  # the pool retries the boot
+
+
+def test_an_untyped_error_while_booting_reaches_the_pool_as_desktop_unavailable():
+    from rayenv.env.actor import OSWorldEnv
+
+    actor = OSWorldEnv.__ray_metadata__.modified_class.__new__(OSWorldEnv.__ray_metadata__.modified_class)
+
+    class Booting:
+        name = "env-1"
+
+        def start(self):
+            raise EOFError("QEMU's monitor closed the connection")
+
+    actor.desktop = Booting()
+    with pytest.raises(errors.DesktopUnavailable, match="boot failed: EOFError") as raised:
+        actor._start_typed()
+    assert raised.value.phase == "boot" and isinstance(raised.value.__cause__, EOFError)

@@ -96,13 +96,13 @@ def test_a_second_driver_from_the_trainer_install_attaches_and_sees_the_same_des
     script = ("import json, ray, importlib.util as u; from rayenv import EnvPool; "
               f"ray.init(address={cluster.address!r}, log_to_driver=False); "
               f"p = EnvPool.connect('e2e', namespace={NAMESPACE!r}); "
-              "print(json.dumps({'envs': sorted(p.healthy()), 'desktop_env': u.find_spec('desktop_env') is not None, "
+              "print(json.dumps({'envs': sorted(p.healthy_names()), 'desktop_env': u.find_spec('desktop_env') is not None, "
               "'torch': u.find_spec('torch') is not None}))")
     out = subprocess.run([str(TRAINER_PYTHON), "-c", script], capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in cluster.env().items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"envs": sorted(pool.healthy()), "desktop_env": False, "torch": False}
+    assert seen == {"envs": sorted(pool.healthy_names()), "desktop_env": False, "torch": False}
 
 
 def test_concurrent_calls_on_one_desktop_run_one_at_a_time(pool):

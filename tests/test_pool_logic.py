@@ -94,7 +94,7 @@ def test_a_desktop_that_dies_is_reported_by_name_and_replaced(pool, cluster):
     assert failure.value.env == lease.env_name
     pool.release(lease, broken=True)
     status = pool.wait_healthy(timeout=30)
-    assert status.replacements == 1 and lease.env_name not in pool.healthy()
+    assert status.replacements == 1 and lease.env_name not in pool.healthy_names()
     assert len(running(cluster)) >= 2
 
 
@@ -163,7 +163,7 @@ def test_a_lease_held_by_an_actor_that_died_goes_back_to_the_pool(pool):
     assert pool.status().counts.get("leased") == 1
     ray.kill(lessee)
     back = wait_for(pool, lambda s: s.counts.get("leased", 0) == 0 and s.healthy == 2)
-    assert taken in pool.healthy() and back.replacements == 0
+    assert taken in pool.healthy_names() and back.replacements == 0
 
 
 def test_a_lease_held_by_a_driver_that_exited_goes_back_to_the_pool(pool):
@@ -173,7 +173,7 @@ def test_a_lease_held_by_a_driver_that_exited_goes_back_to_the_pool(pool):
     done = subprocess.run([sys.executable, "-c", script, gcs, pool.name], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     back = wait_for(pool, lambda s: s.counts.get("leased", 0) == 0 and s.healthy == 2, timeout=30)
-    assert done.stdout.split()[-1] in pool.healthy() and back.replacements == 0
+    assert done.stdout.split()[-1] in pool.healthy_names() and back.replacements == 0
 
 
 def test_lock_step_helpers_return_one_outcome_per_desktop_even_when_one_fails(pool):
@@ -266,7 +266,7 @@ def test_a_lessee_whose_frozen_desktop_the_pool_replaced_gets_a_rayenv_error(pat
 
 def test_connect_sees_the_same_desktops(pool):
     other = EnvPool.connect(pool.name, namespace="rayenv-tests")
-    assert sorted(other.healthy()) == sorted(pool.healthy()) and other.size == 2
+    assert sorted(other.healthy_names()) == sorted(pool.healthy_names()) and other.size == 2
 
 
 def test_creating_a_pool_twice_or_connecting_to_none_says_what_to_do(pool):

@@ -134,8 +134,8 @@ class EnvPool:
     def status(self) -> PoolStatus:
         return ray.get(self._manager.status.remote())
 
-    def healthy(self) -> list[str]:
-        """Names of the desktops that are up (idle, leased or reverting)."""
+    def healthy_names(self) -> list[str]:
+        """Names of the desktops that are up (idle, leased or reverting); ``status().healthy`` counts them."""
         return list(ray.get(self._manager.handles.remote()))
 
     def envs(self) -> dict[str, ActorHandle]:
@@ -175,10 +175,11 @@ class EnvPool:
 
     @contextlib.contextmanager
     def lease(self, timeout: float | None = None) -> Iterator[Lease]:
-        """Lend one desktop for the block (call it as ``lease.env.step.remote(...)``). A desktop that turned
-        out dead is replaced on exit; an unreachable one (its link is down) is given back as is and left to
-        the health loop. Ray's own errors from the desktop's calls leave the block as :mod:`rayenv.errors`
-        types (an actor that died is :class:`~rayenv.errors.DesktopUnavailable`), chained to Ray's."""
+        """Lend one desktop for the block (call it as ``lease.call("step", a)``, typed, or
+        ``lease.env.step.remote(a)``). An error leaving the block is a :mod:`rayenv.errors` type, chained
+        to Ray's or asyncio's where it was one of theirs, and :mod:`rayenv.failures` decides whether the
+        desktop is released as broken (dead or timed out: replaced at once) or given back (an unreachable
+        one is left to the health loop)."""
         lease = self.acquire(timeout)
         broken = False
         try:
@@ -250,6 +251,8 @@ class EnvPool:
         status = ray.get(self._manager.leave.remote(node_id))
         if status is None:
             ray.kill(self._manager, no_restart=True)
+        else:
+            self.config = self.config.model_copy(update={"size": status.size})
         return status
 
     def reap(self) -> list[str]:
