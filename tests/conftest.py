@@ -40,7 +40,7 @@ HEAVY_PROGRAMS = ("Xvfb", "desktop-session", "docker", "dockerd", "qemu-system-x
 
 
 class StartsHeavyParts(RuntimeError):
-    """A test selected by ``-m "not slow"`` tried to start Ray, Docker, QEMU or an X server."""
+    """A test selected by ``-m "not slow"`` tried to start Ray, a container, QEMU or an X server."""
 
 
 def _refuse(what: str) -> StartsHeavyParts:
@@ -49,7 +49,7 @@ def _refuse(what: str) -> StartsHeavyParts:
 
 
 def _guard_fast_tier() -> None:
-    """Make starting Ray, Docker, QEMU or an X server raise, so a test that needs them and is not marked
+    """Make starting Ray, a Docker container, QEMU or an X server raise, so a test that needs them and is not marked
     slow fails in the fast tier instead of quietly making it slow."""
     import subprocess
 
@@ -60,14 +60,14 @@ def _guard_fast_tier() -> None:
 
     ray.init = no_ray
     try:
-        import docker
+        from docker.models.containers import ContainerCollection
     except ImportError:  # pragma: no cover - docker-py is a dependency of the env host
         pass
     else:
-        def no_docker(*args, **kwargs):
-            raise _refuse("a Docker client")
+        def no_container(*args, **kwargs):
+            raise _refuse("a Docker container")
 
-        docker.from_env = no_docker
+        ContainerCollection.run = ContainerCollection.create = no_container  # asking Docker questions is fine
     original = subprocess.Popen.__init__
 
     def guarded(self, args, *rest, **kwargs):
@@ -84,3 +84,25 @@ def _guard_fast_tier() -> None:
 def pytest_configure(config):
     if "not slow" in (config.option.markexpr or "").replace("  ", " "):
         _guard_fast_tier()
+
+
+#: The fast tier's budget (issue 22): ``-m "not slow"`` must finish within it on a CI machine.
+FAST_TIER_SECONDS = 120.0
+
+
+def pytest_sessionstart(session):
+    import time
+
+    session.config._rayenv_started = time.monotonic()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import time
+
+    if "not slow" not in (session.config.option.markexpr or "") or exitstatus != 0:
+        return
+    took = time.monotonic() - session.config._rayenv_started
+    if took > FAST_TIER_SECONDS and not session.config.option.keyword:
+        print(f"\nthe fast tier took {took:.0f}s, over its {FAST_TIER_SECONDS:.0f}s budget: "
+              "mark the slow tests @pytest.mark.slow")
+        session.exitstatus = 1

@@ -24,6 +24,8 @@ from rayenv.waiting import wait_until
 
 FAKE = "fakes:FakeProvider"
 
+pytestmark = [pytest.mark.slow]  # a real Ray (fake desktops)
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

@@ -21,6 +21,8 @@ OLD_BRIDGE_KEYS = {"status", "provider", "observation_type", "screenshot_source"
                    "env_status", "message"}
 NAMESPACE = "rayenv-sidecar"
 
+pytestmark = [pytest.mark.slow]  # a real Ray (fake desktops)
+
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):

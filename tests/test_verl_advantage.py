@@ -22,7 +22,7 @@ FAILED = 3
 OTHER_GROUP = [0.0, 1.0, 1.0, 1.0]  # a second prompt in the same batch, nothing failed
 RESPONSE_LENGTH = 5
 
-pytestmark = pytest.mark.verl
+pytestmark = [pytest.mark.verl, pytest.mark.slow]
 
 
 def smoke_env_vars() -> dict[str, str]:
