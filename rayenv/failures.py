@@ -101,8 +101,12 @@ def kind_of(error: RayEnvError) -> Failure:
 
 
 def classify(exc: BaseException, env: str | None = None) -> Failure:
-    """The kind of any error a desktop's call raised (typed or Ray's or asyncio's own)."""
-    return kind_of(typed(exc, env))
+    """The kind of any error a desktop's call raised (typed or Ray's or asyncio's own); one that is none of
+    these (a bug on the way) is ``broken``: nobody can vouch for the desktop."""
+    try:
+        return kind_of(typed(exc, env))
+    except Exception:  # noqa: BLE001 - typed() re-raises what it does not know
+        return Failure.BROKEN
 
 
 def classify_probe(exc: BaseException) -> Failure:

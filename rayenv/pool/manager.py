@@ -157,7 +157,7 @@ class PoolManager:
         try:
             await revert.handle.revert.remote()
         except Exception as exc:  # noqa: BLE001 - rayenv.failures decides what it means
-            if classify_probe(exc) is Failure.UNREACHABLE:  # its next reset reverts it; the health loop decides
+            if classify(exc) is Failure.UNREACHABLE:  # its next reset reverts it; the health loop decides
                 await self._apply(RevertSilent(revert.slot, revert.generation, _short(exc) if str(exc) else "revert timed out"))
             else:
                 await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
