@@ -12,6 +12,7 @@ from .errors import (
     ActionFailed,
     ConfigError,
     DesktopUnavailable,
+    DesktopUnreachable,
     EnvTimeout,
     EvaluationError,
     InvalidAction,
@@ -27,10 +28,11 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .pool.config import PoolConfig
-    from .pool.handle import EnvPool, Lease
+    from .pool.handle import EnvPool
+    from .pool.lease import Lease
     from .pool.outcomes import Outcome
 
-_LAZY = {"EnvPool": "pool.handle", "Lease": "pool.handle", "PoolConfig": "pool.config", "Outcome": "pool.outcomes"}
+_LAZY = {"EnvPool": "pool.handle", "Lease": "pool.lease", "PoolConfig": "pool.config", "Outcome": "pool.outcomes"}
 
 
 def __getattr__(name: str) -> Any:
@@ -42,6 +44,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rayenv' has no attribute {name!r}")
 
 
-__all__ = ["ActionFailed", "ConfigError", "DesktopUnavailable", "EnvPool", "EnvStatus", "EnvTimeout", "EvaluationError",
-           "InvalidAction", "InvalidTaskConfig", "Lease", "Observation", "Outcome", "PoolConfig", "PoolError",
+__all__ = ["ActionFailed", "ConfigError", "DesktopUnavailable", "DesktopUnreachable", "EnvPool", "EnvStatus",
+           "EnvTimeout", "EvaluationError", "InvalidAction", "InvalidTaskConfig", "Lease", "Observation", "Outcome", "PoolConfig", "PoolError",
            "ProviderUnavailable", "RayEnvError", "SetupFailed", "StepResult"]
