@@ -231,12 +231,12 @@ def test_hung_desktops_cost_a_lock_step_batch_one_timeout_and_fail_as_they_would
         outcomes = pool.step_all(envs, {n: "pyautogui.moveTo(2, 2)" for n in names}, timeout=BATCH_TIMEOUT)
         assert time.monotonic() - started < BATCH_TIMEOUT + BATCH_MARGIN
         assert all(isinstance(o.error, EnvTimeout) and o.broken for o in outcomes.values())
-        replaced = wait_for(pool, lambda s: s.replacements == 3 and s.healthy == 3, timeout=120)
+        replaced = wait_for(pool, lambda s: s.replacements == 3, timeout=30)
         assert all("found it gone" in slot.last_error for slot in replaced.slots)
 
         # the same hang inside a lease: the same kind, and the desktop is replaced just the same
         with pytest.raises(EnvTimeout) as raised:
-            with pool.lease(timeout=10) as lease:
+            with pool.lease(timeout=180) as lease:  # the first replacement to finish booting
                 names.append(lease.env_name)
                 hang_file(lease.env_name).touch()
                 ray.get(lease.env.step.remote("pyautogui.moveTo(3, 3)"), timeout=BATCH_TIMEOUT)
