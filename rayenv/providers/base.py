@@ -45,6 +45,11 @@ class Ownership:
                 LABEL_NODE: self.node_id, LABEL_PROVIDER: provider}
 
 
+#: Guest ports OSWorld's getters reach besides the guest API: Chrome's remote debugging (OSWorld's image
+#: forwards it there from Chrome's 1337 with socat) and VLC's HTTP interface. Keys of ``extra_ports``.
+APP_PORTS = {"chromium": 9222, "vlc": 8080}
+
+
 @dataclass(frozen=True)
 class GuestEndpoint:
     """Where a desktop's guest API server answers (host side)."""
