@@ -178,6 +178,7 @@ class DockerProvider(ContainerProvider):
             raise ProviderUnavailable(f"KVM does not work here: {kvm.message}", env=env_id, phase="boot",
                                       hint="enable nested virtualization for this VM, or set require_kvm: false")
         environment = {"DISK_SIZE": "32G", "RAM_SIZE": self.spec.docker_memory, "CPU_CORES": str(self.spec.docker_cpus),
+                       "BOOT_MODE": self.spec.vm_boot,
                        "SCREEN_WIDTH": str(self.spec.screen_width), "SCREEN_HEIGHT": str(self.spec.screen_height)}
         if not kvm.available:
             environment["KVM"] = "N"
