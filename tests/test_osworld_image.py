@@ -92,7 +92,8 @@ def test_the_standins_boot_sector_is_an_mbr_disk_with_one_bootable_linux_partiti
     sector = standin.boot_sector(GRUB_CODE + bytes(72), 4 << 30)
     status, kind, first, count = struct.unpack_from("<B3xB3xII", sector, 446)
     assert (status, kind, first, count) == (0x80, 0x83, 2048, (4 << 30) // 512 - 2048)
-    assert sector[:440] == GRUB_CODE[:440] and len(sector) == 512
+    assert sector[:0x5C] == GRUB_CODE[:0x5C] and len(sector) == 512, "GRUB's boot code"
+    assert struct.unpack_from("<Q", sector, 0x5C)[0] == 1, "GRUB's core image follows in sector 1"
     assert boot_mode(sector) == "bios"
 
 

@@ -18,7 +18,7 @@ and the reset benchmark boot this instead, made the same way from the VM desktop
 
 Nothing here boots with ``-kernel``: ``rayenv/osworld-vm`` finds the partition table and lets SeaBIOS
 run GRUB, as it does for OSWorld's own image. Cached by content hash in
-``$RAYENV_VM_DESKTOP_DIR/standin-<hash>/`` (the packages, the guest files, this module's settings).
+``$RAYENV_VM_DESKTOP_DIR/standin/<hash>/`` (the packages, the guest files, this module's settings).
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ PARTITION_START = 1 << 20  # 1 MiB: the usual first partition; GRUB's core.img l
 SECTOR = 512
 LABEL = "osworld-standin"
 KERNEL_ARGUMENTS = "root=/dev/vda1 ro console=ttyS0 quiet"
+#: Offsets GRUB's boot sector and core image keep their load addresses at (grub/i386/pc/boot.h).
+GRUB_KERNEL_SECTOR, GRUB_BOOT_DRIVE, GRUB_DRIVE_CHECK, GRUB_BLOCKLIST_SIZE = 0x5C, 0x64, 0x66, 12
+CORE_SECTOR = 1
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "configfile", "echo", "test")
 
 SERVICE = f"""[Unit]
@@ -90,8 +93,13 @@ def standin_key() -> str:
                   *(f.read_bytes() for f in _files()))
 
 
+def standin_root() -> Path:
+    """Beside the VM desktop's disks, in a folder of its own (the VM build removes stale disks of its own kind)."""
+    return build.cache_dir() / "standin"
+
+
 def standin_dir() -> Path:
-    return build.cache_dir() / f"standin-{standin_key()}"
+    return standin_root() / standin_key()
 
 
 def built_standin() -> Path | None:
@@ -111,8 +119,8 @@ def build_standin(force: bool = False, console: Console | None = None) -> Path:
             if not containers.image_exists(build.qemu_base_tag()):
                 build._build_qemu_base(progress, log)
             _build(force, progress, log)
-    for stale in build.cache_dir().glob("standin-*"):
-        if stale.is_dir() and stale != standin_dir():
+    for stale in standin_root().iterdir():
+        if stale != standin_dir():
             shutil.rmtree(stale, ignore_errors=True)
     qcow2 = built_standin()
     assert qcow2 is not None, "the build just made it"
@@ -150,6 +158,7 @@ def _build(force: bool, progress: Progress, log: io.TextIOBase) -> None:
         (out / "manifest.json").write_text(json.dumps({"standin_key": standin_key(), "user": USER}))
         progress.update(task, completed=1)
         shutil.rmtree(standin_dir(), ignore_errors=True)
+        standin_root().mkdir(parents=True, exist_ok=True)
         out.rename(standin_dir())
 
 
@@ -198,6 +207,7 @@ def _configure(rootfs: Path, log: io.TextIOBase) -> None:
     (rootfs / "etc/systemd/network/50-dhcp.network").write_text(NETWORK)
     _chroot(rootfs, log, "systemctl", "enable", "rayenv-guest.service", "systemd-networkd.service")
     (rootfs / "etc/hostname").write_text("osworld-standin\n")
+    (rootfs / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 osworld-standin\n")
     (rootfs / "etc/fstab").write_text(f"LABEL={LABEL} / ext4 errors=remount-ro 0 1\n")
     grub = rootfs / "boot/grub"
     shutil.copytree(rootfs / "usr/lib/grub/i386-pc", grub / "i386-pc")
@@ -222,8 +232,20 @@ def partition_table(disk_size: int) -> bytes:
 
 
 def boot_sector(grub_boot_img: bytes, disk_size: int) -> bytes:
-    """Sector 0: GRUB's boot code (first 440 bytes of boot.img), a disk id, the partition table, 55AA."""
-    return grub_boot_img[:440] + b"RAYE" + bytes(2) + partition_table(disk_size) + b"\x55\xaa"
+    """Sector 0: GRUB's boot code (boot.img's first 440 bytes, set up as grub-bios-setup would for a hard
+    disk), a disk id, the partition table, 55AA."""
+    code = bytearray(grub_boot_img[:440])
+    struct.pack_into("<Q", code, GRUB_KERNEL_SECTOR, CORE_SECTOR)  # where core.img starts
+    code[GRUB_BOOT_DRIVE] = 0xFF  # boot from the drive the BIOS booted
+    code[GRUB_DRIVE_CHECK:GRUB_DRIVE_CHECK + 2] = b"\x90\x90"  # hard disk: trust no BIOS's drive number below 0x80
+    return bytes(code) + b"RAYE" + bytes(2) + partition_table(disk_size) + b"\x55\xaa"
+
+
+def core_image(grub_core_img: bytes) -> bytes:
+    """core.img with its first sector's block list pointing at the rest of it (right behind, from sector 2)."""
+    core = bytearray(grub_core_img)
+    struct.pack_into("<Q", core, SECTOR - GRUB_BLOCKLIST_SIZE, CORE_SECTOR + 1)
+    return bytes(core)
 
 
 def _make_disk(raw: Path, rootfs: Path, grub_boot_img: bytes, core_img: bytes, log: io.TextIOBase) -> None:
@@ -236,7 +258,7 @@ def _make_disk(raw: Path, rootfs: Path, grub_boot_img: bytes, core_img: bytes, l
                    stdout=log, stderr=subprocess.STDOUT)
     with open(raw, "wb") as disk:
         disk.write(boot_sector(grub_boot_img, DISK_SIZE))
-        disk.write(core_img)  # sector 1 on: where boot.img's default kernel sector points
+        disk.write(core_image(core_img))
     subprocess.run(["dd", f"if={partition}", f"of={raw}", "bs=1M", f"seek={PARTITION_START >> 20}", "conv=sparse,notrunc",
                     "status=none"], check=True, stdout=log, stderr=subprocess.STDOUT)
     partition.unlink()
