@@ -1,7 +1,9 @@
 """What does a reset cost: loading a VM snapshot vs restarting the VM, and desktop-lite before/after?
 
-One run, one VM image (`rayenv vm build`), the same VM shape throughout (2 GB, 2 vCPUs, 1280x720, TCG
-here unless KVM boots a kernel):
+One run, one container image (`rayenv vm build`) and two disks, the same VM shape throughout (2 GB,
+2 vCPUs, 1280x720, TCG here unless KVM boots a kernel): rayenv's VM disk (a bare filesystem, booted with
+``-kernel``) and the stand-in for OSWorld's image (:mod:`rayenv.desktop_vm.standin`: a whole disk booted
+by its own GRUB, systemd, the guest server as ``user``), each measured for
 
 * **reset of a used VM desktop**: ``Desktop.revert()`` by loading the golden snapshot (what
   ``reset()`` does now) vs by restarting the container and booting the VM (what OSWorld's docker
@@ -13,7 +15,7 @@ here unless KVM boots a kernel):
 
 Results: ``bench/results/reset.{md,json,png}``.
 
-    .venv/bin/python bench/reset.py [--snapshot-resets 20] [--restarts 3] [--starts 3]
+    .venv/bin/python bench/reset.py [--snapshot-resets 20] [--restarts 3] [--starts 3] [--disks vm standin]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Callable
 from measure import percentile
 
 from rayenv.desktop_vm.build import build_vm_desktop
+from rayenv.desktop_vm.standin import build_standin
 from rayenv.engine.kvm import kvm_status
 from rayenv.env.desktop import Desktop
 from rayenv.providers import DesktopSpec, Ownership
@@ -38,6 +41,7 @@ from rayenv.providers.golden import GoldenStore
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 SCREEN = {"screen_width": 1280, "screen_height": 720}
+DISK_NAMES = {"vm": "rayenv VM disk (bare ext4, -kernel)", "standin": "OSWorld stand-in (whole disk, GRUB, systemd)"}
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -53,7 +57,7 @@ def timed(call: Callable[[], Any]) -> float:
 
 def dirty(desktop: Desktop) -> None:
     """What an episode leaves behind: a file and a window."""
-    desktop.step("import subprocess; subprocess.run(['touch', '/root/episode-file']); "
+    desktop.step("import os, subprocess; open(os.path.expanduser('~/episode-file'), 'w').close(); "
                  "subprocess.Popen(['xterm'])", pause=0)
 
 
@@ -86,6 +90,7 @@ LITE_PROBE = """
 import json, sys, time
 from rayenv.env.desktop import Desktop
 from rayenv.env.evaluation import TaskRunner
+from rayenv.env.tasks import load_tasks
 from rayenv.providers import DesktopSpec, Ownership
 from measure import percentile
 class NotAwaited:
@@ -121,27 +126,48 @@ def lite(mode: str) -> dict[str, Any]:
     return result
 
 
+def vm_disk(image: str, qcow2: Path, args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Both ways to reset and both ways to start one disk, its golden state made (and timed) in this run."""
+    spec = DesktopSpec(provider="docker", docker_image=image, vm_path=str(qcow2), docker_memory="2G", docker_cpus=2,
+                       boot_timeout=900, **SCREEN)
+    booting = spec.model_copy(update={"snapshot_reset": False})
+    store = GoldenStore()
+    store.remove_unused(in_use=[])  # the golden state is made in this run, and timed
+    result: dict[str, Any] = {"qcow2": str(qcow2)}
+    result["golden_make_s"] = timed(lambda: vm_starts(spec, 1, f"{name}-golden"))  # makes it, starts from it once
+    result["reset_snapshot"] = summary(vm_resets(spec, args.snapshot_resets, f"{name}-snap"))
+    result["reset_restart"] = summary(vm_resets(booting, args.restarts, f"{name}-restart"))
+    result["start_golden"] = summary(vm_starts(spec, args.starts, f"{name}-from-golden"))
+    result["start_cold"] = summary(vm_starts(booting, args.starts, f"{name}-cold"))
+    store.remove_unused(in_use=[])
+    result["ratios"] = {"reset_restart_over_snapshot": result["reset_restart"]["p50_s"] / result["reset_snapshot"]["p50_s"],
+                        "start_cold_over_golden": result["start_cold"]["p50_s"] / result["start_golden"]["p50_s"]}
+    return result
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars = [("reset: snapshot", results["reset_snapshot"]["p50_s"]),
-            ("reset: restart", results["reset_restart"]["p50_s"]),
-            ("new: from golden", results["start_golden"]["p50_s"]),
-            ("new: cold boot", results["start_cold"]["p50_s"]),
-            ("lite 1st reset before", results["lite_before"]["first_reset_s"]),
-            ("lite 1st reset now", results["lite_now"]["first_reset_s"])]
-    figure, axis = plt.subplots(figsize=(8, 3.6))
-    axis.barh([name for name, _ in bars], [value for _, value in bars],
-              color=["#2e7d32", "#c62828", "#2e7d32", "#c62828", "#c62828", "#2e7d32"])
+    bars = []
+    for key, disk in results["disks"].items():
+        bars += [(f"{key}: reset by snapshot", disk["reset_snapshot"]["p50_s"], "#2e7d32"),
+                 (f"{key}: reset by restart", disk["reset_restart"]["p50_s"], "#c62828"),
+                 (f"{key}: new from golden", disk["start_golden"]["p50_s"], "#2e7d32"),
+                 (f"{key}: new by cold boot", disk["start_cold"]["p50_s"], "#c62828")]
+    if "lite_now" in results:
+        bars += [("lite 1st reset before", results["lite_before"]["first_reset_s"], "#c62828"),
+                 ("lite 1st reset now", results["lite_now"]["first_reset_s"], "#2e7d32")]
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(bars) + 1.2))
+    axis.barh([name for name, _, _ in bars], [value for _, value, _ in bars], color=[color for _, _, color in bars])
     axis.set_xscale("log")
     axis.set_xlabel("seconds (p50, log scale)")
-    for index, (_, value) in enumerate(bars):
+    for index, (_, value, _) in enumerate(bars):
         axis.text(value * 1.05, index, f"{value:.2f} s", va="center")
     axis.invert_yaxis()
-    axis.set_title("VM desktop reset and start (TCG, 2 cores) and desktop-lite reset")
+    axis.set_title("VM desktop reset and start per disk (TCG, 2 cores) and desktop-lite reset")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -151,51 +177,48 @@ def main() -> None:
     parser.add_argument("--snapshot-resets", type=int, default=20)
     parser.add_argument("--restarts", type=int, default=3, help="each is a full VM boot")
     parser.add_argument("--starts", type=int, default=3, help="new desktops per way of starting")
+    parser.add_argument("--disks", nargs="+", choices=sorted(DISK_NAMES), default=["vm", "standin"])
+    parser.add_argument("--no-lite", action="store_true", help="skip the desktop-lite part")
     args = parser.parse_args()
     vm = build_vm_desktop()
     kvm = kvm_status(vm.image)
-    spec = DesktopSpec(provider="docker", docker_image=vm.image, vm_path=str(vm.qcow2), docker_memory="2G",
-                       docker_cpus=2, **SCREEN)
-    booting = spec.model_copy(update={"snapshot_reset": False})
-    store = GoldenStore()
-    store.remove_unused(in_use=[])  # the golden state is made in this run, and timed
-    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message}}
-    results["golden_make_s"] = timed(lambda: vm_starts(spec, 1, "golden"))  # makes it, then starts from it once
-    results["reset_snapshot"] = summary(vm_resets(spec, args.snapshot_resets, "snap"))
-    results["reset_restart"] = summary(vm_resets(booting, args.restarts, "restart"))
-    results["start_golden"] = summary(vm_starts(spec, args.starts, "from-golden"))
-    results["start_cold"] = summary(vm_starts(booting, args.starts, "cold"))
-    results["lite_before"], results["lite_now"] = lite("before"), lite("now")
-    store.remove_unused(in_use=[])
-    results["ratios"] = {"reset_restart_over_snapshot": results["reset_restart"]["p50_s"] / results["reset_snapshot"]["p50_s"],
-                         "start_cold_over_golden": results["start_cold"]["p50_s"] / results["start_golden"]["p50_s"],
-                         "lite_first_reset_before_over_now": results["lite_before"]["first_reset_s"]
-                         / results["lite_now"]["first_reset_s"]}
+    disks = {"vm": lambda: vm.qcow2, "standin": build_standin}
+    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message},
+                               "disks": {key: vm_disk(vm.image, disks[key](), args, key) for key in args.disks}}
+    if not args.no_lite:
+        results["lite_before"], results["lite_now"] = lite("before"), lite("now")
+        results["lite_first_reset_before_over_now"] = (results["lite_before"]["first_reset_s"]
+                                                       / results["lite_now"]["first_reset_s"])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "reset.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "reset.png")
-    r, ratio = results, results["ratios"]
     accelerator = "KVM" if kvm.available else "TCG (software emulation)"
     lines = ["# Reset: VM snapshot vs restart, new desktop: golden state vs cold boot", "",
-             f"`{vm.image}`, 2 GB RAM, 2 vCPUs, 1280x720, {accelerator}, on a 2-core host. One run of `bench/reset.py`.",
-             "", "| what | p50 s | p95 s | n |", "| --- | ---: | ---: | ---: |"]
-    for label, key in (("reset a used VM desktop: load its snapshot", "reset_snapshot"),
-                       ("reset a used VM desktop: restart container, boot VM", "reset_restart"),
-                       ("new VM desktop to first screenshot: from the golden state", "start_golden"),
-                       ("new VM desktop to first screenshot: cold boot", "start_cold")):
-        lines.append(f"| {label} | {r[key]['p50_s']:.2f} | {r[key]['p95_s']:.2f} | {r[key]['n']} |")
-    lines += ["", f"- snapshot reset is **{ratio['reset_restart_over_snapshot']:.0f}x** faster than a restart "
-                  f"(p50 {r['reset_snapshot']['p50_s']:.2f} s vs {r['reset_restart']['p50_s']:.1f} s)",
-              f"- a new desktop starts **{ratio['start_cold_over_golden']:.1f}x** faster from the golden state",
-              f"- making the golden state (one boot + settle + `savevm`, then the first start from it), once per VM "
-              f"shape per host: {r['golden_make_s']:.1f} s",
-              "", "desktop-lite (`reset(task)` of `mousepad-save-hello`, which restarts the container and runs the "
-                  "task's setup):", "", "| | boot s | first reset s | later resets p50 s |", "| --- | ---: | ---: | ---: |"]
-    for label, key in (("before: evaluator import not awaited at boot", "lite_before"),
-                       ("now: import runs beside the boot, joined there", "lite_now")):
-        lines.append(f"| {label} | {r[key]['boot_s']:.2f} | {r[key]['first_reset_s']:.2f} | "
-                     f"{r[key]['later_reset_p50_s']:.2f} |")
-    lines += ["", "![reset](reset.png)"]
+             f"`{vm.image}`, 2 GB RAM, 2 vCPUs, 1280x720, {accelerator}, on a 2-core host shared with other jobs. "
+             "One run of `bench/reset.py`.", ""]
+    for key, r in results["disks"].items():
+        ratio = r["ratios"]
+        lines += [f"## {DISK_NAMES[key]}", "", "| what | p50 s | p95 s | n |", "| --- | ---: | ---: | ---: |"]
+        for label, part in (("reset a used VM desktop: load its snapshot", "reset_snapshot"),
+                            ("reset a used VM desktop: restart container, boot VM", "reset_restart"),
+                            ("new VM desktop to first screenshot: from the golden state", "start_golden"),
+                            ("new VM desktop to first screenshot: cold boot", "start_cold")):
+            lines.append(f"| {label} | {r[part]['p50_s']:.2f} | {r[part]['p95_s']:.2f} | {r[part]['n']} |")
+        lines += ["", f"- snapshot reset is **{ratio['reset_restart_over_snapshot']:.0f}x** faster than a restart "
+                      f"(p50 {r['reset_snapshot']['p50_s']:.2f} s vs {r['reset_restart']['p50_s']:.1f} s)",
+                  f"- a new desktop starts **{ratio['start_cold_over_golden']:.1f}x** faster from the golden state",
+                  f"- making the golden state (one boot + settle + `savevm`, then the first start from it), once per "
+                  f"VM shape per host: {r['golden_make_s']:.1f} s", ""]
+    if "lite_now" in results:
+        lines += ["## desktop-lite", "", "`reset(task)` of `mousepad-save-hello`, which restarts the container and "
+                  "runs the task's setup:", "", "| | boot s | first reset s | later resets p50 s |",
+                  "| --- | ---: | ---: | ---: |"]
+        for label, key in (("before: evaluator import not awaited at boot", "lite_before"),
+                           ("now: import runs beside the boot, joined there", "lite_now")):
+            r = results[key]
+            lines.append(f"| {label} | {r['boot_s']:.2f} | {r['first_reset_s']:.2f} | {r['later_reset_p50_s']:.2f} |")
+        lines.append("")
+    lines += ["![reset](reset.png)"]
     (RESULTS / "reset.md").write_text("\n".join(lines) + "\n")
     print((RESULTS / "reset.md").read_text())
 

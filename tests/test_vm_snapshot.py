@@ -20,11 +20,11 @@ import ray
 from rayenv import EnvPool
 from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.env.tasks import load_tasks
-from rayenv.providers.docker import GUEST_PORT
 from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.providers.qmp import Monitor
 from rayenv.tools.localcluster import ray_cluster
 from rayenv.waiting import wait_until
+from vm_guest import bash, container_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -36,24 +36,6 @@ TASK = next(t for t in load_tasks(REPO / "OSWorld" / "tasks") if t["id"] == "ter
 
 def owned_containers() -> list:
     return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={OWNER}"})
-
-
-def guest(env):
-    """desktop-env's own controller on the desktop's guest port, as a test would look into the VM."""
-    from desktop_env.controllers.python import PythonController
-
-    container = docker.from_env().containers.get(ray.get(env.status.remote())["details"]["container_name"])
-    return PythonController(vm_ip="127.0.0.1", server_port=int(container.ports[f"{GUEST_PORT}/tcp"][0]["HostPort"]))
-
-
-def bash(env, script: str) -> str:
-    done = guest(env).run_bash_script(script, timeout=30)
-    assert done and done["status"] == "success", done
-    return done["output"]
-
-
-def container_id(env) -> str:
-    return ray.get(env.status.remote())["details"]["container_id"]
 
 
 @pytest.fixture(scope="module")

@@ -57,9 +57,12 @@ REPOSITORY = "rayenv/osworld-vm"
 #: The guest: desktop-lite's desktop plus what booting it as a VM needs (PID 1 uses ip and modprobe).
 GUEST_PACKAGES = (*PACKAGES, "linux-image-amd64", "initramfs-tools", "iproute2", "kmod")
 #: The container around the VM: QEMU, qemu-img for the overlay, noVNC for a browser view
-#: (python3-cffi-backend: debootstrap does not resolve the virtual package python3-cryptography needs).
-QEMU_PACKAGES = ("qemu-system-x86", "qemu-utils", "novnc", "websockify", "python3-cffi-backend", "procps")
+#: (python3-cffi-backend: debootstrap does not resolve the virtual package python3-cryptography needs),
+#: OVMF for disks that boot with UEFI.
+QEMU_PACKAGES = ("qemu-system-x86", "qemu-utils", "novnc", "websockify", "python3-cffi-backend", "procps", "ovmf")
 DISK_SIZE = "4G"
+#: What the container layer adds from ``OSWorld/vm`` (the entry point picks the boot mode with boot-mode).
+LAYER_FILES = ("Dockerfile", "entrypoint", "boot-mode")
 #: Where the guest's files go; ``init=`` on the kernel command line names the first.
 GUEST_PATHS = {"init": "opt/rayenv/vm/init", "desktop-session": "opt/rayenv/image/desktop-session",
                "guest": "opt/rayenv/guest"}
@@ -104,7 +107,7 @@ def disk_key() -> str:
 @functools.lru_cache(maxsize=1)
 def default_image_tag() -> str:
     """``rayenv/osworld-vm:<version>``, covering the QEMU base, the entry point and the disk it boots."""
-    layer = [(VM_DIR / name).read_bytes() for name in ("entrypoint", "Dockerfile")]
+    layer = [(VM_DIR / name).read_bytes() for name in LAYER_FILES]
     return f"{REPOSITORY}:{digest(qemu_base_tag().encode(), disk_key().encode(), *layer)}"
 
 
@@ -262,7 +265,7 @@ def _copy_kernel(rootfs: Path, out: Path) -> str:
 
 
 def _layer_context(root: Path) -> None:
-    shutil.copy2(VM_DIR / "Dockerfile", root / "Dockerfile")
-    shutil.copy2(VM_DIR / "entrypoint", root / "entrypoint")
+    for name in LAYER_FILES:
+        shutil.copy2(VM_DIR / name, root / name)
     for name in ("vmlinuz", "initrd.img"):
         shutil.copy2(disk_dir() / name, root / name)

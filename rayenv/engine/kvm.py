@@ -4,11 +4,12 @@ Two checks, cheapest first:
 
 1. the device: open ``/dev/kvm``, check the API version, ask for a VM (``KVM_CREATE_VM``). This
    catches a missing device, wrong permissions or a container without the device rule;
-2. a boot: the VM image's own kernel started by QEMU with ``-enable-kvm`` (in a throwaway container
-   of that image), watched on its serial console for the kernel reaching userspace. A half-working
+2. a boot: the kernel ``rayenv/osworld-vm`` carries in ``/vm`` started by QEMU with ``-enable-kvm``
+   (in a throwaway container of that image), watched on its serial console for the kernel reaching userspace. A half-working
    nested KVM passes check 1, and even runs real-mode guest code, yet hangs as soon as the kernel
    switches modes (seen as a console that stops after the boot loader's "Probing EDD"). Only a
-   kernel that boots proves that a VM will.
+   kernel that boots proves that a VM will. The kernel is the container's, not the desktop disk's,
+   so the answer is the same whatever disk the desktops boot (OSWorld's Ubuntu image included).
 
 The boot takes a few seconds where KVM works and ``BOOT_TIMEOUT`` where it hangs, so its verdict
 is cached per host boot (``/proc/sys/kernel/random/boot_id``), image and device.

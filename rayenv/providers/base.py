@@ -13,7 +13,7 @@ import abc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -77,6 +77,9 @@ class DesktopSpec(BaseModel):
                                 "directory of the process that creates the pool); default: what `rayenv vm fetch` got")
     vm_url: str | None = Field(None, description="what `rayenv vm fetch` downloads when vm_path is absent")
     vm_sha256: str | None = Field(None, description="SHA-256 of what vm_url serves, checked by `rayenv vm fetch`")
+    vm_boot: Literal["auto", "bios", "uefi", "kernel"] = Field(
+        "auto", description="how rayenv/osworld-vm boots vm_path: auto (read from its partition table), bios, uefi "
+        "(its own boot loader), kernel (a bare filesystem with the container's kernel)")
     docker_memory: str = Field("4G", description="RAM of the OSWorld VM (docker provider)")
     docker_cpus: int = Field(4, ge=1, description="vCPUs of the OSWorld VM (docker provider)")
     require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")

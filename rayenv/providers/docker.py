@@ -55,6 +55,11 @@ WORK_MOUNT = "/run/vm"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
+#: The password of the guest's user on OSWorld's image (desktop-env's ``client_password``), for sudo.
+CLIENT_PASSWORD = "password"
+#: Set the guest's clock to ``seconds`` (since the epoch) as root, whoever the guest server runs as.
+SET_CLOCK = ("if [ \"$(id -u)\" = 0 ]; then date -u -s @{seconds}; "
+             "else echo '{password}' | sudo -S -p '' date -u -s @{seconds}; fi >/dev/null")
 
 
 def work_root() -> Path:
@@ -146,11 +151,15 @@ class DockerProvider(ContainerProvider):
         Monitor(self.qmp_socket, env=self.ownership.env_id).save_snapshot(name, timeout=SAVE_TIMEOUT)
 
     def _set_guest_clock(self) -> None:
-        """A loaded snapshot resumes the guest's clock where it was saved: set it to the host's."""
+        """A loaded snapshot resumes the guest's clock where it was saved: set it to the host's.
+
+        Through ``/setup/execute``, a route OSWorld's own guest server has too: its server runs as
+        ``user``, so ``date`` goes through ``sudo -S`` with the client password (ours runs as root)."""
         assert self._endpoint is not None
-        command = {"command": ["date", "-u", "-s", f"@{time.time():.3f}"], "shell": False, "timeout": 10}
+        command = {"command": SET_CLOCK.format(seconds=f"{time.time():.3f}", password=CLIENT_PASSWORD),
+                   "shell": True, "timeout": 10}
         try:
-            done = requests.post(self._endpoint.url + "/execute", json=command, timeout=15).json()
+            done = requests.post(self._endpoint.url + "/setup/execute", json=command, timeout=15).json()
         except (requests.RequestException, ValueError) as exc:
             raise SnapshotError(f"could not set the guest's clock after loading its snapshot: {exc}",
                                 env=self.ownership.env_id, phase="snapshot", hint="the desktop is restarted") from None
@@ -169,6 +178,7 @@ class DockerProvider(ContainerProvider):
             raise ProviderUnavailable(f"KVM does not work here: {kvm.message}", env=env_id, phase="boot",
                                       hint="enable nested virtualization for this VM, or set require_kvm: false")
         environment = {"DISK_SIZE": "32G", "RAM_SIZE": self.spec.docker_memory, "CPU_CORES": str(self.spec.docker_cpus),
+                       "BOOT_MODE": self.spec.vm_boot,
                        "SCREEN_WIDTH": str(self.spec.screen_width), "SCREEN_HEIGHT": str(self.spec.screen_height)}
         if not kvm.available:
             environment["KVM"] = "N"
