@@ -22,14 +22,14 @@ import types
 from pathlib import Path
 
 
-def _names_in(init: Path) -> tuple[dict[str, str], set[str]]:
-    """Each name the ``__init__`` imports from a submodule (``from .table import compare_table``) with that
-    submodule, and the names it defines itself (functions, classes, assignments)."""
-    sources: dict[str, str] = {}
+def _names_in(init: Path) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """Each name the ``__init__`` imports from a submodule (``from .table import compare_table as cmp``) with
+    that submodule and the name there, and the names it defines itself (functions, classes, assignments)."""
+    sources: dict[str, tuple[str, str]] = {}
     own: set[str] = set()
     for node in ast.parse(init.read_text()).body:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            sources.update((alias.asname or alias.name, node.module) for alias in node.names)
+            sources.update((alias.asname or alias.name, (node.module, alias.name)) for alias in node.names)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             own.add(node.name)
         elif isinstance(node, ast.Assign):
@@ -52,7 +52,8 @@ class LazyPackage(types.ModuleType):
             raise AttributeError(name)
         source = self._sources.get(name)
         if source is not None:
-            value = getattr(importlib.import_module(f"{self.__name__}.{source}"), name)
+            module, original = source
+            value = getattr(importlib.import_module(f"{self.__name__}.{module}"), original)
         elif name in self._own:  # defined in the __init__ itself: run it (once: then every name is set)
             code = compile(Path(self.__file__ or "").read_text(), self.__file__ or self.__name__, "exec")
             exec(code, self.__dict__)  # noqa: S102 - the package's own __init__, as its import would run it
