@@ -65,7 +65,7 @@ def bed():
     with netns.testbed(ssh_port=SSH_PORT, traverse=[python_home, Path(sys.prefix).resolve(), REPO]) as tb:
         tb.tag = secrets.token_hex(3)
         pool = tb.tmp / "pool.yaml"
-        pool.write_text(yaml.safe_dump({"pool": {"health_interval": 2.0, "desktop": {
+        pool.write_text(yaml.safe_dump({"pool": {"health_interval": 2.0, "env": {"per_desktop_metrics": True}, "desktop": {
             "screen_width": 800, "screen_height": 600, "boot_timeout": 120}}}))
         pool.chmod(0o644)
         yield tb
@@ -88,7 +88,7 @@ def worker_start(tb, host: Host) -> subprocess.CompletedProcess:
 
 
 def pool_status(tb) -> dict:
-    done = on_cluster(tb, *RAYENV, "status", "--json", "--address", HEAD, timeout=120)
+    done = on_cluster(tb, *RAYENV, "status", "--json", "--slots", "--address", HEAD, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return {p["name"]: p for p in json.loads(done.stdout)}.get("default", {})
 

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rayenv.errors import ConfigError
 from rayenv.tunnel.plan import PortPlan
+from rayenv.tunnel.preflight import PreflightError, check_same_head_ports
 from rayenv.tunnel.ssh import SshTarget, refused_remote_ports, session_marker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,3 +132,41 @@ def test_rayenv_tunnel_plan_prints_the_commands_as_json():
     assert out["commands"]["worker"][:4] == ["ray", "start", "--address=127.0.0.2:6379", "--num-cpus=0"]
     assert '--resources={"osworld_env": 16}' in out["commands"]["worker"]
     assert out["plan"]["env_host"]["worker_ports"] == 40
+
+
+def test_a_big_env_host_raises_the_per_host_block_and_every_host_still_gets_its_own():
+    hosts = [PortPlan(max_desktops_per_host=200).sized_for(200).for_host(k) for k in range(4)]
+    assert len(hosts[0].env_host.worker_range) == 408
+    ranges = [set(plan.env_host.worker_range) for plan in hosts]
+    assert all(not ranges[k] & other for k in range(4) for other in ranges[k + 1:])
+    assert hosts[1].env_host.min_worker_port == 21000 + 408
+
+
+def test_a_host_bigger_than_the_block_names_the_setting_to_raise():
+    with pytest.raises(ConfigError, match="max_desktops_per_host: 201"):
+        PortPlan.load(None, pool_size=201, host_index=0)
+
+
+def test_more_hosts_than_the_ports_hold_is_refused_with_the_limit(tmp_path):
+    config = tmp_path / "tunnel.yaml"
+    config.write_text(yaml.safe_dump({"tunnel": {"max_desktops_per_host": 200}}))
+    with pytest.raises(ConfigError, match=r"at most 109 env hosts"):
+        PortPlan.load(config, pool_size=200, host_index=109)
+    assert PortPlan.load(config, pool_size=200, host_index=108).env_host.max_worker_port <= 65535
+
+
+def test_the_heads_worker_ports_grow_with_its_driver_workers():
+    assert len(PortPlan().sized_for().head.worker_range) == 64  # the shipped size: 48 drivers + spare
+    big = PortPlan.load(None, driver_workers=128)
+    assert len(big.head.worker_range) >= 128 + 16
+    assert set(big.head.worker_range) <= set(big.local_forwards())
+    with pytest.raises(ConfigError, match="overlap"):  # the head's range would run into the env hosts'
+        PortPlan.load(None, driver_workers=1000)
+
+
+def test_an_env_host_whose_plan_forwards_other_head_ports_than_the_head_has_is_refused():
+    head, here = PortPlan.load(None, driver_workers=128), PortPlan.load(None)
+    with pytest.raises(PreflightError, match="--drivers 128"):
+        check_same_head_ports(head, here)
+    check_same_head_ports(head, PortPlan.load(None, driver_workers=128, pool_size=8, host_index=3))
+

@@ -34,6 +34,9 @@ console = Console(stderr=True)
 
 ConfigOption = typer.Option(None, "--config", "-c", exists=True, help="tunnel YAML (configs/tunnel.yaml); "
                                                                      "the same file on both sides")
+DriversOption = typer.Option(None, "--drivers", min=1, help="Ray workers on the head's node (drivers, verl's workers): "
+                             "sizes the head's worker ports; the same on the head and every env host "
+                             "[default: the tunnel config's driver_workers, 48]")
 
 
 def _fail(exc: RayEnvError) -> None:
@@ -56,9 +59,13 @@ def plan(
     identity: Optional[str] = typer.Option(None, help="ssh identity file"),
     jump: Optional[str] = typer.Option(None, help="ssh jump host"),
     as_json: bool = typer.Option(False, "--json", help="print JSON on stdout"),
+    drivers: Optional[int] = DriversOption,
 ) -> None:
     """Print the port plan and the exact commands `rayenv head start` / `rayenv worker start` run."""
-    resolved = PortPlan.load(config, pool_size=size, host_index=host_index)
+    try:
+        resolved = PortPlan.load(config, pool_size=size, host_index=host_index, driver_workers=drivers)
+    except RayEnvError as exc:
+        _fail(exc)
     commands = {"head": ["ray", "start", *resolved.head_start_flags()],
                 "ssh": _target(ssh, ssh_port, identity, jump, []).tunnel_command(resolved),
                 "worker": ["ray", "start", *resolved.worker_start_flags(size)]}
@@ -86,10 +93,11 @@ def head_start(
     config: Optional[Path] = ConfigOption,
     temp_dir: Path = typer.Option(Path(f"/tmp/rayenv-head-{os.getuid()}"),
                                   help="Ray's --temp-dir for this head (keep it short: unix sockets)"),
+    drivers: Optional[int] = DriversOption,
 ) -> None:
     """Start the Ray head with every port pinned; print the driver address and the env host's command."""
-    resolved = PortPlan.load(config)
     try:
+        resolved = PortPlan.load(config, driver_workers=drivers)
         info = head_side.start(resolved, temp_dir, head_side.default_token_path())
     except RayEnvError as exc:
         _fail(exc)
@@ -126,10 +134,14 @@ def worker_start(
     sidecar_port: int = typer.Option(18082, help="port of GET /health"),
     temp_dir: Path = typer.Option(Path("/tmp/rayenv-worker"), help="Ray's --temp-dir for this node"),
     timeout: float = typer.Option(120, help="seconds to wait for the tunnel and the join"),
+    drivers: Optional[int] = DriversOption,
 ) -> None:
     """Pre-flight, open the tunnel (kept up by a background supervisor), join Ray, create or grow the pool, serve /health."""
-    resolved = PortPlan.load(config, pool_size=size, host_index=host_index).model_copy(
-        update={"host_id": worker_side.host_id()})
+    try:
+        resolved = PortPlan.load(config, pool_size=size, host_index=host_index, driver_workers=drivers).model_copy(
+            update={"host_id": worker_side.host_id()})
+    except RayEnvError as exc:
+        _fail(exc)
     state = worker_side.WorkerState(
         ssh=_target(ssh, ssh_port, identity, jump, ssh_option), plan=resolved, size=size, provider=provider,
         pool=pool, namespace=namespace, temp_dir=str(temp_dir), token_path=str(worker_side.WORKER_DIR / "auth_token"),

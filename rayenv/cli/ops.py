@@ -34,8 +34,10 @@ def sidecar(
 def status(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON on stdout"),
+    slots: bool = typer.Option(False, "--slots", help="one row per slot too (its env, node, lease, last error)"),
 ) -> None:
-    """Every rayenv pool of the cluster: desktops per env host and state, replacements, each slot's last error."""
+    """Every rayenv pool of the cluster: desktops per env host and state, replacements, failed slots' errors;
+    each slot with ``--slots``."""
     import ray
 
     from ..pool.handle import EnvPool, manager_name
@@ -44,7 +46,7 @@ def status(
     prefix, pools = manager_name(""), []
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].startswith(prefix):
-            pools.append(EnvPool.connect(actor["name"][len(prefix):], actor["namespace"]).status())
+            pools.append(EnvPool.connect(actor["name"][len(prefix):], actor["namespace"]).status(slots))
     if as_json:
         print(json.dumps([pool.to_dict() for pool in pools], indent=2))
         return
@@ -54,6 +56,11 @@ def status(
     for pool in pools:
         table = Table(title=f"pool {pool.name} ({pool.namespace}): {pool.healthy}/{pool.size} up, "
                             f"{pool.provider}, {pool.replacements} replacement(s); {_per_host(pool)}")
+        if not slots:
+            console.print(table.title)
+            if pool.failed:
+                console.print(f"failed: {pool.errors()}")
+            continue
         for column in ("slot", "env", "host", "state", "node", "leased for s", "replacements", "last error"):
             table.add_column(column, overflow="fold")
         for slot in pool.slots:
@@ -65,9 +72,5 @@ def status(
 
 def _per_host(pool: PoolStatus) -> str:
     """``host-a: 2 idle, host-b: 1 leased 1 booting``: the pool's desktops by env host and state."""
-    hosts: dict[str, dict[str, int]] = {}
-    for slot in pool.slots:
-        states = hosts.setdefault(slot.host or "(not placed)", {})
-        states[slot.state] = states.get(slot.state, 0) + 1
-    return ", ".join(f"{host}: " + " ".join(f"{n} {state}" for state, n in sorted(states.items()))
-                     for host, states in sorted(hosts.items()))
+    return ", ".join(f"{host or '(not placed)'}: " + " ".join(f"{n} {state}" for state, n in sorted(states.items()))
+                     for host, states in sorted(pool.hosts.items()))

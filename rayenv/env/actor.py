@@ -55,10 +55,11 @@ _LATENCY_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300
 
 
 class _Metrics:
-    """Ray metrics shared by every env actor in a worker process (exported to the dashboard/Prometheus)."""
+    """Ray metrics shared by every env actor in a worker process (exported to the dashboard/Prometheus), tagged
+    per env host, and per desktop only when asked (``EnvOptions.per_desktop_metrics``)."""
 
-    def __init__(self) -> None:
-        tags = ("pool", "provider", "phase", "env", "host")  # per desktop, per env host
+    def __init__(self, per_desktop: bool) -> None:
+        tags = ("pool", "provider", "phase", "host") + (("env",) if per_desktop else ())
         self.latency = metrics.Histogram("rayenv_env_call_seconds", "Latency of env actor calls",
                                          boundaries=_LATENCY_BOUNDARIES, tag_keys=tags)
         self.failures = metrics.Counter("rayenv_env_failures_total", "Env calls that raised",
@@ -75,9 +76,10 @@ class OSWorldEnv:
                               node_id=context.get_node_id() or "")
         self.pool = pool
         self.desktop = Desktop(DesktopSpec.model_validate(spec), ownership, EnvOptions.model_validate(options))
-        self._metrics = _Metrics()
+        self._metrics = _Metrics(self.desktop.options.per_desktop_metrics)
         self.host = host_label(context)
-        self._tags = {"pool": pool, "provider": self.desktop.spec.provider, "env": env_id, "host": self.host}
+        self._tags = {"pool": pool, "provider": self.desktop.spec.provider, "host": self.host,
+                      **({"env": env_id} if self.desktop.options.per_desktop_metrics else {})}
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_id}] %(name)s: %(message)s")
 
     def _timed(self, phase: str, call: Callable[[], T]) -> T:

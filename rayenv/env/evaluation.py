@@ -25,6 +25,7 @@ from typing import Any, Callable, TypeVar
 from ..errors import EvaluationError, InvalidTaskConfig, ProviderUnavailable, SetupFailed
 from ..providers.base import GuestEndpoint
 from .guest_calls import CallLog, watching
+from .lazy_modules import install_lazy_package
 from .tasks import TaskConfig
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,11 @@ T = TypeVar("T")
 
 
 def _desktop_env() -> tuple[Any, Any, Any, Any]:
+    """desktop-env's controllers and its getters and metrics packages, the latter two loading only the modules
+    a task names (:mod:`rayenv.env.lazy_modules`: each env actor held the whole evaluator stack before)."""
     try:
+        for package in ("desktop_env.evaluators.metrics", "desktop_env.evaluators.getters"):
+            install_lazy_package(package)
         from desktop_env.controllers.python import PythonController
         from desktop_env.controllers.setup import SetupController
         from desktop_env.evaluators import getters, metrics

@@ -18,4 +18,6 @@ class EnvOptions(BaseModel):
     default_pause: float = Field(0.5, ge=0, description="seconds to wait after an action before observing")
     min_free_mb: float = Field(16.0, ge=0, description="free space a task needs in the desktop's home and tmp, checked "
                                "with a write before setup and around evaluation; a desktop short of it is replaced")
+    per_desktop_metrics: bool = Field(False, description="tag each env call metric with its desktop as well as its env "
+                                      "host: one series per desktop and phase, which a fleet's Prometheus may not afford")
     record_dir: str | None = Field(None, description="write screenshots, actions and scores of every episode here")

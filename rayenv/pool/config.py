@@ -22,7 +22,7 @@ class PoolConfig(BaseModel):
     """Everything a pool needs. Nested ``desktop`` and ``env`` sections map to the desktop and env models."""
 
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="pool name (Ray actor names derive from it)")
-    size: int = Field(1, ge=1, le=512, description="number of desktops kept alive")
+    size: int = Field(1, ge=1, le=4096, description="number of desktops kept alive")
     namespace: str = Field(DEFAULT_NAMESPACE, description="Ray namespace of the pool's named actors")
     resource: str = Field(DEFAULT_RESOURCE, description="custom Ray resource that marks env hosts")
     desktop: DesktopSpec = Field(default_factory=DesktopSpec)

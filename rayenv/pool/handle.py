@@ -131,8 +131,9 @@ class EnvPool:
     def size(self) -> int:
         return self.config.size
 
-    def status(self) -> PoolStatus:
-        return ray.get(self._manager.status.remote())
+    def status(self, detail: bool = True) -> PoolStatus:
+        """The pool's counts per state and env host; with ``detail`` also one entry per slot."""
+        return ray.get(self._manager.status.remote(detail))
 
     def healthy_names(self) -> list[str]:
         """Names of the desktops that are up (idle, leased or reverting); ``status().healthy`` counts them."""

@@ -38,6 +38,9 @@ SETTLE_TIMEOUT = 5.0
 FINAL_REAP_ROUNDS = 3
 #: The health loop also reaps orphaned desktops every this many rounds.
 REAP_EVERY = 6
+#: Seconds between two exports of the per-host gauge: slot changes in between are exported together, so the
+#: gauge costs the same at a thousand lease+release per second as at one.
+GAUGE_PERIOD = 1.0
 #: Slot states on the way to a desktop (``start`` and ``grow`` wait until none of their slots is in one).
 ON_THE_WAY = ("queued", "booting", "replacing")
 
@@ -59,6 +62,8 @@ class PoolManager:
         self._tasks: set[asyncio.Task] = set()
         self._boot_permits = asyncio.Semaphore(cfg.max_concurrent_boots)
         self._hosts_seen: set[str] = set()
+        self._gauge_due = False
+        self._host_names: dict[str, str] = {}  # node id -> env host, asked of the GCS once per node
         self._gauge = metrics.Gauge("rayenv_pool_desktops", "Desktops per slot state and env host",
                                     tag_keys=("pool", "state", "host"))
         self._lease_wait = metrics.Histogram("rayenv_lease_wait_seconds", "Time a lessee (the trainer) waited for a "
@@ -67,11 +72,17 @@ class PoolManager:
 
     # -- the one place slots change ------------------------------------------------------------------
     def _apply_locked(self, event: Event, background: bool = True) -> list[Effect]:
-        """Apply ``event`` (the caller holds ``changed``), wake the waiters, export the gauge; with
+        """Apply ``event`` (the caller holds ``changed``), wake the waiters, schedule a gauge export; with
         ``background``, perform the effects in a background task, else return them to the caller."""
-        effects = self.slots.apply(event)
+        return self._apply_all_locked([event], background)
+
+    def _apply_all_locked(self, events: Sequence[Event], background: bool = True) -> list[Effect]:
+        """Apply ``events`` in order with one wake-up of the waiters (a health round's results arrive together)."""
+        effects = [effect for event in events for effect in self.slots.apply(event)]
         self.changed.notify_all()
-        self._export_gauge()
+        if not self._gauge_due:
+            self._gauge_due = True
+            asyncio.get_running_loop().call_later(GAUGE_PERIOD, self._export_gauge)
         if effects and background:
             self._spawn(self._perform(effects))
             return []
@@ -123,20 +134,33 @@ class PoolManager:
                 if slot is None or slot.generation != before + 1:
                     return  # closing, or the slot left
                 generation, env_name = slot.generation, slot.env_name
-            handle = OSWorldEnv.options(
-                name=f"{cfg.name}.env-{boot.slot:02d}.{cfg.desktop.provider}.g{generation}",
-                namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
-                max_restarts=0,
-            ).remote(cfg.name, env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
-            await self._apply(Created(boot.slot, generation, handle, actor_id_of(handle)))
+            handle, actor_id = self._create_env(boot.slot, generation, env_name)
+            await self._apply(Created(boot.slot, generation, handle, actor_id))
             try:
                 await asyncio.wait_for(handle.boot.remote(), cfg.desktop.boot_timeout + 60)
                 status = await handle.status.remote()
-                host = await asyncio.to_thread(host_of, status["node_id"])
+                host = await self._host_of(status["node_id"])
             except Exception as exc:  # noqa: BLE001 - any boot failure means: kill, record, retry
                 await self._apply(BootFailed(boot.slot, generation, _short(exc), isinstance(exc, PERMANENT_BOOT_ERRORS)))
                 return
         await self._apply(BootSucceeded(boot.slot, generation, status["node_id"], host))
+
+    def _create_env(self, slot: int, generation: int, env_name: str) -> tuple[Any, str]:
+        """A new env actor for ``slot`` on a free unit of an env host, and its actor id (``bench/scale.py``
+        overrides this to place simulated desktops)."""
+        cfg = self.config
+        handle = OSWorldEnv.options(
+            name=f"{cfg.name}.env-{slot:02d}.{cfg.desktop.provider}.g{generation}",
+            namespace=cfg.namespace, lifetime="detached", num_cpus=0, resources={cfg.resource: 1},
+            max_restarts=0,
+        ).remote(cfg.name, env_name, cfg.desktop.model_dump(), cfg.env.model_dump())
+        return handle, actor_id_of(handle)
+
+    async def _host_of(self, node_id: str) -> str:
+        """The env host of ``node_id``; the GCS is asked once per node, not once per boot."""
+        if node_id not in self._host_names:
+            self._host_names[node_id] = await asyncio.to_thread(host_of, node_id)
+        return self._host_names[node_id]
 
     async def _retire(self, retire: Retire) -> None:
         """Close the desktop (a control-group call: it never queues behind a stuck step, whose caller then
@@ -176,15 +200,18 @@ class PoolManager:
         return removed
 
     def _export_gauge(self) -> None:
-        """Desktops per state per env host ("" for slots not placed yet); every pair is set, zeros included,
-        so a host whose desktops all left a state reads 0 rather than its last count."""
-        for host in {s.host for s in self.slots} | self._hosts_seen:
-            mine = [s for s in self.slots if s.host == host]
-            counts = {name: sum(s.state == name for s in mine) for name in STATES}
-            counts["unreachable"] = sum(s.unreachable for s in mine)
-            for name, count in counts.items():
+        """Desktops per state per env host ("" for slots not placed yet), in one pass over the slots; every
+        pair is set, zeros included, so a host whose desktops all left a state reads 0 rather than its last count."""
+        self._gauge_due = False
+        counts: dict[str, dict[str, int]] = {host: dict.fromkeys((*STATES, "unreachable"), 0) for host in self._hosts_seen}
+        for slot in self.slots:
+            mine = counts.setdefault(slot.host, dict.fromkeys((*STATES, "unreachable"), 0))
+            mine[slot.state] += 1
+            mine["unreachable"] += slot.unreachable
+        for host, states in counts.items():
+            for name, count in states.items():
                 self._gauge.set(count, tags={"pool": self.config.name, "state": name, "host": host})
-            self._hosts_seen.add(host)
+        self._hosts_seen.update(counts)
 
     # -- the pool's life -------------------------------------------------------------------------------
     async def start(self) -> PoolStatus:
@@ -250,34 +277,37 @@ class PoolManager:
         rounds = 0
         while not self.slots.closing:
             await asyncio.sleep(self.config.health_interval)
-            await self.check_health()
+            await self.check_health(detail=False)
             rounds += 1
             if rounds % REAP_EVERY == 0:
                 await self._reap()
 
-    async def check_health(self) -> PoolStatus:
-        """Ping every live desktop (an idle one's guest must answer too: a frozen desktop still runs, and it
-        would be leased next); replace the dead and the long silent (in the background); retry failed slots."""
-        async def probe(index: int, generation: int, state: str, handle: Any) -> None:
+    async def check_health(self, detail: bool = True) -> PoolStatus:
+        """Ping every live desktop at once (an idle one's guest must answer too: a frozen desktop still runs,
+        and it would be leased next); replace the dead and the long silent (in the background); retry failed
+        slots. The answers are applied together, in one pass, once the round is in: a round of a thousand
+        desktops wakes the waiting lessees once, not a thousand times."""
+        async def probe(index: int, generation: int, state: str, handle: Any) -> Event | None:
             if state == "failed":
-                await self._apply(Retry(index))
-                return
+                return Retry(index)
             if state not in HEALTHY_STATES or handle is None:
-                return
+                return None
             try:
-                probe = self.config.ping_timeout / 2 if state == "idle" else None  # a frozen idle desktop still runs
-                alive = await asyncio.wait_for(handle.ping.remote(probe), self.config.ping_timeout)
+                guest_wait = self.config.ping_timeout / 2 if state == "idle" else None  # a frozen idle desktop still runs
+                alive = await asyncio.wait_for(handle.ping.remote(guest_wait), self.config.ping_timeout)
             except Exception as exc:  # noqa: BLE001 - rayenv.failures decides: silent (kept a while) or replaced
                 event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out") \
                     if classify_probe(exc) is Failure.UNREACHABLE else Broken(index, generation, f"ping failed: {_short(exc)}")
             else:
                 event = PingOk(index, generation) if alive else Broken(
                     index, generation, f"desktop is down: {await self._why_down(handle)}")
-            await self._apply(event)
+            return event
 
-        await asyncio.gather(*(probe(s.index, s.generation, s.state, s.handle) for s in self.slots))
+        events = await asyncio.gather(*(probe(s.index, s.generation, s.state, s.handle) for s in self.slots))
+        async with self.changed:
+            self._apply_all_locked([event for event in events if event is not None])
         await self._reclaim_orphaned_leases()
-        return self.status()
+        return self.status(detail)
 
     async def _why_down(self, handle: Any) -> str:
         """The provider's account of a dead desktop (Docker's OOMKilled, an exit code), else what it is in."""
@@ -328,8 +358,9 @@ class PoolManager:
         await self._apply(Released(slot_index, generation, broken))
 
     # -- inspection ------------------------------------------------------------------------------------
-    def status(self) -> PoolStatus:
-        return PoolStatus.of(self.slots, self.config)
+    def status(self, detail: bool = True) -> PoolStatus:
+        """Counts per state and env host; with ``detail``, every slot too (``rayenv status --slots``)."""
+        return PoolStatus.of(self.slots, self.config, detail)
 
     def history(self) -> list[tuple[float, int, str]]:
         """The last slot state changes as (time, slot, state), oldest first: how the pool got here."""
@@ -358,9 +389,9 @@ def _dead_lessees(lessees: list[dict[str, str]]) -> set[str]:
     dead: set[str] = set()
     if any("job_id" in lessee for lessee in lessees):
         dead |= {f"job {job_id}" for job_id in dead_jobs()}
-    for lessee in lessees:
-        if "actor_id" in lessee and actor_is_gone(lessee["actor_id"]):
-            dead.add(_lessee_key(lessee))
+    for actor_id in {lessee["actor_id"] for lessee in lessees if "actor_id" in lessee}:
+        if actor_is_gone(actor_id):
+            dead.add(f"actor {actor_id}")
     return dead
 
 

@@ -48,28 +48,37 @@ class PoolStatus:
     counts: dict[str, int]
     replacements: int
     closing: bool
+    hosts: dict[str, dict[str, int]] = field(default_factory=dict)
+    failed: dict[str, list[int]] = field(default_factory=dict)
     slots: tuple[SlotStatus, ...] = field(default=())
 
     @classmethod
-    def of(cls, slots: Slots, config: Any) -> PoolStatus:
-        """The status of ``slots`` under ``config`` (a :class:`~rayenv.pool.config.PoolConfig`)."""
+    def of(cls, slots: Slots, config: Any, detail: bool = True) -> PoolStatus:
+        """The status of ``slots`` under ``config`` (a :class:`~rayenv.pool.config.PoolConfig`): counts per
+        state and per env host, the failed slots by error, and with ``detail`` one :class:`SlotStatus` per
+        slot (a summary of a pool of thousands stays a few hundred bytes; the detail grows with it)."""
         now = time.time()
         counts: dict[str, int] = {}
+        hosts: dict[str, dict[str, int]] = {}
+        failed: dict[str, list[int]] = {}
+        healthy = unreachable = replacements = 0
         for slot in slots:
             counts[slot.state] = counts.get(slot.state, 0) + 1
+            per_host = hosts.setdefault(slot.host, {})
+            per_host[slot.state] = per_host.get(slot.state, 0) + 1
+            healthy += slot.healthy
+            unreachable += slot.unreachable
+            replacements += slot.replacements
+            if slot.state == "failed" and slot.last_error:
+                failed.setdefault(slot.last_error, []).append(slot.index)
         return cls(name=config.name, namespace=config.namespace, size=len(slots), provider=config.desktop.provider,
-                   resource=config.resource, require_a11y_tree=config.env.require_a11y_tree,
-                   healthy=sum(s.healthy for s in slots), unreachable=sum(s.unreachable for s in slots),
-                   counts=counts, replacements=sum(s.replacements for s in slots), closing=slots.closing,
-                   slots=tuple(SlotStatus.of(s, now) for s in slots))
+                   resource=config.resource, require_a11y_tree=config.env.require_a11y_tree, healthy=healthy,
+                   unreachable=unreachable, counts=counts, replacements=replacements, closing=slots.closing,
+                   hosts=hosts, failed=failed, slots=tuple(SlotStatus.of(s, now) for s in slots) if detail else ())
 
     def errors(self) -> str:
         """Each distinct boot error of the failed slots, with the slots it hit."""
-        errors: dict[str, list[int]] = {}
-        for slot in self.slots:
-            if slot.state == "failed" and slot.last_error:
-                errors.setdefault(slot.last_error, []).append(slot.slot)
-        return "; ".join(f"slot(s) {', '.join(map(str, s))}: {e}" for e, s in errors.items()) or "no error recorded"
+        return "; ".join(f"slot(s) {', '.join(map(str, s))}: {e}" for e, s in self.failed.items()) or "no error recorded"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (the slots as a list of dicts)."""

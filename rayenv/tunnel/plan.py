@@ -28,7 +28,10 @@ Port sets of the two sides never overlap, since both sides' listeners share each
 Several env hosts, one head: every env host's ``-R`` listeners share the head's loopback, so each host
 gets its own block, derived from its ``host_index`` K (``rayenv worker start --host-index K``): the
 ``env_host`` section is host 0's, and host K's fixed ports are ``+ 10 K`` and its worker range
-``+ 200 K`` (so 6390.., 21000.. for host 0; 6400.., 21200.. for host 1). Derived, not allocated by the
+``+ B K``, B the worker block every host reserves: ``2 x max_desktops_per_host + 8`` (200 by default,
+so 6390.., 21000.. for host 0; 6400.., 21200.. for host 1). A bigger host (a KVM machine with hundreds
+of desktops) raises ``max_desktops_per_host`` in the tunnel file every host uses; the ports up to
+65535 then hold fewer hosts, and a plan that does not fit says so. Derived, not allocated by the
 head: ``rayenv tunnel plan --host-index K`` prints the same ports on either side before anything
 runs, the tunnel needs no extra round trip to learn them, and a host keeps its block across restarts.
 ``host_id`` names the host (its Ray node label ``rayenv-host`` and the key of its ssh session records
@@ -47,8 +50,16 @@ from ..errors import ConfigError
 
 #: Host K's fixed ports (node manager .. runtime-env agent) are host 0's + K x this.
 HOST_PORT_STEP = 10
-#: Host K's worker-port range starts at host 0's + K x this: the most worker ports one host may have.
-HOST_WORKER_STEP = 200
+#: The highest TCP port.
+MAX_PORT = 65535
+#: Worker ports the head keeps beyond its driver-side workers: pool managers, the dashboard's and Ray's own workers.
+HEAD_SPARE_WORKERS = 16
+
+
+def worker_ports_for(desktops: int) -> int:
+    """Worker ports an env host of ``desktops`` needs: one per env actor, as many idle or starting workers,
+    the reaper's and the driver that creates the pool."""
+    return 2 * desktops + 8
 
 
 class NodePorts(BaseModel):
@@ -114,8 +125,12 @@ class PortPlan(BaseModel):
     keepalive_count: int = Field(3, ge=1, description="missed keepalives before ssh gives up")
     outage_tolerance: int = Field(180, ge=15, description="seconds the link may be down before the head declares "
                                                           "the env node dead (Ray's default is ~15 s)")
-    host_index: int = Field(0, ge=0, le=99, description="which port block this env host takes (one per env host "
-                                                        "of one head); env_host holds block 0")
+    host_index: int = Field(0, ge=0, description="which port block this env host takes (one per env host of one "
+                                                 "head); env_host holds block 0")
+    max_desktops_per_host: int = Field(96, ge=1, description="the most desktops one env host may run: sizes every "
+                                       "host's worker-port block, so the same on every host of one head")
+    driver_workers: int = Field(48, ge=1, description="Ray workers on the head's node (drivers, verl's workers): "
+                                "sizes the head's worker ports, which every env host forwards, so the same on both sides")
     host_id: str = Field("", description="the env host's name: its node label and ssh session key on the head")
 
     @model_validator(mode="after")
@@ -125,37 +140,55 @@ class PortPlan(BaseModel):
             raise ValueError(f"head and env host ports overlap: {sorted(shared)[:10]}")
         return self
 
+    @property
+    def host_worker_block(self) -> int:
+        """Worker ports between the starts of host K's and host K+1's ranges."""
+        return worker_ports_for(self.max_desktops_per_host)
+
     @classmethod
     def load(cls, path: str | Path | None = None, pool_size: int | None = None,
-             host_index: int | None = None) -> "PortPlan":
-        """The file's plan (a file may name only what it changes), sized for ``pool_size`` desktops, with
-        the env-host ports of ``host_index`` (else the file's ``host_index``, else 0)."""
+             host_index: int | None = None, driver_workers: int | None = None) -> "PortPlan":
+        """The file's plan (a file may name only what it changes), sized for ``pool_size`` desktops and
+        ``driver_workers`` workers on the head, with the env-host ports of ``host_index`` (else the file's
+        ``host_index``, else 0)."""
         data = (yaml.safe_load(Path(path).read_text()) or {}).get("tunnel", {}) if path else {}
-        if host_index is not None:
-            data = {**data, "host_index": host_index}
+        given = {"host_index": host_index, "driver_workers": driver_workers}
+        data = {**data, **{key: value for key, value in given.items() if value is not None}}
         try:
             plan = cls.model_validate(_merged(cls().model_dump(), data))
-            plan = plan.sized_for(pool_size) if pool_size else plan
-            return plan.for_host(plan.host_index)
+            return plan.sized_for(pool_size).for_host(plan.host_index)
         except ValueError as exc:
             raise ConfigError(f"invalid port plan: {exc}", hint="see configs/tunnel.yaml") from None
 
     def for_host(self, index: int) -> "PortPlan":
         """This plan with ``env_host`` moved to host ``index``'s block (``env_host`` is block 0's)."""
-        env = self.env_host
-        if env.worker_ports > HOST_WORKER_STEP:
-            raise ValueError(f"{env.worker_ports} worker ports per env host overlap the next host's block "
-                             f"({HOST_WORKER_STEP} apart): at most {(HOST_WORKER_STEP - 8) // 2} desktops per host")
+        env, block = self.env_host, self.host_worker_block
+        if env.worker_ports > block:
+            desktops = (env.worker_ports - 8) // 2
+            raise ValueError(f"{env.worker_ports} worker ports per env host overlap the next host's block ({block} "
+                             f"apart): at most {self.max_desktops_per_host} desktops per host; set "
+                             f"max_desktops_per_host: {desktops} (or more) in the tunnel file every env host uses")
+        last = env.min_worker_port + block * index + env.worker_ports - 1
+        if last > MAX_PORT:
+            hosts = (MAX_PORT - env.min_worker_port - env.worker_ports + 1) // block + 1
+            raise ValueError(f"host index {index} would need worker ports up to {last} (> {MAX_PORT}): with "
+                             f"max_desktops_per_host: {self.max_desktops_per_host} one head has at most {hosts} env "
+                             "hosts; lower max_desktops_per_host or start a second head")
         shift = {name: getattr(env, name) + HOST_PORT_STEP * index for name in
                  ("node_manager", "object_manager", "dashboard_agent_grpc", "dashboard_agent_http", "metrics_export",
                   "runtime_env_agent")}
-        moved = env.model_copy(update={**shift, "min_worker_port": env.min_worker_port + HOST_WORKER_STEP * index})
+        moved = env.model_copy(update={**shift, "min_worker_port": env.min_worker_port + block * index})
         return self.model_validate({**self.model_dump(), "env_host": moved.model_dump(), "host_index": index})
 
-    def sized_for(self, pool_size: int) -> "PortPlan":
-        """Enough env-host worker ports for every desktop actor, the reaper and idle workers."""
-        needed = max(self.env_host.worker_ports, 2 * pool_size + 8)
-        return self.model_copy(update={"env_host": self.env_host.model_copy(update={"worker_ports": needed})})
+    def sized_for(self, pool_size: int | None = None) -> "PortPlan":
+        """Enough env-host worker ports for ``pool_size`` desktop actors, the reaper and idle workers, and
+        enough head worker ports for ``driver_workers`` (never fewer than the file gives either side)."""
+        env = self.env_host.worker_ports
+        needed_env = max(env, worker_ports_for(pool_size)) if pool_size else env
+        needed_head = max(self.head.worker_ports, self.driver_workers + HEAD_SPARE_WORKERS)
+        plan = self.model_copy(update={"env_host": self.env_host.model_copy(update={"worker_ports": needed_env}),
+                                       "head": self.head.model_copy(update={"worker_ports": needed_head})})
+        return plan.model_validate(plan.model_dump())  # the grown ranges must not run into each other
 
     # -- what the head must reach on the env host, and the other way round --------------------------
     def local_forwards(self) -> list[int]:

@@ -69,3 +69,16 @@ def check_versions(head_python: str, head_ray: str, here_python: str, here_ray: 
         f"`uv venv --python {head_python} && uv pip install 'ray[default]=={head_ray}'` and reinstall rayenv into "
         f"that venv (or upgrade the head to match), then run `rayenv worker start` again.",
         phase="preflight", hint=f"python {head_python} + ray {head_ray} on both sides")
+
+
+def check_same_head_ports(head: PortPlan, here: PortPlan) -> None:
+    """The env host forwards the head's worker ports by its own plan: a head sized for more drivers than this
+    host's plan says would have workers this host cannot reach (a hang at the first call, not an error)."""
+    if head.head.worker_range == here.head.worker_range:
+        return
+    raise PreflightError(
+        f"The head's worker ports are {head.head.min_worker_port}..{head.head.max_worker_port} "
+        f"({head.driver_workers} driver workers), but this env host forwards {here.head.min_worker_port}.."
+        f"{here.head.max_worker_port} ({here.driver_workers}): Ray calls from those head workers to this host's "
+        f"desktops would never arrive. Fix: pass the same --drivers (or the same tunnel file) to `rayenv head start` "
+        f"and `rayenv worker start`.", phase="preflight", hint=f"rayenv worker start --drivers {head.driver_workers}")

@@ -24,7 +24,7 @@ from ..pool.capacity import check_memory
 from ..pool.config import PoolConfig
 from ..pool.reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
 from ..waiting import wait_until
-from .preflight import PreflightError, check_ports_free, check_versions
+from .preflight import PreflightError, check_ports_free, check_same_head_ports, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
 
@@ -102,6 +102,7 @@ def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WOR
         _wait_for(directory, lambda s: s.tunnel == "up", "the ssh tunnel", timeout)
         info = _head_info(state)
         check_versions(info.python, info.ray, *versions())
+        check_same_head_ports(info.plan, state.plan)
         token = state.ssh.run(f"cat {shlex.quote(info.token_path)}")
         if token.returncode != 0:
             raise PreflightError(f"cannot read the head's Ray token {info.token_path}: {token.stderr.strip()}",
