@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..env.options import EnvOptions
 from ..errors import ConfigError
 from ..providers.base import DesktopSpec
+from ..strict import StrictModel, explain, read_yaml_section
 
 #: The Ray namespace pools live in unless told otherwise; verl workers look here.
 DEFAULT_NAMESPACE = "rayenv"
@@ -18,7 +18,7 @@ DEFAULT_NAMESPACE = "rayenv"
 DEFAULT_RESOURCE = "osworld_env"
 
 
-class PoolConfig(BaseModel):
+class PoolConfig(StrictModel):
     """Everything a pool needs. Nested ``desktop`` and ``env`` sections map to the desktop and env models."""
 
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="pool name (Ray actor names derive from it)")
@@ -46,10 +46,7 @@ class PoolConfig(BaseModel):
         screen), and ``provider`` is shorthand for ``desktop={"provider": ...}``: replacing a whole
         section would silently fall back to its defaults, e.g. to host-process desktops.
         """
-        data: dict[str, Any] = {}
-        if path is not None:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-            data = raw.get("pool", raw)
+        data, prefix = read_yaml_section(path, "pool") if path is not None else ({}, ())
         given = {key: value for key, value in overrides.items() if value is not None}
         provider = given.pop("provider", None)
         if provider is not None:
@@ -57,7 +54,8 @@ class PoolConfig(BaseModel):
         try:
             return cls.model_validate(merged(data, given))
         except ValidationError as exc:
-            raise ConfigError(f"invalid pool config: {exc}", hint="see configs/pool.yaml for every key") from None
+            source = str(path) if path is not None else "pool config"
+            raise ConfigError(explain(exc, cls, source, prefix), hint="see configs/pool.yaml for every key") from None
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
