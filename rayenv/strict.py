@@ -52,8 +52,13 @@ def explain(exc: ValidationError, model: type[BaseModel], source: str, prefix: t
             valid = _field_names(model, location[:-1])
             lines.append(f"{source}: unknown key {dotted!r}{did_you_mean(location[-1], valid)}")
         else:
-            lines.append(f"{source}: {dotted}: {error['msg']} (got {_shown(error.get('input'))})")
+            lines.append(f"{source}: {dotted}: {message(error)} (got {_shown(error.get('input'))})")
     return "\n".join(lines)
+
+
+def message(error: Any) -> str:
+    """pydantic's message for one error, without the ``Value error, `` its validators' messages carry."""
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _field_names(model: type[BaseModel], path: tuple[str, ...]) -> set[str]:

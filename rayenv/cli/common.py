@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ..errors import ConfigError, InvalidTaskConfig, RayEnvError
+from ..strict import message
 
 #: Exit code of a usage or config mistake (click's own, for a bad flag).
 EXIT_USAGE = 2
@@ -70,7 +71,7 @@ def explain(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, RayEnvError):
         return (EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILED), f"error: {exc}"
     if isinstance(exc, ValidationError):  # a model built from flags (a config file's errors are ConfigErrors)
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or exc.title}: {message(e)}" for e in exc.errors())
         return EXIT_USAGE, (f"error: {problems}\n  -> fix the flag that sets it (`--help` lists them)")
     if isinstance(exc, ConnectionError) and "ray" in str(exc).lower():
         return EXIT_FAILED, (f"error: no Ray cluster let this command attach ({exc})\n  -> start one (`rayenv head "
@@ -90,8 +91,9 @@ def json_option(what: str = "the result") -> Any:
     return flag("--json", f"print {what} as JSON on stdout (messages stay on stderr)")
 
 
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+def print_json(value: Any, indent: Optional[int] = 2) -> None:
+    """``value`` on stdout as JSON (``indent=None``: one line, for a single small record)."""
+    print(json.dumps(value, indent=indent, default=str))
 
 
 def hidden_alias(flag: str, *, exists: bool = False) -> Any:

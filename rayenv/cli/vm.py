@@ -35,7 +35,7 @@ def fetch(
     path = fetch_vm_image(url or desktop.vm_url or OSWORLD_UBUNTU_URL, dest, sha256 or desktop.vm_sha256,
                           show_progress=not as_json)
     if as_json:
-        print_json({"path": str(path), "bytes": path.stat().st_size})
+        print_json({"path": str(path), "bytes": path.stat().st_size}, indent=None)
     else:
         console.print(f"[green]{path}[/] ({path.stat().st_size / 2**30:.1f} GiB): the docker provider boots it "
                       "when desktop.vm_path is unset")
@@ -58,7 +58,7 @@ def build(
     desktop = build_vm_desktop(force=force, console=console)
     seconds = round(time.perf_counter() - started, 1)
     if as_json:
-        print_json({**desktop.as_dict(), "seconds": seconds})
+        print_json({**desktop.as_dict(), "seconds": seconds}, indent=None)
         return
     console.print(f"[green]{desktop.image}[/] boots [green]{desktop.qcow2}[/] (guest kernel {desktop.kernel}), "
                   f"ready in {seconds}s")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from ..env.options import EnvOptions
 from ..errors import ConfigError
@@ -16,12 +17,14 @@ from ..strict import StrictModel, explain, read_yaml_section
 DEFAULT_NAMESPACE = "rayenv"
 #: The custom resource env hosts advertise; env actors ask for one unit each.
 DEFAULT_RESOURCE = "osworld_env"
+#: What a pool name may be: Ray actor names are built from it.
+POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class PoolConfig(StrictModel):
     """Everything a pool needs. Nested ``desktop`` and ``env`` sections map to the desktop and env models."""
 
-    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="pool name (Ray actor names derive from it)")
+    name: str = Field("default", description="pool name (Ray actor names derive from it)")
     size: int = Field(1, ge=1, le=512, description="number of desktops kept alive")
     namespace: str = Field(DEFAULT_NAMESPACE, description="Ray namespace of the pool's named actors")
     resource: str = Field(DEFAULT_RESOURCE, description="custom Ray resource that marks env hosts")
@@ -37,6 +40,14 @@ class PoolConfig(StrictModel):
     revert_on_release: bool = Field(True, description="revert a released desktop right away so the next lease starts clean")
     close_timeout: float = Field(30.0, gt=0, description="seconds to wait for a desktop to close on shutdown")
     manager_on_head: bool = Field(True, description="run the pool's manager on the Ray head, so it outlives an env host's outage")
+
+    @field_validator("name")
+    @classmethod
+    def _actor_safe_name(cls, value: str) -> str:
+        if not POOL_NAME.fullmatch(value):
+            raise ValueError(f"pool name {value!r} must be letters, digits, '_' and '-', starting with a letter or "
+                             "digit (Ray actor names derive from it), e.g. 'my-pool'")
+        return value
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "PoolConfig":
