@@ -62,8 +62,23 @@ def check_qcow2(path: Path, *, env: str | None = None) -> Path:
     return path
 
 
-def locate_vm_image(vm_path: str | None, url: str = OSWORLD_UBUNTU_URL, *, env: str | None = None) -> Path:
-    """The qcow2 a desktop boots: ``vm_path``, else what :func:`fetch_vm_image` of ``url`` left. Never downloads."""
+def built_alongside(image: str | None) -> Path | None:
+    """The qcow2 ``rayenv vm build`` made together with ``image``, when ``image`` is that build's
+    ``rayenv/osworld-vm`` and its disk is on this host: the two only work as a pair."""
+    from ..desktop_vm.build import REPOSITORY, built
+
+    if not image or not image.startswith(f"{REPOSITORY}:"):
+        return None
+    desktop = built()
+    return desktop.qcow2 if desktop is not None and desktop.image == image else None
+
+
+def locate_vm_image(vm_path: str | None, url: str = OSWORLD_UBUNTU_URL, *, image: str | None = None,
+                    env: str | None = None) -> Path:
+    """The qcow2 a desktop boots: ``vm_path``; else the one built with ``image`` (our own VM image);
+    else what :func:`fetch_vm_image` of ``url`` left. Never downloads."""
+    if not vm_path:
+        vm_path = str(built_alongside(image) or "") or None
     if vm_path:
         path = Path(vm_path).expanduser()
         if not path.is_file():
