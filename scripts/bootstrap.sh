@@ -72,4 +72,11 @@ if [ "$WANT_TRAINER" = 1 ]; then
   TRAINER=$(make_venv trainer "$ROOT" pytest)
   ln -sfn "$TRAINER" .venv-trainer
 fi
+# `rayenv` on PATH, as the docs write it: a link to this checkout's env-host venv (root: /usr/local/bin)
+if [ -w /usr/local/bin ]; then
+  ln -sfn "$ROOT/.venv/bin/rayenv" /usr/local/bin/rayenv
+  log "rayenv on PATH: /usr/local/bin/rayenv -> $ROOT/.venv/bin/rayenv"
+else
+  log "to get rayenv on PATH: export PATH=\"$ROOT/.venv/bin:\$PATH\""
+fi
 log "ready: env-host venv .venv -> $ENVHOST"
