@@ -80,4 +80,11 @@ for path in "$ENVHOST/bin/python" "$(readlink -f "$ENVHOST/bin/python")" "$ROOT/
   dir=$(dirname "$path")
   while [ "$dir" != / ]; do chmod o+x "$dir"; dir=$(dirname "$dir"); done
 done
+# `rayenv` on PATH, as the docs write it: a link to this checkout's env-host venv (root: /usr/local/bin)
+if [ -w /usr/local/bin ]; then
+  ln -sfn "$ROOT/.venv/bin/rayenv" /usr/local/bin/rayenv
+  log "rayenv on PATH: /usr/local/bin/rayenv -> $ROOT/.venv/bin/rayenv"
+else
+  log "to get rayenv on PATH: export PATH=\"$ROOT/.venv/bin:\$PATH\""
+fi
 log "ready: env-host venv .venv -> $ENVHOST"

@@ -7,7 +7,6 @@ OSWorld's evaluator), a summary table, and a clean shutdown.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +19,10 @@ from rich.table import Table
 
 from ..env.tasks import load_tasks
 from ..errors import RayEnvError
+from ..providers.base import DesktopSpec
+from .common import console, json_option, print_json
 
 REPO_TASKS = Path(__file__).resolve().parents[2] / "OSWorld" / "tasks"
-console = Console(stderr=True)
 
 
 def docker_answers() -> bool:
@@ -75,18 +75,18 @@ def run_episode(env: Any, task: dict[str, Any], pause: float) -> dict[str, Any]:
 def demo(
     size: int = typer.Option(2, min=1, help="number of desktops"),
     provider: str = typer.Option("auto", help="auto | lite | process | docker (auto: lite if Docker answers)"),
-    width: int = typer.Option(1920, help="screen width of each desktop"),
-    height: int = typer.Option(1080, help="screen height of each desktop"),
+    width: int = typer.Option(1920, min=320, max=7680, help="screen width of each desktop"),
+    height: int = typer.Option(1080, min=240, max=4320, help="screen height of each desktop"),
     tasks: Path = typer.Option(REPO_TASKS, help="directory of OSWorld task JSONs with a 'rayenv_solution'"),
     pause: float = typer.Option(0.3, help="seconds between an action and its screenshot"),
-    as_json: bool = typer.Option(False, "--json", help="print the results as JSON on stdout"),
+    as_json: bool = json_option("the results"),
 ) -> None:
     """Run a local pool of real desktops through a scripted episode of a sample task, and score it."""
     import ray
 
     from ..pool.handle import EnvPool
 
-    chosen = best_provider() if provider == "auto" else provider
+    chosen = best_provider() if provider == "auto" else DesktopSpec(provider=provider).provider  # refuses a typo
     samples = scripted_tasks(tasks)
     if chosen == "lite":
         from ..desktop_lite.build import build_image
@@ -113,7 +113,7 @@ def demo(
         ray.shutdown()
     summary = {"provider": chosen, "size": size, "boot_s": round(boot_s, 2), "episodes": results}
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print_json(summary)
     else:
         _print_table(summary)
     if any(r["error"] for r in results) or len(results) < size:

@@ -7,47 +7,53 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 
-from ..errors import RayEnvError
+from .common import RayenvTyper, console, flag, json_option, print_json
 
 if TYPE_CHECKING:
     from ..providers import DesktopSpec
 
-app = typer.Typer(help="Build and try the desktop-lite desktop.", no_args_is_help=True)
-console = Console(stderr=True)
+app = RayenvTyper(help="Build and try the desktop-lite desktop.")
 
 
 @app.command()
-def build(force: bool = typer.Option(False, "--force", help="rebuild even if the image exists")) -> None:
+def build(
+    force: bool = flag("--force", "rebuild even if the image exists"),
+    as_json: bool = json_option("{'image': ..., 'seconds': ...}"),
+) -> None:
     """Build rayenv/desktop-lite from Debian packages (debootstrap; cached, seconds when unchanged)."""
     from ..desktop_lite.build import build_image
 
     started = time.perf_counter()
     tag = build_image(force=force, console=console)
-    console.print(f"[green]{tag}[/] ready in {time.perf_counter() - started:.1f}s")
+    seconds = round(time.perf_counter() - started, 1)
+    if as_json:
+        print_json({"image": tag, "seconds": seconds})
+        return
+    console.print(f"[green]{tag}[/] ready in {seconds}s")
     print(tag)
 
 
 @app.command()
 def run(
     provider: str = typer.Option("lite", help="lite (container) or process (host Xvfb)"),
-    width: int = typer.Option(1920, help="screen width"),
-    height: int = typer.Option(1080, help="screen height"),
+    width: int = typer.Option(1920, min=320, max=7680, help="screen width"),
+    height: int = typer.Option(1080, min=240, max=4320, help="screen height"),
     screenshot: Optional[Path] = typer.Option(None, help="save one screenshot here, then stop the desktop"),
+    as_json: bool = json_option("{'url': ..., 'seconds': ..., 'screenshot': ...}"),
 ) -> None:
     """Start one desktop and print its guest API URL; Ctrl-C (or --screenshot) stops and removes it."""
     from ..providers import DesktopSpec
 
+    spec = DesktopSpec(provider=provider, screen_width=width, screen_height=height)  # refuses a bad flag first
     if provider == "lite":
         from ..desktop_lite.build import build_image
 
         build_image(console=console)
-    run_one(DesktopSpec(provider=provider, screen_width=width, screen_height=height), f"try-{int(time.time())}",
-            screenshot, f"starting a {provider} desktop ...")
+    run_one(spec, f"try-{int(time.time())}", screenshot, f"starting a {provider} desktop ...", as_json)
 
 
-def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waiting: str) -> None:
+def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waiting: str, as_json: bool) -> None:
     """Start one desktop of ``spec``, print its guest URL, then save a screenshot or wait for Ctrl-C; always remove it."""
     from ..env.guest_client import GuestClient
     from ..providers import Ownership, make_provider
@@ -57,19 +63,21 @@ def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waitin
         started = time.perf_counter()
         with console.status(waiting):
             endpoint = desktop.start()
-        print(endpoint.url)
-        console.print(f"guest API at {endpoint.url} after {time.perf_counter() - started:.1f}s ({desktop.describe()})")
+        seconds = round(time.perf_counter() - started, 1)
+        console.print(f"guest API at {endpoint.url} after {seconds}s ({desktop.describe()})")
         if screenshot is not None:
             screenshot.write_bytes(GuestClient(endpoint.url, env=env_id).screenshot())
             console.print(f"saved {screenshot}")
+        if as_json:
+            print_json({"url": endpoint.url, "seconds": seconds, "screenshot": screenshot and str(screenshot)})
+        else:
+            print(endpoint.url)
+        if screenshot is not None:
             return
         console.print("Ctrl-C to stop")
         while desktop.is_alive():
             time.sleep(1)
     except KeyboardInterrupt:
         pass
-    except RayEnvError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     finally:
         desktop.stop()

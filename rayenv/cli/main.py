@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import typer
 
 from . import cluster, demo, desktop, ops, pool, vm
+from .common import RayenvTyper, flag, set_debug
 
-app = typer.Typer(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
-                  no_args_is_help=True, rich_markup_mode="rich")
+app = RayenvTyper(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
+                  rich_markup_mode="rich")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"rayenv {metadata.version('rayenv')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = flag("--version", "print rayenv's version and exit", is_eager=True, callback=_print_version),
+    debug: bool = flag("--debug", "print the traceback behind an error (for a bug report)", envvar="RAYENV_DEBUG"),
+) -> None:
+    """rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL."""
+    set_debug(debug)
+
+
 app.command("demo")(demo.demo)
 app.add_typer(pool.app, name="pool")
 app.add_typer(desktop.app, name="desktop")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from ..pool.config import DEFAULT_NAMESPACE
 from ..pool.status import PoolStatus
+from .common import connect_ray, json_option, print_json
 
 
 def sidecar(
@@ -33,7 +33,7 @@ def sidecar(
 
 def status(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON on stdout"),
+    as_json: bool = json_option("every pool's status"),
     slots: bool = typer.Option(False, "--slots", help="one row per slot too (its env, node, lease, last error)"),
 ) -> None:
     """Every rayenv pool of the cluster: desktops per env host and state, replacements, failed slots' errors;
@@ -42,13 +42,13 @@ def status(
 
     from ..pool.handle import EnvPool, manager_name
 
-    ray.init(address=address or "auto", log_to_driver=False)
+    connect_ray(address)
     prefix, pools = manager_name(""), []
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].startswith(prefix):
             pools.append(EnvPool.connect(actor["name"][len(prefix):], actor["namespace"]).status(slots))
     if as_json:
-        print(json.dumps([pool.to_dict() for pool in pools], indent=2))
+        print_json([pool.to_dict() for pool in pools])
         return
     console = Console(width=160)
     if not pools:

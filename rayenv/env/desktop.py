@@ -168,7 +168,7 @@ class Desktop:
         self._check_guest("reset", DesktopUnavailable)
         if task is not None:
             self._enter("dirty")
-            self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset")
+            self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset", "setup_timeout")
         observation = self.observe()
         if self._recorder:
             self._recorder.start_episode(self.episodes, task.id if task else None, observation["screenshot"])
@@ -218,7 +218,7 @@ class Desktop:
         try:
             self._check_guest("evaluate", EvaluationError)  # a desktop that cannot save or answer must not score 0
             score = self._bounded(lambda: runner.evaluate(task, self.action_history, "Linux"),
-                                  self.options.evaluate_timeout, "evaluate")
+                                  self.options.evaluate_timeout, "evaluate", "evaluate_timeout")
             self._check_guest("evaluate", EvaluationError)  # nor one whose disk filled up while it was scored
         except RayEnvError as exc:
             if self._recorder:
@@ -276,7 +276,7 @@ class Desktop:
             self._mark_broken(broken)
             raise broken
 
-    def _bounded(self, call: Callable[[], T], timeout: float, phase: str) -> T:
+    def _bounded(self, call: Callable[[], T], timeout: float, phase: str, option: str) -> T:
         """Run a desktop-env call that has no timeout of its own in a thread, and stop waiting after ``timeout``.
 
         The thread cannot be killed, so on timeout the desktop is marked broken and the pool
@@ -287,7 +287,7 @@ class Desktop:
             return self._guarded(lambda: pool.submit(call).result(timeout=timeout), phase)
         except concurrent.futures.TimeoutError:
             error = EnvTimeout(f"{phase} took longer than {timeout:.0f}s on {self.provider.label()}", env=self.name,
-                               phase=phase, hint=f"raise EnvOptions.{phase}_timeout; the desktop will be replaced")
+                               phase=phase, hint=f"raise the pool's env.{option} (EnvOptions.{option}); the desktop will be replaced")
             self._mark_broken(error)
             raise error from None
         finally:

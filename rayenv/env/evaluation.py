@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -32,15 +33,34 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: desktop-env's AWS proxy pool: loaded when its setup module is imported, it logs an ERROR for a proxy
+#: file (evaluation_examples/settings/proxy/dataimpulse.json) only its AWS provider uses. rayenv never
+#: routes a task through those proxies, so the record is noise a user would read as a failed boot.
+PROXY_POOL_LOGGER = "desktopenv.providers.aws.ProxyPool"
+
+
+def _quiet_proxy_pool(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.CRITICAL
+
+
 def _desktop_env() -> tuple[Any, Any, Any, Any]:
     """desktop-env's controllers and its getters and metrics packages, the latter two loading only the modules
-    a task names (:mod:`rayenv.env.lazy_modules`: each env actor held the whole evaluator stack before)."""
+    a task names (:mod:`rayenv.env.lazy_modules`: each env actor held the whole evaluator stack before), imported
+    quietly: the deprecation and end-of-life warnings its dependencies (fitz, PyPDF2, google-api-core) raise at
+    import are theirs to fix, not the user's, and the AWS proxy pool's ERROR is silenced (see
+    :data:`PROXY_POOL_LOGGER`)."""
+    proxy_log = logging.getLogger(PROXY_POOL_LOGGER)  # its module sets the level itself on import: filter instead
+    if _quiet_proxy_pool not in proxy_log.filters:
+        proxy_log.addFilter(_quiet_proxy_pool)
     try:
         for package in ("desktop_env.evaluators.metrics", "desktop_env.evaluators.getters"):
             install_lazy_package(package)
-        from desktop_env.controllers.python import PythonController
-        from desktop_env.controllers.setup import SetupController
-        from desktop_env.evaluators import getters, metrics
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            from desktop_env.controllers.python import PythonController
+            from desktop_env.controllers.setup import SetupController
+            from desktop_env.evaluators import getters, metrics
     except ImportError as exc:
         raise ProviderUnavailable(f"desktop-env is not importable here: {exc}", phase="reset",
                                   hint="on the env host run: pip install 'rayenv[osworld]'") from exc

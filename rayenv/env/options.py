@@ -3,10 +3,12 @@ importing the desktop stack (providers, evaluators)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from ..strict import StrictModel
 
 
-class EnvOptions(BaseModel):
+class EnvOptions(StrictModel):
     """Per-desktop behaviour: what an observation holds and how long each phase may take."""
 
     require_a11y_tree: bool = Field(False, description="fetch the accessibility tree with every observation")

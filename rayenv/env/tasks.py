@@ -77,8 +77,17 @@ def load_tasks(path: str | Path) -> list[dict[str, Any]]:
     root = Path(path)
     files = sorted(root.rglob("*.json")) if root.is_dir() else [root]
     tasks = []
+    if not files:
+        raise InvalidTaskConfig(f"no task JSON at {root}", hint="give a task .json file or a directory holding some")
     for file in files:
-        task = json.loads(file.read_text())
-        validate_task(task)
+        try:
+            task = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidTaskConfig(f"{file}: not a readable task JSON ({exc})",
+                                    hint="fix the file (an OSWorld task: id, instruction, config, evaluator)") from None
+        try:
+            validate_task(task)
+        except InvalidTaskConfig as exc:
+            raise InvalidTaskConfig(f"{file}: {exc.message}", hint=exc.hint) from None
         tasks.append(task)
     return tasks

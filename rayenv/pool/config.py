@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from ..env.options import EnvOptions
 from ..errors import ConfigError
 from ..providers.base import DesktopSpec
+from ..strict import StrictModel, explain, read_yaml_section
 
 #: The Ray namespace pools live in unless told otherwise; verl workers look here.
 DEFAULT_NAMESPACE = "rayenv"
 #: The custom resource env hosts advertise; env actors ask for one unit each.
 DEFAULT_RESOURCE = "osworld_env"
+#: What a pool name may be: Ray actor names are built from it.
+POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-class PoolConfig(BaseModel):
+class PoolConfig(StrictModel):
     """Everything a pool needs. Nested ``desktop`` and ``env`` sections map to the desktop and env models."""
 
-    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="pool name (Ray actor names derive from it)")
+    name: str = Field("default", description="pool name (Ray actor names derive from it)")
     size: int = Field(1, ge=1, le=4096, description="number of desktops kept alive")
     namespace: str = Field(DEFAULT_NAMESPACE, description="Ray namespace of the pool's named actors")
     resource: str = Field(DEFAULT_RESOURCE, description="custom Ray resource that marks env hosts")
@@ -38,6 +41,14 @@ class PoolConfig(BaseModel):
     close_timeout: float = Field(30.0, gt=0, description="seconds to wait for a desktop to close on shutdown")
     manager_on_head: bool = Field(True, description="run the pool's manager on the Ray head, so it outlives an env host's outage")
 
+    @field_validator("name")
+    @classmethod
+    def _actor_safe_name(cls, value: str) -> str:
+        if not POOL_NAME.fullmatch(value):
+            raise ValueError(f"pool name {value!r} must be letters, digits, '_' and '-', starting with a letter or "
+                             "digit (Ray actor names derive from it), e.g. 'my-pool'")
+        return value
+
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "PoolConfig":
         """Read a YAML file (its ``pool:`` section, or the whole file) and merge the non-None overrides into it.
@@ -46,10 +57,7 @@ class PoolConfig(BaseModel):
         screen), and ``provider`` is shorthand for ``desktop={"provider": ...}``: replacing a whole
         section would silently fall back to its defaults, e.g. to host-process desktops.
         """
-        data: dict[str, Any] = {}
-        if path is not None:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-            data = raw.get("pool", raw)
+        data, prefix = read_yaml_section(path, "pool") if path is not None else ({}, ())
         given = {key: value for key, value in overrides.items() if value is not None}
         provider = given.pop("provider", None)
         if provider is not None:
@@ -57,7 +65,8 @@ class PoolConfig(BaseModel):
         try:
             return cls.model_validate(merged(data, given))
         except ValidationError as exc:
-            raise ConfigError(f"invalid pool config: {exc}", hint="see configs/pool.yaml for every key") from None
+            source = str(path) if path is not None else "pool config"
+            raise ConfigError(explain(exc, cls, source, prefix), hint="see configs/pool.yaml for every key") from None
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigError
-from .base import DesktopSpec, GuestEndpoint, Ownership, Provider
+from .base import BUILTIN_PROVIDERS, DesktopSpec, GuestEndpoint, Ownership, Provider
 
 _PROVIDERS = {
     "process": ("rayenv.providers.process", "ProcessProvider"),
@@ -13,7 +13,7 @@ _PROVIDERS = {
     "docker": ("rayenv.providers.docker", "DockerProvider"),
 }
 
-PROVIDER_NAMES = tuple(_PROVIDERS)
+PROVIDER_NAMES = BUILTIN_PROVIDERS
 
 
 def provider_class(name: str) -> type[Provider]:

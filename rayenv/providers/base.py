@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER
+from ..strict import StrictModel, did_you_mean
+
+#: The providers rayenv ships; any other must be named ``package.module:ProviderClass``.
+BUILTIN_PROVIDERS = ("process", "lite", "docker")
 
 #: Default ``boot_timeout`` per provider (others: 120 s).
 BOOT_TIMEOUTS = {"docker": 600.0}
@@ -63,7 +67,7 @@ class GuestEndpoint:
         return f"http://{self.host}:{self.port}"
 
 
-class DesktopSpec(BaseModel):
+class DesktopSpec(StrictModel):
     """What desktop to start. One model for all providers; each ignores what it does not use."""
 
     provider: str = Field("process", description="docker | lite | process")
@@ -122,6 +126,15 @@ class DesktopSpec(BaseModel):
         from docker.utils import parse_bytes
 
         return parse_bytes(self.docker_memory) + QEMU_OVERHEAD
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        """A misspelt provider fails here, before anything boots, instead of when the first desktop starts."""
+        if ":" not in value and value not in BUILTIN_PROVIDERS:
+            raise ValueError(f"unknown provider {value!r}{did_you_mean(value, BUILTIN_PROVIDERS)}; "
+                             "or name your own as 'package.module:ProviderClass'")
+        return value
 
     @field_validator("vm_path")
     @classmethod

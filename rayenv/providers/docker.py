@@ -169,7 +169,8 @@ class DockerProvider(ContainerProvider):
 
     def _vm_path(self) -> Path:
         """The qcow2 to mount; never downloaded here (a boot window is no place for 10 GB)."""
-        return locate_vm_image(self.spec.vm_path, self.spec.vm_url or OSWORLD_UBUNTU_URL, env=self.ownership.env_id)
+        return locate_vm_image(self.spec.vm_path, self.spec.vm_url or OSWORLD_UBUNTU_URL, image=self.spec.docker_image,
+                               env=self.ownership.env_id)
 
     def container_options(self) -> dict[str, Any]:
         env_id = self.ownership.env_id

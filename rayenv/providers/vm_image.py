@@ -27,7 +27,7 @@ from typing import Iterator
 import requests
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..errors import ConfigError, ProviderUnavailable
 
@@ -36,6 +36,7 @@ OSWORLD_UBUNTU_URL = "https://huggingface.co/datasets/xlangai/ubuntu_osworld/res
 CHUNK = 1 << 16  # small: bytes read before a dropped connection are kept
 QCOW2_MAGIC = b"QFI\xfb"
 FETCH_COMMAND = "rayenv vm fetch"
+DOWNLOAD_ATTEMPTS = 8
 
 
 def default_vm_dir() -> Path:
@@ -61,8 +62,23 @@ def check_qcow2(path: Path, *, env: str | None = None) -> Path:
     return path
 
 
-def locate_vm_image(vm_path: str | None, url: str = OSWORLD_UBUNTU_URL, *, env: str | None = None) -> Path:
-    """The qcow2 a desktop boots: ``vm_path``, else what :func:`fetch_vm_image` of ``url`` left. Never downloads."""
+def built_alongside(image: str | None) -> Path | None:
+    """The qcow2 ``rayenv vm build`` made together with ``image``, when ``image`` is that build's
+    ``rayenv/osworld-vm`` and its disk is on this host: the two only work as a pair."""
+    from ..desktop_vm.build import REPOSITORY, built
+
+    if not image or not image.startswith(f"{REPOSITORY}:"):
+        return None
+    desktop = built()
+    return desktop.qcow2 if desktop is not None and desktop.image == image else None
+
+
+def locate_vm_image(vm_path: str | None, url: str = OSWORLD_UBUNTU_URL, *, image: str | None = None,
+                    env: str | None = None) -> Path:
+    """The qcow2 a desktop boots: ``vm_path``; else the one built with ``image`` (our own VM image);
+    else what :func:`fetch_vm_image` of ``url`` left. Never downloads."""
+    if not vm_path:
+        vm_path = str(built_alongside(image) or "") or None
     if vm_path:
         path = Path(vm_path).expanduser()
         if not path.is_file():
@@ -82,6 +98,9 @@ def locate_vm_image(vm_path: str | None, url: str = OSWORLD_UBUNTU_URL, *, env: 
 def fetch_vm_image(url: str = OSWORLD_UBUNTU_URL, dest_dir: Path | None = None, sha256: str | None = None,
                    show_progress: bool = True) -> Path:
     """Return the path of the extracted qcow2, downloading and extracting it first if needed."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"cannot fetch {url!r}: only http(s) URLs are downloaded",
+                          hint="for a qcow2 already on this host, set desktop.vm_path to it instead of fetching")
     dest_dir = dest_dir or default_vm_dir()
     dest_dir.mkdir(parents=True, exist_ok=True)
     image = dest_dir / image_name(url)
@@ -140,9 +159,29 @@ def _check_free_disk(directory: Path, needed: int) -> None:
                                   hint="free disk space or set RAYENV_VM_DIR to a larger disk")
 
 
-@retry(retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)),
-       wait=wait_exponential(min=1, max=30), stop=stop_after_attempt(8), reraise=True)
 def _download(url: str, archive: Path, show_progress: bool) -> None:
+    """Download with resumes: a link that drops mid-way is retried (each retry said on stderr); a server
+    that refuses or cannot be resolved on the first try is an error at once, naming the URL."""
+    try:
+        _remote_size(url)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise ProviderUnavailable(f"cannot reach {url}: {type(exc).__name__}", phase="download",
+                                  hint="check the URL and this host's network (or its proxy settings)") from None
+    except requests.HTTPError as exc:
+        raise ProviderUnavailable(f"{url} answered {exc.response.status_code}", phase="download",
+                                  hint="check the URL (--url or desktop.vm_url)") from None
+    _download_resuming(url, archive, show_progress)
+
+
+def _say_retry(state: RetryCallState) -> None:
+    Console(stderr=True).print(f"download interrupted ({type(state.outcome.exception()).__name__}); resuming, "
+                               f"attempt {state.attempt_number + 1} of {DOWNLOAD_ATTEMPTS}")
+
+
+@retry(retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)),
+       wait=wait_exponential(min=1, max=30), stop=stop_after_attempt(DOWNLOAD_ATTEMPTS), reraise=True,
+       before_sleep=_say_retry)
+def _download_resuming(url: str, archive: Path, show_progress: bool) -> None:
     partial = archive.with_name(archive.name + ".part")
     total = _remote_size(url)
     have = partial.stat().st_size if partial.exists() else 0

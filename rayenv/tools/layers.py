@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: Lowest first. A name is a subpackage or a top-level module of ``rayenv``.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "types"),              # the words every layer speaks
-    ("waiting", "cluster_state", "failures"),  # one way to wait; what rayenv asks Ray's GCS; what a failure means
+    ("waiting", "cluster_state", "failures", "strict"),  # one way to wait; what rayenv asks Ray's GCS; what a failure means; configs refusing typos
     ("engine",),                      # the host's Docker engine and KVM
     ("desktop_lite",),                # the desktop-lite image from Debian packages; process desktops
     ("desktop_vm",),                  # that desktop as a QEMU VM guest, and the container that boots it

@@ -42,11 +42,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..cluster_state import HOST_LABEL
 from ..errors import ConfigError
+from ..strict import StrictModel, explain, read_yaml_section
 
 #: Host K's fixed ports (node manager .. runtime-env agent) are host 0's + K x this.
 HOST_PORT_STEP = 10
@@ -62,7 +62,7 @@ def worker_ports_for(desktops: int) -> int:
     return 2 * desktops + 8
 
 
-class NodePorts(BaseModel):
+class NodePorts(StrictModel):
     """The ports one Ray node listens on; ``worker_ports`` is sized from what runs there."""
 
     node_manager: int
@@ -113,7 +113,7 @@ def default_env_host() -> NodePorts:
                      metrics_export=6394, runtime_env_agent=6395, min_worker_port=21000, worker_ports=24)
 
 
-class PortPlan(BaseModel):
+class PortPlan(StrictModel):
     """Both sides' ports and addresses; everything else (flags, forwards, the ssh command) derives from it."""
 
     head_ip: str = "127.0.0.2"
@@ -151,11 +151,15 @@ class PortPlan(BaseModel):
         """The file's plan (a file may name only what it changes), sized for ``pool_size`` desktops and
         ``driver_workers`` workers on the head, with the env-host ports of ``host_index`` (else the file's
         ``host_index``, else 0)."""
-        data = (yaml.safe_load(Path(path).read_text()) or {}).get("tunnel", {}) if path else {}
+        data, prefix = read_yaml_section(path, "tunnel") if path else ({}, ())
         given = {"host_index": host_index, "driver_workers": driver_workers}
         data = {**data, **{key: value for key, value in given.items() if value is not None}}
+        source = str(path) if path else "tunnel config"
         try:
             plan = cls.model_validate(_merged(cls().model_dump(), data))
+        except ValidationError as exc:
+            raise ConfigError(explain(exc, cls, source, prefix), hint="see configs/tunnel.yaml for every key") from None
+        try:
             return plan.sized_for(pool_size).for_host(plan.host_index)
         except ValueError as exc:
             raise ConfigError(f"invalid port plan: {exc}", hint="see configs/tunnel.yaml") from None
