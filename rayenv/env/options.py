@@ -18,4 +18,7 @@ class EnvOptions(BaseModel):
     default_pause: float = Field(0.5, ge=0, description="seconds to wait after an action before observing")
     min_free_mb: float = Field(16.0, ge=0, description="free space a task needs in the desktop's home and tmp, checked "
                                "with a write before setup and around evaluation; a desktop short of it is replaced")
+    download_cache: str | None = Field(None, description="the host's cache of files tasks download (setup inputs, gold "
+                                       "files), filled by `rayenv suite prefetch`; default $RAYENV_DOWNLOAD_CACHE or "
+                                       "~/.cache/rayenv/downloads")
     record_dir: str | None = Field(None, description="write screenshots, actions and scores of every episode here")
