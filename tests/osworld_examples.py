@@ -8,10 +8,14 @@ writes it to ``DIR`` (the docs' commands run against it), with downloads from ``
 
 from __future__ import annotations
 
+import http.server
 import json
 import sys
+import threading
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 #: The file the ``download`` task fetches, and what it holds.
 DOWNLOADED_NAME, DOWNLOADED_TEXT = "notes.txt", "served by the test's HTTP server\n"
@@ -79,6 +83,23 @@ def write(root: Path, base_url: str = "http://127.0.0.1:8765") -> Path:
         index[domain] = [task["id"] for task in chosen]
     (root / "test_all.json").write_text(json.dumps(index, indent=2))
     return root
+
+
+@contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 with the files the tree's tasks download (written to ``folder``); yields its URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DOWNLOADED_NAME).write_text(DOWNLOADED_TEXT)
+    (folder / "gold.txt").write_text("gold\n")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 if __name__ == "__main__":

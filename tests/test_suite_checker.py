@@ -6,18 +6,15 @@ programs, and a download cache filled by ``rayenv suite prefetch`` from a local 
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import uuid
-from functools import partial
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from typer.testing import CliRunner
 
-from osworld_examples import DOWNLOADED_NAME, DOWNLOADED_TEXT, write
+from osworld_examples import DOWNLOADED_NAME, DOWNLOADED_TEXT, serving, write
 from rayenv.env.download_cache import DownloadCache, downloads_of
 from rayenv.env.tasks import validate_task
 from rayenv.errors import InvalidTaskConfig
@@ -30,15 +27,8 @@ PROGRAMS = {"soffice", "vlc"}  # an image with LibreOffice and VLC, without Chro
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
-    """A local HTTP server with the files the tree's tasks download."""
-    files = tmp_path_factory.mktemp("served")
-    (files / DOWNLOADED_NAME).write_text(DOWNLOADED_TEXT)
-    (files / "gold.txt").write_text("gold\n")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler,
-                                                                      directory=str(files)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(tmp_path_factory.mktemp("served")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -117,6 +117,7 @@ def run(
     size: int = typer.Option(1, min=1, help="desktops (tasks run this many at a time)"),
     solutions: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                              help="folder of <task id>.json action lists"),
+    untouched: bool = typer.Option(False, "--untouched", help="play no actions: reset, then evaluate (should score 0)"),
     pause: float = typer.Option(0.3, help="seconds between an action and its screenshot"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the results as JSON here"),
     as_json: bool = AS_JSON,
@@ -149,7 +150,8 @@ def run(
             with console.status(f"booting {size} {chosen} desktop(s) ..."):
                 pool = EnvPool.create(config=resolved)
         with console.status(f"running {runnable} task(s) ..."):
-            results = run_tasks(pool, tasks, verdicts, solutions=solutions, pause=pause, parallel=size)
+            results = run_tasks(pool, tasks, verdicts, solutions=solutions, untouched=untouched,
+                                pause=pause, parallel=size)
     except RayEnvError as exc:
         raise _fail(exc) from None
     finally:

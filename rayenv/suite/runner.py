@@ -72,12 +72,14 @@ def run_one(pool: Any, task: SuiteTask, actions: list[Any], *, pause: float, lea
 
 
 def run_tasks(pool: Any, tasks: Iterable[SuiteTask], verdicts: dict[str, Verdict], *, solutions: Path | None = None,
-              pause: float = 0.3, lease_timeout: float = 600.0, parallel: int = 1) -> list[TaskResult]:
-    """Every runnable task on the pool (``parallel`` at a time), the others as skipped, in the given order."""
+              untouched: bool = False, pause: float = 0.3, lease_timeout: float = 600.0,
+              parallel: int = 1) -> list[TaskResult]:
+    """Every runnable task on the pool (``parallel`` at a time), the others as skipped, in the given order.
+    ``untouched`` plays no actions (reset, then evaluate): a task that scores above 0 so was "done" by its setup."""
     chosen = list(tasks)
     with ThreadPoolExecutor(max(1, parallel)) as workers:
         futures = [None if not verdicts[task.id].runnable else
-                   workers.submit(run_one, pool, task, actions_for(task, solutions), pause=pause,
+                   workers.submit(run_one, pool, task, [] if untouched else actions_for(task, solutions), pause=pause,
                                   lease_timeout=lease_timeout) for task in chosen]
         return [future.result() if future else
                 TaskResult(task.domain, task.id, skipped="; ".join(verdicts[task.id].reasons))
