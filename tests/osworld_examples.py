@@ -72,7 +72,7 @@ def tasks(base_url: str) -> dict[str, list[dict]]:
     }
 
 
-def write(root: Path, base_url: str = "http://127.0.0.1:8765") -> Path:
+def write(root: Path, base_url: str = "http://127.0.0.1:47811") -> Path:
     """Write the tree (``test_all.json`` and ``examples/<domain>/<id>.json``) under ``root``; return ``root``."""
     index = {}
     for domain, chosen in tasks(base_url).items():

@@ -70,7 +70,7 @@ class Checker:
         missing = self.cache.missing(config)
         if missing:
             reasons.append(f"{len(missing)} file(s) to download, not in the cache (run `rayenv suite prefetch`): "
-                           + ", ".join(d.url for d in missing))
+                           + ", ".join(f"{d.url} (as {self.cache.path(d).name})" for d in missing))
         return Verdict(task.domain, task.id, not reasons, reasons, config.infeasible)
 
     def check_all(self, tasks: Iterable[SuiteTask]) -> list[Verdict]:
