@@ -6,7 +6,7 @@ from importlib import metadata
 
 import typer
 
-from . import cluster, demo, desktop, ops, pool, vm
+from . import cluster, demo, desktop, ops, pool, suite, vm
 from .common import RayenvTyper, flag, set_debug
 
 app = RayenvTyper(help="rayenv: a Ray-based pool of OSWorld desktops for training GUI agents with RL.",
@@ -32,6 +32,7 @@ app.command("demo")(demo.demo)
 app.add_typer(pool.app, name="pool")
 app.add_typer(desktop.app, name="desktop")
 app.add_typer(vm.app, name="vm")
+app.add_typer(suite.app, name="suite")
 app.command("status")(ops.status)
 app.command("sidecar")(ops.sidecar)
 app.add_typer(cluster.head_app, name="head")

@@ -25,6 +25,7 @@ from ..errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvErro
 from ..providers import DesktopSpec, GuestEndpoint, Ownership, Provider, make_provider
 from ..types import DesktopState, EnvStatus, Observation, StepResult
 from .actions import parse_action
+from .download_cache import DownloadCache
 from .evaluation import TaskRunner
 from .guest_client import GuestClient
 from .options import EnvOptions
@@ -72,7 +73,8 @@ class Desktop:
 
     def _connect(self, endpoint: GuestEndpoint) -> None:
         self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
-        self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height))
+        self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height),
+                                  downloads=DownloadCache(self.options.download_cache))
 
     def revert(self) -> None:
         """Bring the desktop back to its pristine state, dropping the current task: in place where the
@@ -155,7 +157,8 @@ class Desktop:
 
     # -- the DesktopEnv contract -------------------------------------------------------------
     def reset(self, task_config: dict[str, Any] | None = None) -> Observation:
-        """Revert if used, then run the task's setup. A bad task raises before the desktop is touched."""
+        """Revert if used, then run the task's setup. A bad task raises before the desktop is touched; a setup step
+        the guest refused raises :class:`~rayenv.errors.SetupFailed` (drop the sample: it has no episode)."""
         task = validate_task(task_config, env=self.name) if task_config is not None else None
         runner = self._require_runner("reset")
         if task is not None:
@@ -168,7 +171,11 @@ class Desktop:
         self._check_guest("reset", DesktopUnavailable)
         if task is not None:
             self._enter("dirty")
-            self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset", "setup_timeout")
+            try:
+                self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset", "setup_timeout")
+            except RayEnvError:
+                self.task = None  # a task that is not set up has no episode, and nothing to score
+                raise
         observation = self.observe()
         if self._recorder:
             self._recorder.start_episode(self.episodes, task.id if task else None, observation["screenshot"])

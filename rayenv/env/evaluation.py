@@ -11,6 +11,12 @@ and any guest call a getter made that failed, which desktop-env itself turns int
 :mod:`rayenv.env.guest_calls`) raises :class:`~rayenv.errors.EvaluationError` instead of returning 0.
 A file the agent never created is still a legitimate 0, as in OSWorld, but only when the gold it is
 compared with exists: a comparison without its expected value is an ``EvaluationError``.
+
+Setup is watched the same way, step by step: a step that raises, and any guest call it made that
+the guest refused (desktop-env only logs a failed ``/setup/launch``), raises
+:class:`~rayenv.errors.SetupFailed` naming the step and the guest's words, so the episode never
+starts on a desktop that is not in the task's state. Files setup and the evaluator download come
+from the host's :class:`~rayenv.env.download_cache.DownloadCache`, never from the internet mid-step.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..errors import EvaluationError, InvalidTaskConfig, ProviderUnavailable, SetupFailed
 from ..providers.base import GuestEndpoint
+from .download_cache import DownloadCache
 from .guest_calls import CallLog, watching
 from .lazy_modules import install_lazy_package
-from .tasks import TaskConfig
+from .tasks import SetupStep, TaskConfig
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,11 +94,13 @@ class GetterContext:
 class TaskRunner:
     """Runs one desktop's task setup and evaluation through desktop-env's controllers."""
 
-    def __init__(self, endpoint: GuestEndpoint, *, env: str, screen: tuple[int, int], cache_root: str | None = None) -> None:
+    def __init__(self, endpoint: GuestEndpoint, *, env: str, screen: tuple[int, int], cache_root: str | None = None,
+                 downloads: DownloadCache | None = None) -> None:
         self.endpoint = endpoint
         self.env = env
         self.screen = screen
         self.cache_root = cache_root or os.path.join(tempfile.gettempdir(), "rayenv-cache", env)
+        self.downloads = downloads or DownloadCache()
         self._controllers: tuple[Any, Any] | None = None
 
     @staticmethod
@@ -125,40 +135,52 @@ class TaskRunner:
         return self._controllers
 
     def check(self, task: TaskConfig) -> None:
-        """Resolve every setup step, getter and metric name; raise :class:`InvalidTaskConfig` if any is unknown."""
-        _, setup_cls, getters, metrics = _desktop_env()
-        steps = list(task.config) + list(task.evaluator.postconfig)
-        unknown = [f"setup step {s.type!r}" for s in steps if not hasattr(setup_cls, f"_{s.type}_setup")]
-        unknown += [f"metric {m!r}" for m in task.evaluator.metric_names()
-                    if m != "infeasible" and not hasattr(metrics, m)]
-        for spec in _as_list(task.evaluator.result) + _as_list(task.evaluator.expected):
-            if spec and not hasattr(getters, f"get_{spec.get('type')}"):
-                unknown.append(f"getter {spec.get('type')!r}")
+        """Refuse a task this host cannot set up or score, before its desktop is touched: a setup step, getter or
+        metric desktop-env does not have raises :class:`InvalidTaskConfig`, a file to download that is not in the
+        host's cache :class:`SetupFailed`."""
+        unknown = unknown_names(task)
         if unknown:
             raise InvalidTaskConfig(f"task {task.id!r} names what desktop-env {_version()} does not have: "
                                     + ", ".join(unknown), env=self.env, phase="reset",
                                     hint="fix the task JSON or upgrade desktop-env on the env host")
+        self.downloads.require(task, env=self.env)
 
-    def setup(self, task: TaskConfig, steps: list[Any] | None = None, *, phase: str = "reset") -> None:
-        """Run the task's setup steps (or ``steps``) inside the desktop."""
+    def setup(self, task: TaskConfig, steps: list[SetupStep] | None = None, *, phase: str = "reset") -> None:
+        """Run the task's setup steps (or ``steps``) inside the desktop, one by one, each watched."""
         _, setup = self._get_controllers()
-        cache_dir = os.path.join(self.cache_root, task.id)
-        os.makedirs(cache_dir, exist_ok=True)
-        setup.reset_cache_dir(cache_dir)
-        config = [step.model_dump() for step in (task.config if steps is None else steps)]
-        try:
-            ok = setup.setup(config, False)
-        except Exception as exc:  # desktop-env raises bare Exception for a failed step
-            raise SetupFailed(f"task {task.id!r} setup failed: {exc}", env=self.env, phase=phase,
-                              hint="check the step's parameters; the desktop is still usable") from None
-        if not ok:
-            raise SetupFailed(f"task {task.id!r} setup could not reach the guest API", env=self.env, phase=phase,
-                              hint="the desktop may be down; the pool replaces it")
+        setup.reset_cache_dir(str(self._task_folder(task)))
+        chosen = list(task.config if steps is None else steps)
+        for number, step in enumerate(chosen, 1):
+            self._run_step(setup, task, f"{number}/{len(chosen)}", step, phase)
+
+    def _task_folder(self, task: TaskConfig) -> Path:
+        """This desktop's folder for the task (desktop-env's ``cache_dir``), holding the task's cached downloads."""
+        folder = Path(self.cache_root) / task.id
+        self.downloads.stage(task, folder)
+        return folder
+
+    def _run_step(self, setup: Any, task: TaskConfig, number: str, step: SetupStep, phase: str) -> None:
+        what = f"task {task.id!r} setup step {number} {step.type!r} {_brief(step.parameters)}"
+        method = getattr(setup, f"_{step.type}_setup")
+        with watching(self.endpoint.url, during="setup") as calls:
+            try:
+                method(**step.parameters)
+                raised = None
+            except Exception as exc:  # desktop-env raises bare Exception (or NotImplementedError) for a failed step
+                raised = f"{type(exc).__name__}: {str(exc)[:300]}"
+        words = ([raised] if raised else []) + calls.failures()
+        if words:
+            raise SetupFailed(f"{what} failed: " + "; ".join(words), env=self.env, phase=phase,
+                              hint="the task is not set up: drop this sample (never score it); fix the step or the "
+                                   "image it needs")
 
     def evaluate(self, task: TaskConfig, action_history: list[str], vm_platform: str) -> float:
         """Score the desktop's current state with the task's evaluator. Raises :class:`EvaluationError`."""
         if task.evaluator.postconfig:
-            self._watched("the postconfig", lambda: self.setup(task, task.evaluator.postconfig, phase="evaluate"))
+            try:
+                self.setup(task, task.evaluator.postconfig, phase="evaluate")
+            except SetupFailed as exc:
+                raise self._failure(f"the postconfig failed: {exc.message}") from None
         last = action_history[-1] if action_history else None
         if task.infeasible:
             return 1.0 if last == "FAIL" else 0.0
@@ -170,9 +192,8 @@ class TaskRunner:
                                 server_port=self.endpoint.port,
                                 chromium_port=self.endpoint.extra_ports.get("chromium", 9222),
                                 vlc_port=self.endpoint.extra_ports.get("vlc", 8080),
-                                cache_dir=os.path.join(self.cache_root, task.id), vm_platform=vm_platform,
+                                cache_dir=str(self._task_folder(task)), vm_platform=vm_platform,
                                 action_history=list(action_history))
-        os.makedirs(context.cache_dir, exist_ok=True)
         evaluator = task.evaluator
         names = evaluator.metric_names()
         results, expecteds, options = (_per_metric(evaluator.result, len(names)),
@@ -245,6 +266,24 @@ class TaskRunner:
     def _failure(self, message: str) -> EvaluationError:
         return EvaluationError(message, env=self.env, phase="evaluate",
                                hint="the episode has no score; drop it rather than training on 0.0")
+
+
+def unknown_names(task: TaskConfig) -> list[str]:
+    """The setup step types, getters and metrics ``task`` names that the installed desktop-env lacks."""
+    _, setup_cls, getters, metrics = _desktop_env()
+    steps = list(task.config) + list(task.evaluator.postconfig)
+    unknown = [f"setup step {s.type!r}" for s in steps if not hasattr(setup_cls, f"_{s.type}_setup")]
+    unknown += [f"metric {m!r}" for m in task.evaluator.metric_names()
+                if m != "infeasible" and not hasattr(metrics, m)]
+    for spec in _as_list(task.evaluator.result) + _as_list(task.evaluator.expected):
+        if spec and not hasattr(getters, f"get_{spec.get('type')}"):
+            unknown.append(f"getter {spec.get('type')!r}")
+    return list(dict.fromkeys(unknown))
+
+
+def _brief(parameters: dict[str, Any]) -> str:
+    text = repr(parameters)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _as_list(value: Any) -> list[dict | None]:

@@ -1,4 +1,4 @@
-"""Every HTTP call desktop-env makes to one guest while it scores, with whether it failed.
+"""Every HTTP call desktop-env makes to one guest while it sets a task up or scores it, with whether it failed.
 
 desktop-env's getters swallow guest failures: ``PythonController.get_file`` returns ``None`` after
 three refused attempts, ``get_vm_command_line`` returns ``None`` on an HTTP 500, and the metric
@@ -7,6 +7,10 @@ guest through ``requests`` (the controller's methods and the getters' own ``requ
 each on a fresh ``Session``), so wrapping ``requests.Session.send`` sees every one of them, whoever
 made it. The wrapper is installed once per process and only looks at a call when the calling thread
 is inside :func:`watching` and the call goes to that guest; everything else passes through untouched.
+
+Setup is held to a stricter standard than scoring (``during="setup"``): desktop-env's
+``SetupController`` only logs a refused ``/setup/launch``, ``/setup/activate_window`` or
+``/setup/upload``, so an episode would start on a desktop that is not in the task's state.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class CallLog:
     """The guest calls of one watched block. A retry that succeeds clears the failure of the same request."""
 
     base_url: str
+    during: str = "evaluation"
     _failed: dict[tuple[str, str, Any], str] = field(default_factory=dict)
 
     def covers(self, url: str) -> bool:
@@ -46,14 +51,21 @@ class CallLog:
         return list(self._failed.values())
 
 
-def problem_of(response: requests.Response, streamed: bool) -> str | None:
-    """What is wrong with a guest's answer, or None when it is an answer a metric may score.
+#: Routes whose 404 leaves a task's setup where it wanted to be: nothing to close is closed.
+SETUP_404_IS_DONE = ("/setup/close_window",)
 
-    404 is an answer (the file or window does not exist: a task the agent did not do scores 0). An
-    ``error`` status without an exit code means the guest could not run the command at all
-    (OSWorld's server answers so on an exception), a negative exit code that it was killed or timed out.
+
+def problem_of(response: requests.Response, streamed: bool, during: str = "evaluation") -> str | None:
+    """What is wrong with a guest's answer, or None when it is an answer a metric may score or setup may go on from.
+
+    While scoring, 404 is an answer (the file or window does not exist: a task the agent did not do
+    scores 0); during setup it is a failure (the file to open or the window to raise is not there),
+    except where the step wanted the thing gone (:data:`SETUP_404_IS_DONE`). An ``error`` status
+    without an exit code means the guest could not run the command at all (OSWorld's server answers so
+    on an exception), a negative exit code that it was killed or timed out. A command that ran and
+    exited non-zero is not a failure in either phase: tasks run ``pkill`` and ``rm -f`` that may find nothing.
     """
-    if response.status_code == 404:
+    if response.status_code == 404 and (during != "setup" or urlsplit(response.url).path in SETUP_404_IS_DONE):
         return None
     if response.status_code >= 400:
         return f"HTTP {response.status_code}: {response.text.strip()[:300]}"
@@ -81,7 +93,7 @@ def _send(session: requests.Session, request: requests.PreparedRequest, **kwargs
     except requests.RequestException as exc:
         log.record(request, f"{type(exc).__name__}: {str(exc)[:300]}")
         raise
-    log.record(request, problem_of(response, bool(kwargs.get("stream"))))
+    log.record(request, problem_of(response, bool(kwargs.get("stream")), log.during))
     return response
 
 
@@ -93,11 +105,12 @@ def _install() -> None:
 
 
 @contextmanager
-def watching(base_url: str) -> Iterator[CallLog]:
-    """Record this thread's calls to the guest at ``base_url`` for the duration of the block."""
+def watching(base_url: str, during: str = "evaluation") -> Iterator[CallLog]:
+    """Record this thread's calls to the guest at ``base_url`` for the duration of the block, judged as ``during``
+    (``"evaluation"`` or ``"setup"``, see :func:`problem_of`)."""
     _install()
     previous = getattr(_watch, "log", None)
-    _watch.log = log = CallLog(base_url.rstrip("/"))
+    _watch.log = log = CallLog(base_url.rstrip("/"), during)
     try:
         yield log
     finally:

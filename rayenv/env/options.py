@@ -22,4 +22,7 @@ class EnvOptions(StrictModel):
                                "with a write before setup and around evaluation; a desktop short of it is replaced")
     per_desktop_metrics: bool = Field(False, description="tag each env call metric with its desktop as well as its env "
                                       "host: one series per desktop and phase, which a fleet's Prometheus may not afford")
+    download_cache: str | None = Field(None, description="the host's cache of files tasks download (setup inputs, gold "
+                                       "files), filled by `rayenv suite prefetch`; default $RAYENV_DOWNLOAD_CACHE or "
+                                       "~/.cache/rayenv/downloads")
     record_dir: str | None = Field(None, description="write screenshots, actions and scores of every episode here")
