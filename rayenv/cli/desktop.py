@@ -19,12 +19,19 @@ console = Console(stderr=True)
 
 
 @app.command()
-def build(force: bool = typer.Option(False, "--force", help="rebuild even if the image exists")) -> None:
-    """Build rayenv/desktop-lite from Debian packages (debootstrap; cached, seconds when unchanged)."""
+def build(
+    force: bool = typer.Option(False, "--force", help="rebuild even if the image exists"),
+    profile: str = typer.Option("small", help="small (fast tests) or osworld (OSWorld's user, session and apps)"),
+) -> None:
+    """Build the desktop-lite image of a profile from Debian packages (cached, seconds when unchanged)."""
     from ..desktop_lite.build import build_image
 
     started = time.perf_counter()
-    tag = build_image(force=force, console=console)
+    try:
+        tag = build_image(force=force, console=console, profile=profile)
+    except RayEnvError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"[green]{tag}[/] ready in {time.perf_counter() - started:.1f}s")
     print(tag)
 
@@ -35,6 +42,7 @@ def run(
     width: int = typer.Option(1920, help="screen width"),
     height: int = typer.Option(1080, help="screen height"),
     screenshot: Optional[Path] = typer.Option(None, help="save one screenshot here, then stop the desktop"),
+    profile: str = typer.Option("small", help="lite: the image profile, small or osworld"),
 ) -> None:
     """Start one desktop and print its guest API URL; Ctrl-C (or --screenshot) stops and removes it."""
     from ..providers import DesktopSpec
@@ -42,8 +50,9 @@ def run(
     if provider == "lite":
         from ..desktop_lite.build import build_image
 
-        build_image(console=console)
-    run_one(DesktopSpec(provider=provider, screen_width=width, screen_height=height), f"try-{int(time.time())}",
+        build_image(console=console, profile=profile)
+    run_one(DesktopSpec(provider=provider, screen_width=width, screen_height=height, profile=profile),
+            f"try-{int(time.time())}",
             screenshot, f"starting a {provider} desktop ...")
 
 

@@ -48,7 +48,8 @@ def fetch(
 @app.command()
 def build(
     force: bool = typer.Option(False, "--force", help="rebuild every part even if it exists"),
-    as_json: bool = typer.Option(False, "--json", help="print {'image', 'qcow2', 'kernel', 'seconds'} on stdout"),
+    as_json: bool = typer.Option(False, "--json", help="print {'image', 'qcow2', 'kernel', 'profile', 'seconds'} on stdout"),
+    profile: str = typer.Option("small", help="small (fast tests) or osworld (OSWorld's user, session and apps)"),
 ) -> None:
     """Build our VM desktop from Debian packages: a qcow2 guest and the rayenv/osworld-vm image that boots it.
 
@@ -59,7 +60,7 @@ def build(
 
     started = time.perf_counter()
     try:
-        desktop = build_vm_desktop(force=force, console=console)
+        desktop = build_vm_desktop(force=force, console=console, profile=profile)
     except RayEnvError as exc:
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER
+from ..desktop_lite.profiles import DEFAULT_PROFILE, PROFILES
 
 #: Default ``boot_timeout`` per provider (others: 120 s).
 BOOT_TIMEOUTS = {"docker": 600.0}
@@ -45,6 +46,11 @@ class Ownership:
                 LABEL_NODE: self.node_id, LABEL_PROVIDER: provider}
 
 
+#: Guest ports OSWorld's getters reach besides the guest API: Chrome's remote debugging (OSWorld's image
+#: forwards it there from Chrome's 1337 with socat) and VLC's HTTP interface. Keys of ``extra_ports``.
+APP_PORTS = {"chromium": 9222, "vlc": 8080}
+
+
 @dataclass(frozen=True)
 class GuestEndpoint:
     """Where a desktop's guest API server answers (host side)."""
@@ -66,7 +72,11 @@ class DesktopSpec(BaseModel):
     screen_height: int = Field(1080, ge=240, le=4320)
     boot_timeout: float | None = Field(None, gt=0, description="seconds from start to a guest API answer "
                                        "[default: 600 for docker (a VM), 120 otherwise]")
-    lite_image: str | None = Field(None, description="desktop-lite image tag (default: current version)")
+    lite_image: str | None = Field(None, description="desktop-lite image tag (default: the current version of profile)")
+    profile: str = Field(DEFAULT_PROFILE, description="image profile of a lite desktop: small (a terminal, an editor, a "
+                         "calculator; fast tests) | osworld (OSWorld's user/session contract and apps)")
+    client_password: str = Field("password", description="osworld profile: the password of the desktop's user "
+                                 "`user`, which `sudo -S` takes (OSWorld's tasks send desktop-env's client password)")
     docker_image: str = Field("happysixd/osworld-docker", description="OSWorld QEMU image")
     vm_path: str | None = Field(None, description="qcow2 on the env host for the docker provider (relative: to the "
                                 "directory of the process that creates the pool); default: what `rayenv vm fetch` got")
@@ -114,6 +124,13 @@ class DesktopSpec(BaseModel):
         from docker.utils import parse_bytes
 
         return parse_bytes(self.docker_memory) + QEMU_OVERHEAD
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown image profile {value!r}: choose one of {', '.join(PROFILES)}")
+        return value
 
     @field_validator("vm_path")
     @classmethod

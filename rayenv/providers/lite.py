@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..desktop_lite.build import default_image_tag
-from .base import GuestEndpoint
+from .base import APP_PORTS, GuestEndpoint
 from .container_provider import ContainerProvider
 
 GUEST_PORT = 5000
@@ -19,9 +19,13 @@ class LiteProvider(ContainerProvider):
     name = "lite"
 
     def container_options(self) -> dict[str, Any]:
-        return {"image": self.spec.lite_image or default_image_tag(), "ports": [GUEST_PORT], "shm_size": "256m",
-                "init": True, "environment": {"SCREEN_WIDTH": str(self.spec.screen_width),
-                                              "SCREEN_HEIGHT": str(self.spec.screen_height)}}
+        return {"image": self.spec.lite_image or default_image_tag(self.spec.profile),
+                "ports": [GUEST_PORT, *APP_PORTS.values()], "shm_size": "256m", "init": True,
+                "environment": {"SCREEN_WIDTH": str(self.spec.screen_width),
+                                "SCREEN_HEIGHT": str(self.spec.screen_height),
+                                "CLIENT_PASSWORD": self.spec.client_password}}
 
     def endpoint(self, ports: dict[int, int]) -> GuestEndpoint:
-        return GuestEndpoint("127.0.0.1", ports[GUEST_PORT])
+        """The guest API and the app ports of ``APP_PORTS``, each published on a loopback port Docker chose."""
+        return GuestEndpoint("127.0.0.1", ports[GUEST_PORT],
+                             extra_ports={name: ports[port] for name, port in APP_PORTS.items()})

@@ -1,11 +1,15 @@
-"""The ``process`` provider: desktop-lite as host processes (no Docker), see :mod:`rayenv.desktop_lite.process`."""
+"""The ``process`` provider: desktop-lite as host processes (no Docker), see :mod:`rayenv.desktop_lite.process`.
+
+Its apps share the host's network: Chrome's debugging port and VLC's HTTP interface listen on the
+host's own loopback ports 9222 and 8080, so only one process desktop at a time can serve them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..desktop_lite.process import ProcessDesktop, start_desktop
-from .base import GuestEndpoint, Provider
+from .base import APP_PORTS, GuestEndpoint, Provider
 
 
 class ProcessProvider(Provider):
@@ -19,7 +23,7 @@ class ProcessProvider(Provider):
         self._desktop = start_desktop(owner=self.ownership.owner, env_id=self.ownership.env_id,
                                       actor_id=self.ownership.actor_id, width=self.spec.screen_width,
                                       height=self.spec.screen_height, timeout=self.spec.boot_timeout)
-        return GuestEndpoint("127.0.0.1", self._desktop.port)
+        return GuestEndpoint("127.0.0.1", self._desktop.port, extra_ports=dict(APP_PORTS))
 
     def stop(self) -> None:
         if self._desktop is not None:

@@ -2,7 +2,9 @@
 
 Everything runs as a child process on the server's own X display (``DISPLAY`` is inherited), in its
 own process group, with a timeout; results carry OSWorld's keys (``status``, ``output``, ``error``,
-``returncode``), so a failing or hanging command is an answer, never a dead server.
+``returncode``), so a failing or hanging command is an answer, never a dead server. As on OSWorld's
+server, ``status`` says whether the command ran (``success`` also for a non-zero exit, which
+``returncode`` reports) and arguments starting with ``~/`` are expanded.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .zygote import Zygote
 
@@ -25,35 +28,36 @@ DEFAULT_TIMEOUT = 120.0
 
 
 def _argv(command: Any, shell: bool) -> list[str] | str:
-    """Run ``python``/``python3`` as this server's interpreter, which has pyautogui."""
+    """Run ``python``/``python3`` as this server's interpreter, which has pyautogui; expand ``~/`` arguments."""
     if shell:
         return command if isinstance(command, str) else " ".join(command)
-    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    argv = [os.path.expanduser(arg) if arg.startswith("~/") else arg
+            for arg in (shlex.split(command) if isinstance(command, str) else map(str, command))]
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return argv
 
 
 def _result(returncode: int, timed_out: bool, output: str, error: str, timeout: float) -> dict[str, Any]:
-    """OSWorld's result dict; a timeout is an error whose ``error`` ends in ``TimeoutError`` (agents grep it)."""
+    """OSWorld's result dict; only a timeout is an ``error`` status, its ``error`` ending in ``TimeoutError`` (agents grep it)."""
     if timed_out:
         return {"status": "error", "message": f"timed out after {timeout:g}s", "output": output,
                 "error": error + f"\nTimeoutError: the command did not finish within {timeout:g}s", "returncode": -1}
-    return {"status": "success" if returncode == 0 else "error", "output": output, "error": error,
-            "returncode": returncode}
+    return {"status": "success", "output": output, "error": error, "returncode": returncode}
 
 
 def run(command: Any, *, shell: bool = False, timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None,
-        stdin: str | None = None) -> dict[str, Any]:
+        stdin: str | None = None, merge_stderr: bool = False) -> dict[str, Any]:
     """Run until the command itself exits (killing its process group on timeout); OSWorld's result keys.
 
     Output goes to temporary files, not pipes: an app the command starts in the background keeps
-    its inherited output open, and waiting for pipe EOF would wait for that app to quit.
+    its inherited output open, and waiting for pipe EOF would wait for that app to quit. With
+    ``merge_stderr`` both streams go to ``output`` in the order they were written (``error`` is "").
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=cwd or str(HOME),
                                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                   stdout=out, stderr=err, start_new_session=True)
+                                   stdout=out, stderr=out if merge_stderr else err, start_new_session=True)
         timed_out = False
         try:
             if stdin is not None:
@@ -69,11 +73,39 @@ def run(command: Any, *, shell: bool = False, timeout: float = DEFAULT_TIMEOUT, 
     return _result(process.returncode, timed_out, output, error, timeout)
 
 
-def launch(command: Any, shell: bool = False) -> int:
-    """Start a program and return its pid at once (apps keep running after the request)."""
-    process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=str(HOME), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return process.pid
+@dataclass
+class Launched:
+    """A program started in the background, and the unlinked temporary file its stderr goes to.
+
+    A file, not a pipe: a pipe nobody reads would stall (or, once closed, kill) an app that keeps
+    writing to it.
+    """
+
+    process: subprocess.Popen
+    stderr: IO[bytes]
+
+    def failed_at_once(self, grace: float) -> str | None:
+        """Why it ended with an error within ``grace`` seconds (a shell's "command not found"), or None."""
+        with self.stderr:
+            try:
+                code = self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                return None
+            self.stderr.seek(0)
+            said = self.stderr.read(2000).decode(errors="replace").strip()
+        return None if code == 0 else f"exited with {code}" + (f": {said}" if said else "")
+
+
+def launch(command: Any, shell: bool = False) -> Launched:
+    """Start a program in the background (apps keep running after the request); raises OSError if it cannot."""
+    err = tempfile.TemporaryFile()
+    try:
+        process = subprocess.Popen(_argv(command, shell), shell=shell, cwd=str(HOME), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    except BaseException:
+        err.close()
+        raise
+    return Launched(process, err)
 
 
 def python_code(command: Any, shell: bool) -> str | None:

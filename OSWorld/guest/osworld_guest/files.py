@@ -1,40 +1,51 @@
-"""Routes that move files between the host and this desktop, and open one in an app.
+"""Routes that move files between the host and this desktop, download one, and open one in its app.
 
-Paths may start with ``~`` (OSWorld's task configs use it); it means the desktop's home.
+Paths may start with ``~`` or hold ``$VARS`` (OSWorld's task configs use both); ``~`` is the desktop's home.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from .commands import launch, run
+from . import ewmh
+from .commands import launch
 from .payload import json_body
+from .windows import POLL
 
 blueprint = Blueprint("files", __name__)
 
-#: Suffixes opened in the text editor; anything else goes to ``xdg-open``.
-TEXT_SUFFIXES = ("", ".txt", ".md", ".py", ".json", ".csv")
+#: Seconds ``/setup/open_file`` waits for the file's window, as OSWorld's server does (a cold
+#: LibreOffice on a busy machine takes minutes); a request may ask for less with ``timeout``.
+OPEN_TIMEOUT = 1800.0
+#: Tries and per-try time limit of ``/setup/download_file``.
+DOWNLOAD_TRIES, DOWNLOAD_TIMEOUT = 3, 300.0
 
 
 def _path(value: str) -> Path:
-    return Path(os.path.expanduser(value))
+    return Path(os.path.expandvars(os.path.expanduser(value)))
 
 
 def _tree(path: Path) -> dict[str, Any]:
-    """OSWorld's ``directory_tree`` shape; symlinks are skipped so a loop cannot recurse forever."""
-    if path.is_dir():
-        children = [_tree(child) for child in sorted(path.iterdir()) if not child.is_symlink()]
-        return {"type": "directory", "name": path.name, "children": children}
+    """OSWorld's ``directory_tree`` shape; a symlink is listed, never followed, so a loop cannot recurse forever."""
+    if path.is_dir() and not path.is_symlink():
+        return {"type": "directory", "name": path.name, "children": [_tree(child) for child in sorted(path.iterdir())]}
     return {"type": "file", "name": path.name}
 
 
 @blueprint.post("/list_directory")
 def post_list_directory() -> Response:
-    path = _path(json_body().get("path", ""))
+    data = json_body()
+    if "path" not in data:
+        return jsonify({"error": "Missing 'path' parameter"}), 400
+    path = _path(data["path"])
     if not path.is_dir():
         return jsonify({"error": f"{path} is not a directory"}), 404
     return jsonify({"directory_tree": _tree(path)})
@@ -42,29 +53,91 @@ def post_list_directory() -> Response:
 
 @blueprint.post("/file")
 def post_file() -> Response:
-    path = _path(request.form.get("file_path", ""))
+    if "file_path" not in request.form:
+        return jsonify({"error": "file_path is required"}), 400
+    path = _path(request.form["file_path"])
     if not path.is_file():
-        return jsonify({"error": f"file not found: {path}"}), 404
+        return jsonify({"error": f"File not found: {path}"}), 404
     return send_file(path, as_attachment=True)
 
 
 @blueprint.post("/setup/upload")
 def post_upload() -> Response:
-    path = _path(request.form.get("file_path", ""))
     upload = request.files.get("file_data")
-    if not path.name or upload is None:
-        return jsonify({"status": "error", "message": "need file_path and file_data"}), 400
+    if not request.form.get("file_path") or upload is None:
+        return jsonify({"error": "file_path and file_data are required"}), 400
+    path = _path(request.form["file_path"])
     path.parent.mkdir(parents=True, exist_ok=True)
     upload.save(path)
-    return jsonify({"status": "success", "message": f"saved {path}"})
+    return Response(f"File Uploaded: {path.stat().st_size} bytes", 200)
+
+
+def _download(url: str, target: Path) -> int:
+    """Fetch ``url`` into ``target`` whole or not at all (a partial file never appears under its name)."""
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+        expected = int(response.headers.get("Content-Length") or 0)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as partial:
+            try:
+                shutil.copyfileobj(response, partial)
+                partial.flush()
+                received = partial.tell()
+                if expected and received != expected:
+                    raise OSError(f"download incomplete: expected {expected} bytes, got {received}")
+            except BaseException:
+                os.unlink(partial.name)
+                raise
+    os.replace(partial.name, target)
+    return received
+
+
+@blueprint.post("/setup/download_file")
+def post_download_file() -> Response:
+    data = json_body()
+    url, path = data.get("url"), data.get("path")
+    if not url or not path:
+        return Response("Path or URL not supplied!", 400)
+    target = _path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    problem: Exception | None = None
+    for _ in range(DOWNLOAD_TRIES):
+        try:
+            return Response(f"File downloaded successfully: {_download(url, target)} bytes", 200)
+        except Exception as exc:  # noqa: BLE001 - every failure is retried, the last one is reported
+            problem = exc
+    return Response(f"Failed to download {url} after {DOWNLOAD_TRIES} tries: {problem}", 500)
+
+
+def _names(path: Path, is_file: bool) -> tuple[str, ...]:
+    """What the opened window's title may contain: the file name with or without its extension (or the command)."""
+    return (path.name, path.stem) if is_file else (str(path),)
 
 
 @blueprint.post("/setup/open_file")
 def post_open_file() -> Response:
-    path = _path(json_body().get("path", ""))
-    if not path.exists():
-        return jsonify({"status": "error", "message": f"file not found: {path}"}), 404
-    opener = "mousepad" if path.suffix in TEXT_SUFFIXES else "xdg-open"
-    launch([opener, str(path)])
-    waited = run(["xdotool", "search", "--sync", "--onlyvisible", "--name", path.name], timeout=20)
-    return jsonify({"status": "success" if waited["returncode"] == 0 else "error", "message": f"opened {path}"})
+    """Open a file with the desktop's default app for its type (``xdg-open``; or run a command of that name),
+    wait for a window whose title names it, and raise that window, as OSWorld's server does."""
+    data = json_body()
+    if not data.get("path"):
+        return Response("Path not supplied!", 400)
+    path = _path(data["path"])
+    is_file = path.exists()
+    if not is_file and shutil.which(data["path"]) is None:
+        return Response(f"Application/file not found: {path}", 404)
+    opener = launch(["xdg-open", str(path)] if is_file else [data["path"]])
+    try:
+        names, timeout = _names(path, is_file), float(data.get("timeout") or OPEN_TIMEOUT)
+        deadline, opener_checked = time.monotonic() + timeout, False
+        while time.monotonic() < deadline:
+            window = next((window for window in ewmh.windows() if any(name in window.title for name in names)), None)
+            if window is not None:
+                ewmh.activate(window.id)
+                return Response("File opened and window activated successfully", 200)
+            if not opener_checked and opener.process.poll() is not None:  # xdg-open exits once the app runs
+                opener_checked = True
+                failure = opener.failed_at_once(0)
+                if failure:
+                    return Response(f"Failed to open {path}: {'xdg-open' if is_file else data['path']} {failure}", 500)
+            time.sleep(POLL)
+        return Response(f"Failed to find window for {path.name} within {timeout:g} seconds.", 500)
+    finally:
+        opener.stderr.close()  # its stderr is only read when it failed

@@ -27,15 +27,16 @@ def get_accessibility() -> Response:
     try:
         return jsonify({"AT": a11y.accessibility_tree()})
     except Exception as exc:  # AT-SPI bus missing or an app misbehaving
-        return jsonify({"AT": None, "error": repr(exc)}), 500
+        return jsonify({"status": "error", "message": f"cannot read the accessibility tree: {exc!r}"}), 500
 
 
 @blueprint.get("/terminal")
 def get_terminal() -> Response:
+    """The text of the focused terminal of the active terminal window; ``output`` is null when none is active."""
     try:
-        return jsonify({"output": a11y.terminal_text()})
+        return jsonify({"output": a11y.terminal_text(), "status": "success"})
     except Exception as exc:
-        return jsonify({"output": None, "error": repr(exc)}), 500
+        return jsonify({"status": "error", "message": f"cannot read the terminal: {exc!r}"}), 500
 
 
 @blueprint.get("/platform")
@@ -49,8 +50,10 @@ def post_screen_size() -> Response:
     return jsonify({"width": width, "height": height})
 
 
+@blueprint.get("/cursor_position")
 @blueprint.post("/cursor_position")
-def post_cursor_position() -> Response:
+def get_cursor_position() -> Response:
+    """``[x, y]`` of the pointer (GET as on OSWorld's server; POST kept for older clients)."""
     return jsonify(list(screen.pointer_position()))
 
 

@@ -54,12 +54,12 @@ def screenshot_png() -> bytes:
     return buffer.getvalue()
 
 
-def paint_wallpaper(path: str) -> None:
+def paint_wallpaper(path: str) -> int:
     """Show the image at ``path``, scaled to the screen, as the desktop background.
 
     The pixmap goes to the root window's background on a connection of its own whose resources
     outlive it (``RetainPermanent``), and ``_XROOTPMAP_ID`` names it, as wallpaper setters do, so the
-    picture stays after this call and appears in every later screenshot.
+    picture stays after this call and appears in every later screenshot. Returns the pixmap's id.
     """
     connection = display.Display()
     try:
@@ -74,5 +74,23 @@ def paint_wallpaper(path: str) -> None:
         root.clear_area(0, 0, size[0], size[1])
         connection.set_close_down_mode(X.RetainPermanent)
         connection.sync()
+        return pixmap.id
     finally:
         connection.close()
+
+
+def root_pixmap() -> int | None:
+    """The pixmap the desktop's background shows (``_XROOTPMAP_ID``), or None when none is set."""
+    connection = _display()
+    prop = connection.screen().root.get_full_property(connection.intern_atom("_XROOTPMAP_ID"), Xatom.PIXMAP)
+    return int(prop.value[0]) if prop is not None and len(prop.value) else None
+
+
+def pixmap_png(pixmap_id: int) -> bytes:
+    """A root-sized pixmap's pixels as PNG."""
+    connection = _display()
+    width, height = screen_size()
+    raw = connection.create_resource_object("pixmap", pixmap_id).get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,7 +1,7 @@
 """What one guest server remembers between requests, in one object.
 
 The server is threaded (requests run concurrently), and the only things that outlive a request are
-the screen recording in progress, the wallpaper last set and the warm action zygote. Keeping them
+the screen recording in progress, the wallpaper last painted and the warm action zygote. Keeping them
 in a ``GuestState`` handed to ``create_app`` (instead of module globals) lets two apps in one
 process, as in tests, never see each other's recording or wallpaper.
 """
@@ -29,6 +29,18 @@ class Recording:
     path: Path
 
 
+@dataclass(frozen=True)
+class Wallpaper:
+    """The picture ``/setup/change_wallpaper`` painted and the X pixmap it painted it into.
+
+    ``pixmap`` tells whether the background still shows this picture; None where there was no X
+    server to paint on.
+    """
+
+    path: Path
+    pixmap: int | None = None
+
+
 @dataclass
 class GuestState:
     """The mutable state of one guest server.
@@ -39,7 +51,7 @@ class GuestState:
     """
 
     zygote: Zygote | None = None
-    wallpaper: Path | None = None
+    wallpaper: Wallpaper | None = None
     recording: Recording | None = None
     recording_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -1,56 +1,78 @@
-"""Routes that find, size, raise and close windows, all through ``xdotool``.
+"""Routes that find, size, raise and close windows, with ``wmctrl``'s matching (see ``ewmh``).
 
-Task setup often activates a window that the previous step just launched and that may still be
-mapping, so activation waits for it as a person would; the others look once.
+As on OSWorld's server, activating or closing a window that is not there is not an error (200):
+``wmctrl``'s exit status is ignored there, and tasks rely on it (closing an app "if open"). The text
+says what happened. Task setup often activates a window the previous step just launched and that
+may still be mapping, so activation first waits a little for it, as a person would.
 """
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Response, jsonify, request
 
-from .commands import run
+from . import ewmh
 from .payload import json_body
 
 blueprint = Blueprint("windows", __name__)
 
+#: Seconds ``/setup/activate_window`` waits for a matching window to appear.
+ACTIVATE_WAIT = 10.0
+#: Seconds between looks at the window list while waiting for a window.
+POLL = 0.25
 
-def window_ids(name: str, strict: bool, by_class: bool, wait: float = 0) -> list[str]:
-    """Visible windows matching ``name``; with ``wait``, first wait up to that long for one to appear."""
-    flag = "--class" if by_class else "--name"
-    pattern = f"^{name}$" if strict else name
-    if wait:
-        run(["xdotool", "search", "--sync", "--onlyvisible", flag, pattern], timeout=wait)
-    return run(["xdotool", "search", "--onlyvisible", flag, pattern], timeout=10)["output"].split()
+
+def wait_for_window(pattern: str, strict: bool, by_class: bool, timeout: float) -> ewmh.Window | None:
+    """The first window matching ``pattern``, waiting up to ``timeout`` seconds for one to appear."""
+    deadline = time.monotonic() + timeout
+    while True:
+        window = ewmh.find(pattern, strict, by_class)
+        if window is not None or time.monotonic() >= deadline:
+            return window
+        time.sleep(POLL)
+
+
+def _window_request() -> tuple[str, bool, bool] | None:
+    """``window_name``, ``strict`` and ``by_class`` of the request; None without a window name."""
+    data = json_body()
+    name = data.get("window_name")
+    if not name:
+        return None
+    return str(name), bool(data.get("strict")), bool(data.get("by_class"))
 
 
 @blueprint.post("/window_size")
 def post_window_size() -> Response:
-    name = request.form.get("app_class_name", "")
-    found = run(["xdotool", "search", "--onlyvisible", "--class", name], timeout=10)
-    windows = found["output"].split()
-    if not windows:
-        return jsonify({"error": f"no window of class {name!r}"}), 404
-    geometry = run(["xdotool", "getwindowgeometry", "--shell", windows[0]], timeout=10)["output"]
-    values = dict(line.split("=", 1) for line in geometry.split() if "=" in line)
-    return jsonify({"width": int(values["WIDTH"]), "height": int(values["HEIGHT"])})
+    name = request.form.get("app_class_name")
+    if not name:
+        return jsonify({"error": "app_class_name is required"}), 400
+    for window in ewmh.windows():
+        if name.casefold() in (part.casefold() for part in window.classes):
+            width, height = ewmh.size(window.id)
+            return jsonify({"width": width, "height": height})
+    return jsonify({"error": f"no window of class {name!r}"}), 404
 
 
 @blueprint.post("/setup/activate_window")
 def post_activate_window() -> Response:
-    data = json_body()
-    windows = window_ids(data.get("window_name", ""), bool(data.get("strict")), bool(data.get("by_class")), wait=20)
-    if not windows:
-        return jsonify({"status": "error", "message": "window not found"}), 404
-    run(["xdotool", "windowactivate", "--sync", windows[0]], timeout=10)
-    return jsonify({"status": "success", "message": "activated"})
+    asked = _window_request()
+    if asked is None:
+        return Response("window_name required", 400)
+    window = wait_for_window(*asked, timeout=ACTIVATE_WAIT)
+    if window is None:
+        return Response(f"no window matches {asked[0]!r}; nothing activated", 200)
+    ewmh.activate(window.id)
+    return Response(f"Window activated successfully: {window.title!r} ({window.wm_class})", 200)
 
 
 @blueprint.post("/setup/close_window")
 def post_close_window() -> Response:
-    data = json_body()
-    windows = window_ids(data.get("window_name", ""), bool(data.get("strict")), bool(data.get("by_class")))
-    if not windows:
-        return jsonify({"status": "error", "message": "window not found"}), 404
-    for window in windows:
-        run(["xdotool", "windowclose", window], timeout=10)
-    return jsonify({"status": "success", "message": f"closed {len(windows)} window(s)"})
+    asked = _window_request()
+    if asked is None:
+        return Response("window_name required", 400)
+    window = ewmh.find(*asked)
+    if window is None:
+        return Response(f"no window matches {asked[0]!r}; nothing to close", 200)
+    ewmh.close(window.id)
+    return Response(f"Window closed successfully: {window.title!r} ({window.wm_class})", 200)
