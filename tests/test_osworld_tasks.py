@@ -166,14 +166,14 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def _desktop(provider: str, download_cache: str, name: str) -> Any:
+def _desktop(spec: dict[str, Any], download_cache: str, name: str) -> Any:
     from rayenv.env.desktop import Desktop
     from rayenv.env.options import EnvOptions
     from rayenv.providers import DesktopSpec, Ownership
 
-    options = EnvOptions(default_pause=0, download_cache=download_cache, profile="osworld")
-    desktop = Desktop(DesktopSpec(provider=provider, **SCREEN), Ownership(owner="osworld-tasks-tests", env_id=name),
-                      options)
+    desktop = Desktop(DesktopSpec(profile="osworld", **SCREEN, **spec),
+                      Ownership(owner="osworld-tasks-tests", env_id=name),
+                      EnvOptions(default_pause=0, download_cache=download_cache))
     desktop.start()
     return desktop
 
@@ -183,7 +183,19 @@ def lite(download_cache) -> Iterator[Any]:
     from rayenv.desktop_lite.build import build_image
 
     build_image(profile="osworld")
-    desktop = _desktop("lite", download_cache, "osworld-tasks-lite")
+    desktop = _desktop({"provider": "lite"}, download_cache, "osworld-tasks-lite")
+    yield desktop
+    desktop.close()
+
+
+@pytest.fixture(scope="module")
+def vm(download_cache) -> Iterator[Any]:
+    """One VM desktop of the osworld profile for the module; reset loads its snapshot between episodes."""
+    from rayenv.desktop_vm.build import build_vm_desktop
+
+    built = build_vm_desktop(profile="osworld")
+    desktop = _desktop({"provider": "docker", "docker_image": built.image, "vm_path": str(built.qcow2),
+                        "docker_memory": "3G", "docker_cpus": 2}, download_cache, "osworld-tasks-vm")
     yield desktop
     desktop.close()
 
@@ -206,3 +218,11 @@ def test_on_lite_the_solved_task_scores_1_and_the_untouched_one_0(lite, task_id,
     untouched, untouched_s = play(lite, task, solved=False)
     record_property("solved_s", round(solved_s, 1)), record_property("untouched_s", round(untouched_s, 1))
     assert (solved, untouched) == (1.0, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.parametrize("task_id", VM_SUBSET)
+def test_on_the_vm_the_solved_task_scores_1_and_the_untouched_one_0(vm, task_id):
+    task = TASKS[task_id]
+    assert (play(vm, task, solved=True)[0], play(vm, task, solved=False)[0]) == (1.0, 0.0)
