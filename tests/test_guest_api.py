@@ -1,6 +1,8 @@
 """desktop-lite speaks OSWorld's guest API: desktop-env's own PythonController drives it unmodified.
 
-Every test runs twice: on a desktop-lite container and on a process-mode desktop (host Xvfb).
+Every test runs twice: on a desktop-lite container and on a process-mode desktop (host Xvfb). Each
+test sets up what it needs itself (no test relies on another having run first), and GUI steps wait
+for what they need to see (a window active, a field filled, a file written), never a fixed time.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import io
 import time
 import xml.etree.ElementTree as ET
+from pathlib import PurePosixPath
 
 import pytest
 import requests
@@ -15,6 +18,7 @@ from desktop_env.controllers.python import PythonController
 from PIL import Image
 
 from rayenv.providers import DesktopSpec, Ownership, make_provider
+from rayenv.waiting import wait_until
 
 WIDTH, HEIGHT = 1280, 720
 TEXT = "written by PythonController"
@@ -48,22 +52,46 @@ def test_the_screen_size_matches_the_configuration(controller):
     assert controller.get_vm_platform() == "Linux"
 
 
-def test_typing_into_the_editor_and_saving_produces_the_file(controller):
+def shell(controller, command: str) -> str:
+    return controller.execute_python_command(f"import subprocess; print(subprocess.run({command!r}, shell=True, "
+                                             "capture_output=True, text=True).stdout, end='')")["output"]
+
+
+def active_window(controller) -> str:
+    return shell(controller, "xdotool getactivewindow getwindowname").strip()
+
+
+def open_new_editor(controller) -> None:
+    """A new mousepad window ("Untitled N"), active and ready for keys."""
+    before = set(shell(controller, "xdotool search --onlyvisible --class mousepad getwindowname %@").splitlines())
     controller.execute_python_command("import subprocess; subprocess.Popen(['mousepad'])")
-    controller.execute_python_command(
-        "import subprocess; subprocess.run(['xdotool', 'search', '--sync', '--onlyvisible', '--class', 'mousepad'], timeout=30)")
-    time.sleep(0.5)
-    controller.execute_python_command(f"pyautogui.typewrite({TEXT!r}, interval=0.01); pyautogui.hotkey('ctrl', 's')")
-    controller.execute_python_command(
-        "import subprocess; subprocess.run(['xdotool', 'search', '--sync', '--onlyvisible', '--name', 'Save As'], timeout=30)")
-    time.sleep(0.5)
-    controller.execute_python_command("import os; pyautogui.typewrite(os.path.expanduser('~/saved.txt'), interval=0.01); "
-                                      "time.sleep(0.8); pyautogui.press('enter'); time.sleep(1.5)")
+    wait_until(lambda: (title := active_window(controller)).endswith("Mousepad") and title not in before, 60,
+               what="a new active mousepad window", explain=lambda: active_window(controller))
+
+
+def typed_into_focus(controller, text: str) -> bool:
+    """Whether the focused text field of the active window holds ``text`` (read through the accessibility tree)."""
+    tree = ET.fromstring(controller.get_accessibility_tree())
+    focused = "{https://accessibility.ubuntu.example.org/ns/state}focused"
+    return any(element.get(focused) == "true" and (element.text or "") == text for element in tree.iter())
+
+
+def test_typing_into_the_editor_and_saving_produces_the_file(controller):
     home = controller.run_bash_script("echo $HOME")["output"].strip()
-    assert controller.get_file(f"{home}/saved.txt") == TEXT.encode()
+    target = str(PurePosixPath(home) / "saved.txt")
+    controller.run_bash_script(f"rm -f {target}")
+    open_new_editor(controller)
+    controller.execute_python_command(f"pyautogui.typewrite({TEXT!r}, interval=0.01); pyautogui.hotkey('ctrl', 's')")
+    wait_until(lambda: active_window(controller) == "Save As", 60, what="the Save As dialog to be active",
+               explain=lambda: active_window(controller))
+    controller.execute_python_command(f"pyautogui.typewrite({target!r}, interval=0.01)")
+    wait_until(lambda: typed_into_focus(controller, target), 60, what="the file name typed into the Save As dialog")
+    controller.execute_python_command("pyautogui.press('enter')")
+    wait_until(lambda: controller.get_file(target) == TEXT.encode(), 60, what=f"{target} written by the editor")
 
 
 def test_the_accessibility_tree_is_xml_that_contains_the_editor_window(controller):
+    open_new_editor(controller)
     tree = controller.get_accessibility_tree()
     root = ET.fromstring(tree)
     frames = [e.get("name") for e in root.iter("frame")]
@@ -71,15 +99,15 @@ def test_the_accessibility_tree_is_xml_that_contains_the_editor_window(controlle
     assert root.find(".//menu-bar") is not None
 
 
-def test_a_bash_script_returns_its_output_and_exit_code(controller):
+def test_a_bash_script_returns_its_output_with_stderr_merged_and_its_exit_code(controller):
     result = controller.run_bash_script("echo out; echo err >&2; exit 3")
-    assert (result["output"], result["returncode"]) == ("out\n", 3) and "err" in result["error"]
+    assert (result["output"], result["error"], result["returncode"]) == ("out\nerr\n", "", 3)
 
 
 @pytest.mark.parametrize("code, error", [("pyautogui.click(", "SyntaxError"), ("1 / 0", "ZeroDivisionError")])
 def test_a_broken_action_returns_its_traceback_and_the_desktop_keeps_serving(desktop, controller, code, error):
     result = controller.execute_python_command(code)
-    assert result["status"] == "error" and result["returncode"] != 0 and error in result["error"]
+    assert result["status"] == "success" and result["returncode"] != 0 and error in result["error"]  # it ran, and failed
     assert controller.get_screenshot().startswith(b"\x89PNG")
 
 
@@ -102,6 +130,7 @@ def test_files_can_be_uploaded_listed_and_read_back(desktop, controller):
 
 
 def test_a_changed_wallpaper_shows_on_the_screen_and_is_read_back(desktop, controller):
+    """The picture covers the screen wherever no window does (windows of other tests cover well under half)."""
     magenta = (200, 30, 90)
     picture = io.BytesIO()
     Image.new("RGB", (64, 36), magenta).save(picture, "PNG")
@@ -117,6 +146,6 @@ def test_a_changed_wallpaper_shows_on_the_screen_and_is_read_back(desktop, contr
 
 def test_a_screen_recording_is_an_mp4(desktop, controller, tmp_path):
     controller.start_recording()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the length of the recording, not a wait for something to happen
     controller.end_recording(str(tmp_path / "r.mp4"))
     assert (tmp_path / "r.mp4").read_bytes()[4:8] == b"ftyp"

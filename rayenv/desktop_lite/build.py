@@ -17,6 +17,7 @@ hard-coded host. The full log goes to ``~/.cache/rayenv/desktop-lite/build-<prof
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -106,14 +107,32 @@ def build_image(force: bool = False, console: Console | None = None, profile: st
     chosen, tag = get_profile(profile), default_image_tag(profile)
     if not force and containers.image_exists(tag):
         return tag
-    log_name = "build.log" if profile == DEFAULT_PROFILE else f"build-{profile}.log"
-    with logged_build(tag, CACHE / log_name, console) as (progress, log):
-        if force or not containers.image_exists(base_tag(profile)):
-            _build_base(chosen, base_tag(profile), progress, log)
-        task = progress.add_task("guest layer (docker build)", total=1)
-        docker_build(tag, chosen.fill_context, log, buildargs={"BASE": base_tag(profile)})
-        progress.update(task, completed=1)
+    # a concurrent build of this profile (another test session, another pool) is waited for, then reused
+    with build_lock(CACHE / f"build-{profile}.lock"):
+        if not force and containers.image_exists(tag):
+            return tag
+        _build(chosen, tag, force, console)
     return tag
+
+
+def _build(profile: Profile, tag: str, force: bool, console: Console | None) -> None:
+    log_name = "build.log" if profile.name == DEFAULT_PROFILE else f"build-{profile.name}.log"
+    with logged_build(tag, CACHE / log_name, console) as (progress, log):
+        base = base_tag(profile.name)
+        if force or not containers.image_exists(base):
+            _build_base(profile, base, progress, log)
+        task = progress.add_task("guest layer (docker build)", total=1)
+        docker_build(tag, profile.fill_context, log, buildargs={"BASE": base})
+        progress.update(task, completed=1)
+
+
+@contextlib.contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: one build of a thing at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager

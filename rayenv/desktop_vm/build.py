@@ -22,7 +22,6 @@ needs only ``debootstrap``, ``e2fsprogs`` and a Docker engine.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import io
 import json
@@ -32,7 +31,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
@@ -44,6 +43,7 @@ from ..desktop_lite.build import (
     PACKAGES,
     PYPI_PACKAGES,
     SUITE,
+    build_lock,
     debootstrap,
     digest,
     docker_build,
@@ -143,18 +143,10 @@ def build_vm_desktop(force: bool = False, console: Console | None = None,
     get_profile(profile)  # an unknown name fails here, before any lock or build
     if not force and (existing := built(profile)) is not None:
         return existing
-    with _build_lock():  # a concurrent build (another test session, another pool) is waited for, then reused
+    with build_lock(cache_dir() / "build.lock"):  # a concurrent build (another test session, another pool) is waited for, then reused
         if not force and (existing := built(profile)) is not None:
             return existing
         return _build(force, console, profile)
-
-
-@contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(cache_dir() / "build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _build(force: bool, console: Console | None, profile: str) -> VmDesktop:

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("providers",),                   # what runs one desktop: docker (QEMU VM), lite, process
     ("env",),                         # one desktop with the OSWorld contract, and its Ray actor
     ("pool",),                        # many desktops: slots, leases, health, reaping
-    ("rollout",),                     # one episode on a leased desktop
+    ("rollout", "suite"),             # one episode on a leased desktop; OSWorld's task suite checked and run
     ("tunnel",),                      # an env host joining the cluster over ssh
     ("ops", "verl"),                  # the sidecar and the bridge; verl's agent loop and ARPO worker
     ("cli", "tools"),                 # commands

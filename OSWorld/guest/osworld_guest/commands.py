@@ -85,15 +85,16 @@ class Launched:
     stderr: IO[bytes]
 
     def failed_at_once(self, grace: float) -> str | None:
-        """Why it ended with an error within ``grace`` seconds (a shell's "command not found"), or None."""
+        """Why it ended with an error within ``grace`` seconds, or None: its exit code and the last line it
+        wrote to stderr (a shell's "command not found", xdg-open's "no method available")."""
         with self.stderr:
             try:
                 code = self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 return None
             self.stderr.seek(0)
-            said = self.stderr.read(2000).decode(errors="replace").strip()
-        return None if code == 0 else f"exited with {code}" + (f": {said}" if said else "")
+            said = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return None if code == 0 else f"exited with {code}" + (f": {said[-1][:500]}" if said else "")
 
 
 def launch(command: Any, shell: bool = False) -> Launched:
