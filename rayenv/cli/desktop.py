@@ -19,13 +19,14 @@ app = RayenvTyper(help="Build and try the desktop-lite desktop.")
 @app.command()
 def build(
     force: bool = flag("--force", "rebuild even if the image exists"),
+    profile: str = typer.Option("small", help="small (fast tests) or osworld (OSWorld's user, session and apps)"),
     as_json: bool = json_option("{'image': ..., 'seconds': ...}"),
 ) -> None:
-    """Build rayenv/desktop-lite from Debian packages (debootstrap; cached, seconds when unchanged)."""
+    """Build the desktop-lite image of a profile from Debian packages (cached, seconds when unchanged)."""
     from ..desktop_lite.build import build_image
 
     started = time.perf_counter()
-    tag = build_image(force=force, console=console)
+    tag = build_image(force=force, console=console, profile=profile)
     seconds = round(time.perf_counter() - started, 1)
     if as_json:
         print_json({"image": tag, "seconds": seconds})
@@ -41,15 +42,16 @@ def run(
     height: int = typer.Option(1080, min=240, max=4320, help="screen height"),
     screenshot: Optional[Path] = typer.Option(None, help="save one screenshot here, then stop the desktop"),
     as_json: bool = json_option("{'url': ..., 'seconds': ..., 'screenshot': ...}"),
+    profile: str = typer.Option("small", help="lite: the image profile, small or osworld"),
 ) -> None:
     """Start one desktop and print its guest API URL; Ctrl-C (or --screenshot) stops and removes it."""
     from ..providers import DesktopSpec
 
-    spec = DesktopSpec(provider=provider, screen_width=width, screen_height=height)  # refuses a bad flag first
+    spec = DesktopSpec(provider=provider, screen_width=width, screen_height=height, profile=profile)  # refuses a bad flag first
     if provider == "lite":
         from ..desktop_lite.build import build_image
 
-        build_image(console=console)
+        build_image(console=console, profile=profile)
     run_one(spec, f"try-{int(time.time())}", screenshot, f"starting a {provider} desktop ...", as_json)
 
 

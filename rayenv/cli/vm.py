@@ -45,7 +45,8 @@ def fetch(
 @app.command()
 def build(
     force: bool = flag("--force", "rebuild every part even if it exists"),
-    as_json: bool = json_option("{'image', 'qcow2', 'kernel', 'seconds'}"),
+    as_json: bool = json_option("{'image', 'qcow2', 'kernel', 'profile', 'seconds'}"),
+    profile: str = typer.Option("small", help="small (fast tests) or osworld (OSWorld's user, session and apps)"),
 ) -> None:
     """Build our VM desktop from Debian packages: a qcow2 guest and the rayenv/osworld-vm image that boots it.
 
@@ -55,7 +56,7 @@ def build(
     from ..desktop_vm.build import build_vm_desktop
 
     started = time.perf_counter()
-    desktop = build_vm_desktop(force=force, console=console)
+    desktop = build_vm_desktop(force=force, console=console, profile=profile)
     seconds = round(time.perf_counter() - started, 1)
     if as_json:
         print_json({**desktop.as_dict(), "seconds": seconds}, indent=None)

@@ -1,20 +1,23 @@
 """Build the desktop-lite image from Debian packages, with no container registry.
 
-Two layers, each cached by a content hash so a second build with nothing changed takes seconds:
+Two layers per image profile (:mod:`rayenv.desktop_lite.profiles`), each cached by a content hash so
+a second build with nothing changed takes seconds:
 
-1. ``rayenv/desktop-lite-base:<hash of packages + suite + mirror>``: a ``debootstrap --variant=minbase``
-   root filesystem with the apps and Python libraries (pyautogui and its pure-Python helpers come
-   from PyPI, installed into the rootfs by the host's pip), imported with ``docker import``;
-2. ``rayenv/desktop-lite:<hash of base + guest server + session script>``: the guest server and the
-   ``desktop-session`` entry point added by a ``docker build`` that starts ``FROM`` the base.
+1. ``<repository>-base:<hash of packages + suite>``: a ``debootstrap --variant=minbase`` root
+   filesystem with the desktop's packages (the ``osworld`` profile then ``apt-get install``s its apps
+   into it), and the Python libraries (pyautogui and its pure-Python helpers come from PyPI,
+   installed into the rootfs by the host's pip), imported with ``docker import``;
+2. ``<repository>:<hash of base + guest server + the profile's layer files>``: the guest server and
+   the session entry point added by a ``docker build`` that starts ``FROM`` the base.
 
 The Debian mirror is the one this machine's apt already uses (read from its sources), never a
-hard-coded host. The full log goes to ``~/.cache/rayenv/desktop-lite/build.log``.
+hard-coded host. The full log goes to ``~/.cache/rayenv/desktop-lite/build-<profile>.log``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -33,12 +36,13 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from ..engine import containers
 from ..errors import ConfigError, ProviderUnavailable
 from . import GUEST_DIR, OSWORLD_DIR
+from .apt import apt_install
+from .profiles import DEFAULT_PROFILE, IMAGE_DIR, Profile, get_profile
 
-IMAGE_DIR = OSWORLD_DIR / "image"
 REPOSITORY = "rayenv/desktop-lite"
 SUITE = "bookworm"
 
-#: What a desktop has. Apps: a terminal, a GTK text editor and a GTK calculator.
+#: What every desktop has (the ``small`` profile has just this). Apps: a terminal, a GTK text editor and a GTK calculator.
 PACKAGES = (
     "xvfb", "openbox", "xterm", "mousepad", "galculator", "x11-utils", "xdotool", "dbus", "dbus-x11", "at-spi2-core",
     "libatk-adaptor", "python3", "python3-flask", "python3-xlib", "python3-pil", "python3-pyatspi", "python3-gi",
@@ -79,33 +83,56 @@ def mirror() -> str:
     return os.environ.get("RAYENV_DEBIAN_MIRROR") or apt_mirror()
 
 
-@functools.lru_cache(maxsize=1)
-def base_tag() -> str:
-    return f"{REPOSITORY}-base:{digest(' '.join(PACKAGES + PYPI_PACKAGES).encode(), SUITE.encode())}"
+def profile_packages(profile: Profile) -> tuple[str, ...]:
+    """Every Debian package of ``profile``'s rootfs, in the order they are installed (debootstrap's, then apt's)."""
+    return PACKAGES + profile.apt_packages
 
 
-def _layer_files() -> list[Path]:
-    return [IMAGE_DIR / "Dockerfile", IMAGE_DIR / "desktop-session", *sorted(GUEST_DIR.rglob("*.py"))]
+@functools.lru_cache(maxsize=None)
+def base_tag(profile: str = DEFAULT_PROFILE) -> str:
+    chosen = get_profile(profile)
+    packages = " ".join(profile_packages(chosen) + PYPI_PACKAGES).encode()
+    return f"{chosen.repository}-base:{digest(packages, SUITE.encode())}"
 
 
-@functools.lru_cache(maxsize=1)
-def default_image_tag() -> str:
-    """``rayenv/desktop-lite:<version>``: changes whenever the packages, guest server or entry point change."""
-    return f"{REPOSITORY}:{digest(base_tag().encode(), *(f.read_bytes() for f in _layer_files()))}"
+@functools.lru_cache(maxsize=None)
+def default_image_tag(profile: str = DEFAULT_PROFILE) -> str:
+    """``<repository>:<version>``: changes whenever the packages, guest server or the profile's layer change."""
+    chosen = get_profile(profile)
+    return f"{chosen.repository}:{digest(base_tag(profile).encode(), *(f.read_bytes() for f in chosen.layer_files()))}"
 
 
-def build_image(force: bool = False, console: Console | None = None) -> str:
-    """Build (or find) the image; returns its tag."""
-    tag = default_image_tag()
+def build_image(force: bool = False, console: Console | None = None, profile: str = DEFAULT_PROFILE) -> str:
+    """Build (or find) the image of ``profile``; returns its tag."""
+    chosen, tag = get_profile(profile), default_image_tag(profile)
     if not force and containers.image_exists(tag):
         return tag
-    with logged_build(tag, CACHE / "build.log", console) as (progress, log):
-        if force or not containers.image_exists(base_tag()):
-            _build_base(progress, log)
-        task = progress.add_task("guest layer (docker build)", total=1)
-        docker_build(tag, _layer_context, log, buildargs={"BASE": base_tag()})
-        progress.update(task, completed=1)
+    # a concurrent build of this profile (another test session, another pool) is waited for, then reused
+    with build_lock(CACHE / f"build-{profile}.lock"):
+        if not force and containers.image_exists(tag):
+            return tag
+        _build(chosen, tag, force, console)
     return tag
+
+
+def _build(profile: Profile, tag: str, force: bool, console: Console | None) -> None:
+    log_name = "build.log" if profile.name == DEFAULT_PROFILE else f"build-{profile.name}.log"
+    with logged_build(tag, CACHE / log_name, console) as (progress, log):
+        base = base_tag(profile.name)
+        if force or not containers.image_exists(base):
+            _build_base(profile, base, progress, log)
+        task = progress.add_task("guest layer (docker build)", total=1)
+        docker_build(tag, profile.fill_context, log, buildargs={"BASE": base})
+        progress.update(task, completed=1)
+
+
+@contextlib.contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: one build of a thing at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager
@@ -176,16 +203,18 @@ def docker_build(tag: str, fill_context: Callable[[Path], None], log: io.TextIOB
                 raise RuntimeError(chunk["error"].strip())
 
 
-def _build_base(progress: Progress, log: io.TextIOBase) -> None:
-    with tempfile.TemporaryDirectory(prefix="desktop-lite-", dir=CACHE) as workdir:
+def install_profile_packages(rootfs: Path, profile: Profile, progress: Progress, log: io.TextIOBase) -> None:
+    """debootstrap the common desktop, then apt-get the profile's own packages (if any) into it."""
+    debootstrap(rootfs, PACKAGES, progress, log)
+    if profile.apt_packages:
+        apt_install(rootfs, profile.apt_packages, mirror(), SUITE, progress, log)
+
+
+def _build_base(profile: Profile, tag: str, progress: Progress, log: io.TextIOBase) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"desktop-lite-{profile.name}-", dir=CACHE) as workdir:
         rootfs = Path(workdir) / "rootfs"
-        debootstrap(rootfs, PACKAGES, progress, log)
+        install_profile_packages(rootfs, profile, progress, log)
         install_pypi(rootfs, progress, log)
-        docker_import(rootfs, base_tag(), progress, log)
+        docker_import(rootfs, tag, progress, log)
         shutil.rmtree(rootfs, ignore_errors=True)
-
-
-def _layer_context(root: Path) -> None:
-    shutil.copytree(GUEST_DIR, root / "guest", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(IMAGE_DIR / "desktop-session", root / "desktop-session")
-    shutil.copy2(IMAGE_DIR / "Dockerfile", root / "Dockerfile")

@@ -2,12 +2,14 @@
 
 Three parts, each cached by a content hash, so a second build with nothing changed takes seconds:
 
-1. the guest root filesystem: desktop-lite's packages plus a kernel, an initramfs and ``iproute2``
-   (``debootstrap``, shared with :mod:`rayenv.desktop_lite.build`), kept as a tarball;
-2. the disk: that rootfs plus our guest server, ``desktop-session`` and ``OSWorld/vm/init`` as PID 1,
-   made into a 4 GB ext4 (``mkfs.ext4 -d``) and converted to ``System.qcow2``; the guest kernel and
+1. the guest root filesystem: desktop-lite's packages of the image profile (``small`` or ``osworld``,
+   see :mod:`rayenv.desktop_lite.profiles`) plus a kernel, an initramfs and ``iproute2``
+   (``debootstrap`` and apt, shared with :mod:`rayenv.desktop_lite.build`), kept as a tarball;
+2. the disk: that rootfs plus our guest server, the profile's session script (run by
+   ``OSWorld/vm/init`` as PID 1; the osworld profile's user and settings are applied in a chroot),
+   made into an ext4 (4 GB small, 10 GB osworld (``mkfs.ext4 -d``) and converted to ``System.qcow2``; the guest kernel and
    initrd are copied out beside it for direct boot. Kept in ``$RAYENV_VM_DESKTOP_DIR``
-   (default ``~/.cache/rayenv/vm-desktop/<hash>/``), never in an image layer, because the docker
+   (default ``~/.cache/rayenv/vm-desktop/<hash>/``, one per profile), never in an image layer, because the docker
    provider mounts a qcow2 from the host the way it mounts OSWorld's;
 3. ``rayenv/osworld-vm:<hash>``: a debootstrap rootfs with QEMU and noVNC (``docker import``) plus a
    ``docker build`` layer with ``OSWorld/vm/entrypoint`` and the guest's kernel and initrd. Its hash
@@ -20,7 +22,6 @@ needs only ``debootstrap``, ``e2fsprogs`` and a Docker engine.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import io
 import json
@@ -30,7 +31,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
@@ -42,13 +43,17 @@ from ..desktop_lite.build import (
     PACKAGES,
     PYPI_PACKAGES,
     SUITE,
+    build_lock,
     debootstrap,
     digest,
     docker_build,
     docker_import,
     install_pypi,
     logged_build,
+    mirror,
 )
+from ..desktop_lite.apt import apt_install, chroot_mounts
+from ..desktop_lite.profiles import DEFAULT_PROFILE, OSWORLD_PROFILE_DIR, PROFILES, get_profile
 from ..engine import containers
 from ..errors import ProviderUnavailable
 
@@ -60,12 +65,17 @@ GUEST_PACKAGES = (*PACKAGES, "linux-image-amd64", "initramfs-tools", "iproute2",
 #: (python3-cffi-backend: debootstrap does not resolve the virtual package python3-cryptography needs),
 #: OVMF for disks that boot with UEFI.
 QEMU_PACKAGES = ("qemu-system-x86", "qemu-utils", "novnc", "websockify", "python3-cffi-backend", "procps", "ovmf")
-DISK_SIZE = "4G"
+#: The guest disk's size per profile (the osworld profile's apps take about 2.5 GB).
+DISK_SIZES = {"small": "4G", "osworld": "10G"}
 #: What the container layer adds from ``OSWorld/vm`` (the entry point picks the boot mode with boot-mode).
 LAYER_FILES = ("Dockerfile", "entrypoint", "boot-mode")
-#: Where the guest's files go; ``init=`` on the kernel command line names the first.
+#: Where the guest's files go; ``init=`` on the kernel command line names the first; init runs the second.
 GUEST_PATHS = {"init": "opt/rayenv/vm/init", "desktop-session": "opt/rayenv/image/desktop-session",
                "guest": "opt/rayenv/guest"}
+#: The session script init runs, per profile (installed at ``GUEST_PATHS["desktop-session"]``).
+SESSIONS = {"small": IMAGE_DIR / "desktop-session", "osworld": OSWORLD_PROFILE_DIR / "osworld-session"}
+#: Where the osworld profile's recipe (``setup-profile`` and its files) goes in the guest.
+PROFILE_PATH = "opt/rayenv/image/osworld"
 
 
 def cache_dir() -> Path:
@@ -79,14 +89,16 @@ class VmDesktop:
     image: str
     qcow2: Path
     kernel: str  # the guest kernel's release (``uname -r`` inside the VM)
+    profile: str = DEFAULT_PROFILE
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "qcow2": str(self.qcow2)}
 
 
-@functools.lru_cache(maxsize=1)
-def _rootfs_key() -> str:
-    return digest(" ".join(GUEST_PACKAGES + PYPI_PACKAGES).encode(), SUITE.encode())
+@functools.lru_cache(maxsize=None)
+def _rootfs_key(profile: str = DEFAULT_PROFILE) -> str:
+    packages = GUEST_PACKAGES + get_profile(profile).apt_packages + PYPI_PACKAGES
+    return digest(" ".join(packages).encode(), SUITE.encode())
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,86 +106,91 @@ def qemu_base_tag() -> str:
     return f"{REPOSITORY}-base:{digest(' '.join(QEMU_PACKAGES).encode(), SUITE.encode())}"
 
 
-def _disk_files() -> list[Path]:
-    return [VM_DIR / "init", IMAGE_DIR / "desktop-session", *sorted(GUEST_DIR.rglob("*.py"))]
+def _disk_files(profile: str) -> list[Path]:
+    files = [VM_DIR / "init", SESSIONS[profile], *sorted(GUEST_DIR.rglob("*.py"))]
+    if profile != DEFAULT_PROFILE:
+        files += sorted(path for path in OSWORLD_PROFILE_DIR.rglob("*") if path.is_file())
+    return files
 
 
-@functools.lru_cache(maxsize=1)
-def disk_key() -> str:
-    """Changes whenever the guest's packages, init, session script or guest server change."""
-    return digest(_rootfs_key().encode(), DISK_SIZE.encode(), *(f.read_bytes() for f in _disk_files()))
+@functools.lru_cache(maxsize=None)
+def disk_key(profile: str = DEFAULT_PROFILE) -> str:
+    """Changes whenever the guest's packages, init, session script, profile recipe or guest server change."""
+    return digest(_rootfs_key(profile).encode(), DISK_SIZES[profile].encode(),
+                  *(f.read_bytes() for f in _disk_files(profile)))
 
 
-@functools.lru_cache(maxsize=1)
-def default_image_tag() -> str:
+@functools.lru_cache(maxsize=None)
+def default_image_tag(profile: str = DEFAULT_PROFILE) -> str:
     """``rayenv/osworld-vm:<version>``, covering the QEMU base, the entry point and the disk it boots."""
     layer = [(VM_DIR / name).read_bytes() for name in LAYER_FILES]
-    return f"{REPOSITORY}:{digest(qemu_base_tag().encode(), disk_key().encode(), *layer)}"
+    return f"{REPOSITORY}:{digest(qemu_base_tag().encode(), disk_key(profile).encode(), *layer)}"
 
 
-def disk_dir() -> Path:
-    return cache_dir() / disk_key()
+def disk_dir(profile: str = DEFAULT_PROFILE) -> Path:
+    return cache_dir() / disk_key(profile)
 
 
-def built() -> VmDesktop | None:
-    """The current VM desktop if both its disk and its image exist here (no build)."""
-    manifest = disk_dir() / "manifest.json"
-    if not (manifest.exists() and containers.image_exists(default_image_tag())):
+def built(profile: str = DEFAULT_PROFILE) -> VmDesktop | None:
+    """The current VM desktop of ``profile`` if both its disk and its image exist here (no build)."""
+    manifest = disk_dir(profile) / "manifest.json"
+    if not (manifest.exists() and containers.image_exists(default_image_tag(profile))):
         return None
-    return VmDesktop(default_image_tag(), disk_dir() / "System.qcow2", json.loads(manifest.read_text())["kernel"])
+    return VmDesktop(default_image_tag(profile), disk_dir(profile) / "System.qcow2",
+                     json.loads(manifest.read_text())["kernel"], profile)
 
 
-def build_vm_desktop(force: bool = False, console: Console | None = None) -> VmDesktop:
-    """Build (or find) the VM desktop's qcow2 and container image."""
-    if not force and (existing := built()) is not None:
+def build_vm_desktop(force: bool = False, console: Console | None = None,
+                     profile: str = DEFAULT_PROFILE) -> VmDesktop:
+    """Build (or find) the VM desktop's qcow2 and container image of the image ``profile``."""
+    get_profile(profile)  # an unknown name fails here, before any lock or build
+    if not force and (existing := built(profile)) is not None:
         return existing
-    with _build_lock():  # a concurrent build (another test session, another pool) is waited for, then reused
-        if not force and (existing := built()) is not None:
+    with build_lock(cache_dir() / "build.lock"):  # a concurrent build (another test session, another pool) is waited for, then reused
+        if not force and (existing := built(profile)) is not None:
             return existing
-        return _build(force, console)
+        return _build(force, console, profile)
 
 
-@contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(cache_dir() / "build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _build(force: bool, console: Console | None) -> VmDesktop:
-    tag = default_image_tag()
-    with logged_build(tag, cache_dir() / "build.log", console) as (progress, log):
+def _build(force: bool, console: Console | None, profile: str) -> VmDesktop:
+    tag = default_image_tag(profile)
+    log_name = "build.log" if profile == DEFAULT_PROFILE else f"build-{profile}.log"
+    with logged_build(tag, cache_dir() / log_name, console) as (progress, log):
         if force or not containers.image_exists(qemu_base_tag()):
             _build_qemu_base(progress, log)
-        if force or not (disk_dir() / "manifest.json").exists():
-            _build_disk(force, progress, log)
-        kernel = json.loads((disk_dir() / "manifest.json").read_text())["kernel"]
+        if force or not (disk_dir(profile) / "manifest.json").exists():
+            _build_disk(force, profile, progress, log)
+        kernel = json.loads((disk_dir(profile) / "manifest.json").read_text())["kernel"]
         task = progress.add_task(f"container layer (docker build {tag})", total=1)
-        docker_build(tag, _layer_context, log, buildargs={"BASE": qemu_base_tag(), "KERNEL": kernel})
+        docker_build(tag, functools.partial(_layer_context, profile=profile), log,
+                     buildargs={"BASE": qemu_base_tag(), "KERNEL": kernel})
         progress.update(task, completed=1)
     _remove_stale()
-    result = built()
+    result = built(profile)
     assert result is not None, "the build just made both parts"
     return result
 
 
 def _remove_stale() -> None:
-    """Earlier disks (1.5 GB each), rootfs tarballs and images are dead weight once rebuilt: remove the unused."""
+    """Earlier disks (1.5 GB and more each), rootfs tarballs and images are dead weight once rebuilt: remove
+    the unused. Every profile's current parts stay."""
     import docker.errors
 
     engine = containers.client()
     in_use = {mount["Source"] for container in engine.containers.list(all=True)
               for mount in container.attrs.get("Mounts", [])}
+    current_disks = {disk_dir(profile) for profile in PROFILES}
     for disk in cache_dir().iterdir():
-        if (disk / "manifest.json").exists() and disk != disk_dir() and str(disk / "System.qcow2") not in in_use:
+        if (disk / "manifest.json").exists() and disk not in current_disks and str(disk / "System.qcow2") not in in_use:
             shutil.rmtree(disk, ignore_errors=True)
+    current_tarballs = {f"guest-rootfs-{_rootfs_key(profile)}.tar" for profile in PROFILES}
     for tarball in cache_dir().glob("guest-rootfs-*.tar"):
-        if tarball.name != f"guest-rootfs-{_rootfs_key()}.tar":
+        if tarball.name not in current_tarballs:
             tarball.unlink()
+    current_tags = {default_image_tag(profile) for profile in PROFILES}
     for image in engine.images.list(REPOSITORY):
         for tag in image.tags:
-            if tag != default_image_tag():
+            if tag not in current_tags:
                 with contextlib.suppress(docker.errors.APIError):  # a container still runs it
                     engine.images.remove(tag)
 
@@ -186,14 +203,16 @@ def _build_qemu_base(progress: Progress, log: io.TextIOBase) -> None:
         docker_import(rootfs, qemu_base_tag(), progress, log)
 
 
-def _rootfs_tarball(force: bool, progress: Progress, log: io.TextIOBase) -> Path:
-    """The guest's packages as a tarball (the slow part: debootstrap with a kernel), built once."""
-    tarball = cache_dir() / f"guest-rootfs-{_rootfs_key()}.tar"
+def _rootfs_tarball(force: bool, profile: str, progress: Progress, log: io.TextIOBase) -> Path:
+    """The guest's packages as a tarball (the slow part: debootstrap with a kernel, apt), built once."""
+    tarball = cache_dir() / f"guest-rootfs-{_rootfs_key(profile)}.tar"
     if tarball.exists() and not force:
         return tarball
     with tempfile.TemporaryDirectory(prefix="guest-rootfs-", dir=cache_dir()) as workdir:
         rootfs = Path(workdir) / "rootfs"
         debootstrap(rootfs, GUEST_PACKAGES, progress, log)
+        if get_profile(profile).apt_packages:
+            apt_install(rootfs, get_profile(profile).apt_packages, mirror(), SUITE, progress, log)
         if not list(rootfs.glob("boot/initrd.img-*")):  # initramfs-tools configured after the kernel
             task = progress.add_task("update-initramfs", total=1)
             subprocess.run(["chroot", str(rootfs), "update-initramfs", "-c", "-k", "all"], check=True,
@@ -209,8 +228,9 @@ def _rootfs_tarball(force: bool, progress: Progress, log: io.TextIOBase) -> Path
     return tarball
 
 
-def _build_disk(force: bool, progress: Progress, log: io.TextIOBase) -> None:
-    tarball = _rootfs_tarball(force, progress, log)
+def _build_disk(force: bool, profile: str, progress: Progress, log: io.TextIOBase) -> None:
+    tarball = _rootfs_tarball(force, profile, progress, log)
+    disk_size = DISK_SIZES[profile]
     if shutil.which("mkfs.ext4") is None:
         raise ProviderUnavailable("mkfs.ext4 is not installed", phase="build", hint="apt-get install e2fsprogs")
     with tempfile.TemporaryDirectory(prefix="disk-", dir=cache_dir()) as workdir:
@@ -221,12 +241,12 @@ def _build_disk(force: bool, progress: Progress, log: io.TextIOBase) -> None:
         task = progress.add_task("guest files into the rootfs", total=1)
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xpf", str(tarball)], check=True,
                        stdout=log, stderr=subprocess.STDOUT)
-        _install_guest_files(rootfs)
+        _install_guest_files(rootfs, profile, log)
         kernel = _copy_kernel(rootfs, out)
         progress.update(task, completed=1)
-        task = progress.add_task(f"mkfs.ext4 -d ({DISK_SIZE} raw)", total=1)
+        task = progress.add_task(f"mkfs.ext4 -d ({disk_size} raw)", total=1)
         raw = out / "disk.raw"
-        subprocess.run(["truncate", "-s", DISK_SIZE, str(raw)], check=True)
+        subprocess.run(["truncate", "-s", disk_size, str(raw)], check=True)
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rayenv-vm", "-d", str(rootfs), str(raw)], check=True,
                        stdout=log, stderr=subprocess.STDOUT)
         shutil.rmtree(rootfs)
@@ -236,21 +256,29 @@ def _build_disk(force: bool, progress: Progress, log: io.TextIOBase) -> None:
                                                              "/disk/System.qcow2"],
                                            volumes={str(out): {"bind": "/disk", "mode": "rw"}}, remove=True)
         raw.unlink()
-        (out / "manifest.json").write_text(json.dumps({"kernel": kernel, "disk_key": disk_key()}))
+        (out / "manifest.json").write_text(json.dumps({"kernel": kernel, "disk_key": disk_key(profile),
+                                                       "profile": profile}))
         progress.update(task, completed=1)
-        shutil.rmtree(disk_dir(), ignore_errors=True)
-        out.rename(disk_dir())
+        shutil.rmtree(disk_dir(profile), ignore_errors=True)
+        out.rename(disk_dir(profile))
 
 
-def _install_guest_files(rootfs: Path) -> None:
+def _install_guest_files(rootfs: Path, profile: str, log: io.TextIOBase) -> None:
+    """The guest server, init and the profile's session; the osworld profile's user and settings (in a chroot)."""
     for name, relative in GUEST_PATHS.items():
         target = rootfs / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if name == "guest":
             shutil.copytree(GUEST_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(VM_DIR / name if name == "init" else IMAGE_DIR / name, target)
+            shutil.copy2(VM_DIR / name if name == "init" else SESSIONS[profile], target)
             target.chmod(0o755)
+    if profile != DEFAULT_PROFILE:
+        shutil.copytree(OSWORLD_PROFILE_DIR, rootfs / PROFILE_PATH, ignore=shutil.ignore_patterns("Dockerfile"))
+        with chroot_mounts(rootfs):
+            subprocess.run(["chroot", str(rootfs), "bash", f"/{PROFILE_PATH}/setup-profile", f"/{PROFILE_PATH}/files"],
+                           check=True, stdout=log, stderr=subprocess.STDOUT,
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
 
 
 def _copy_kernel(rootfs: Path, out: Path) -> str:
@@ -264,8 +292,8 @@ def _copy_kernel(rootfs: Path, out: Path) -> str:
     return release
 
 
-def _layer_context(root: Path) -> None:
+def _layer_context(root: Path, profile: str) -> None:
     for name in LAYER_FILES:
         shutil.copy2(VM_DIR / name, root / name)
     for name in ("vmlinuz", "initrd.img"):
-        shutil.copy2(disk_dir() / name, root / name)
+        shutil.copy2(disk_dir(profile) / name, root / name)

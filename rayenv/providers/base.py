@@ -22,6 +22,7 @@ from ..strict import StrictModel, did_you_mean
 
 #: The providers rayenv ships; any other must be named ``package.module:ProviderClass``.
 BUILTIN_PROVIDERS = ("process", "lite", "docker")
+from ..desktop_lite.profiles import DEFAULT_PROFILE, PROFILES
 
 #: Default ``boot_timeout`` per provider (others: 120 s).
 BOOT_TIMEOUTS = {"docker": 600.0}
@@ -75,7 +76,11 @@ class DesktopSpec(StrictModel):
     screen_height: int = Field(1080, ge=240, le=4320)
     boot_timeout: float | None = Field(None, gt=0, description="seconds from start to a guest API answer "
                                        "[default: 600 for docker (a VM), 120 otherwise]")
-    lite_image: str | None = Field(None, description="desktop-lite image tag (default: current version)")
+    lite_image: str | None = Field(None, description="desktop-lite image tag (default: the current version of profile)")
+    profile: str = Field(DEFAULT_PROFILE, description="image profile of a lite desktop: small (a terminal, an editor, a "
+                         "calculator; fast tests) | osworld (OSWorld's user/session contract and apps)")
+    client_password: str = Field("password", description="osworld profile: the password of the desktop's user "
+                                 "`user`, which `sudo -S` takes (OSWorld's tasks send desktop-env's client password)")
     docker_image: str = Field("happysixd/osworld-docker", description="OSWorld QEMU image")
     vm_path: str | None = Field(None, description="qcow2 on the env host for the docker provider (relative: to the "
                                 "directory of the process that creates the pool); default: what `rayenv vm fetch` got")
@@ -134,6 +139,13 @@ class DesktopSpec(StrictModel):
         if ":" not in value and value not in BUILTIN_PROVIDERS:
             raise ValueError(f"unknown provider {value!r}{did_you_mean(value, BUILTIN_PROVIDERS)}; "
                              "or name your own as 'package.module:ProviderClass'")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown image profile {value!r}{did_you_mean(value, PROFILES)}: choose one of {', '.join(PROFILES)}")
         return value
 
     @field_validator("vm_path")

@@ -19,9 +19,11 @@ class LiteProvider(ContainerProvider):
     name = "lite"
 
     def container_options(self) -> dict[str, Any]:
-        return {"image": self.spec.lite_image or default_image_tag(), "ports": [GUEST_PORT, *APP_PORTS.values()],
-                "shm_size": "256m", "init": True, "environment": {"SCREEN_WIDTH": str(self.spec.screen_width),
-                                                                  "SCREEN_HEIGHT": str(self.spec.screen_height)}}
+        return {"image": self.spec.lite_image or default_image_tag(self.spec.profile),
+                "ports": [GUEST_PORT, *APP_PORTS.values()], "shm_size": "256m", "init": True,
+                "environment": {"SCREEN_WIDTH": str(self.spec.screen_width),
+                                "SCREEN_HEIGHT": str(self.spec.screen_height),
+                                "CLIENT_PASSWORD": self.spec.client_password}}
 
     def endpoint(self, ports: dict[int, int]) -> GuestEndpoint:
         """The guest API and the app ports of ``APP_PORTS``, each published on a loopback port Docker chose."""

@@ -1,0 +1,98 @@
+"""What each image profile weighs, how long it builds, and what it costs per step.
+
+Per profile (``small``, ``osworld``): the image's size (base and guest layer), the build time cached
+(nothing changed: ``rayenv desktop build --profile P`` in a fresh process) and cold (``--cold P``: a
+forced rebuild from debootstrap, or ``--cold-seconds P=S`` for a cold build timed outside this run,
+e.g. the first build on a machine with no image), then one 1920x1080 lite desktop of the profile: start
+→ first screenshot, and a step (a pyautogui action through the guest API, then a screenshot) p50/p95.
+Results: ``bench/results/image_profiles.{md,json}``.
+
+    .venv/bin/python bench/image_profiles.py [--cold small] [--cold-seconds osworld=900] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from measure import container_memory_mib, percentile, timed_rayenv
+
+from rayenv.desktop_lite.build import base_tag, default_image_tag
+from rayenv.desktop_lite.profiles import PROFILES
+from rayenv.engine.containers import client
+from rayenv.env.guest_client import GuestClient
+from rayenv.providers import DesktopSpec, Ownership, make_provider
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def image_mib(tag: str) -> float:
+    return client().images.get(tag).attrs["Size"] / 2**20
+
+
+def measure_desktop(profile: str, steps: int) -> dict[str, Any]:
+    """Start one lite desktop of ``profile``; time its first screenshot and ``steps`` action + screenshot steps."""
+    provider = make_provider(DesktopSpec(provider="lite", profile=profile, screen_width=1920, screen_height=1080),
+                             Ownership(owner="bench", env_id=f"bench-profile-{profile}"))
+    started = time.perf_counter()
+    endpoint = provider.start()
+    guest = GuestClient(endpoint.url, env=profile)
+    try:
+        guest.screenshot()
+        first_screenshot = time.perf_counter() - started
+        seconds = []
+        for step in range(steps):
+            begun = time.perf_counter()
+            guest.run_action(f"pyautogui.moveTo({100 + 10 * step}, {100 + 5 * step})", timeout=30)
+            guest.screenshot()
+            seconds.append(time.perf_counter() - begun)
+        return {"start_to_first_screenshot_s": first_screenshot, "step_p50_ms": 1000 * statistics.median(seconds),
+                "step_p95_ms": 1000 * percentile(seconds, 0.95),
+                "memory_mib": container_memory_mib(provider.describe()["container_name"])}
+    finally:
+        provider.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cold", nargs="*", default=[], choices=list(PROFILES), help="force a rebuild of these")
+    parser.add_argument("--cold-seconds", nargs="*", default=[], metavar="PROFILE=SECONDS",
+                        help="a cold build of PROFILE timed outside this run")
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    measured_outside = {name: float(seconds) for name, seconds in (item.split("=") for item in args.cold_seconds)}
+    results: dict[str, Any] = {}
+    for profile in PROFILES:
+        result: dict[str, Any] = {}
+        if profile in args.cold:
+            result["cold_build_s"] = timed_rayenv("desktop", "build", "--force", "--profile", profile)
+        elif profile in measured_outside:
+            result["cold_build_s"] = measured_outside[profile]
+        result["cached_build_s"] = timed_rayenv("desktop", "build", "--profile", profile)
+        result["image"] = default_image_tag(profile)
+        result["image_mib"] = image_mib(result["image"])
+        result["base_mib"] = image_mib(base_tag(profile))
+        result.update(measure_desktop(profile, args.steps))
+        results[profile] = result
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "image_profiles.json").write_text(json.dumps(results, indent=2))
+    lines = ["# Image profiles (desktop-lite, 1920x1080)", "",
+             "| profile | image MiB | cold build s | cached build s | start → first screenshot s | step p50 ms | "
+             "step p95 ms | idle memory MiB |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for profile, r in results.items():
+        cold = f"{r['cold_build_s']:.0f}" if "cold_build_s" in r else "—"
+        lines.append(f"| {profile} | {r['image_mib']:.0f} | {cold} | {r['cached_build_s']:.2f} | "
+                     f"{r['start_to_first_screenshot_s']:.2f} | {r['step_p50_ms']:.0f} | {r['step_p95_ms']:.0f} | "
+                     f"{r['memory_mib']:.0f} |")
+    lines += ["", "A step: one pyautogui action through the guest API's `/execute`, then a screenshot.",
+              "Cold: a build from debootstrap with no cached layer; cached: nothing changed (a content-hash lookup)."]
+    (RESULTS / "image_profiles.md").write_text("\n".join(lines) + "\n")
+    print((RESULTS / "image_profiles.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
