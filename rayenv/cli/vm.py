@@ -69,22 +69,18 @@ def build(
 
 @app.command()
 def standin(
-    force: bool = typer.Option(False, "--force", help="rebuild the disk even if it exists"),
-    as_json: bool = typer.Option(False, "--json", help="print {'qcow2', 'seconds'} on stdout"),
+    force: bool = flag("--force", "rebuild the disk even if it exists"),
+    as_json: bool = json_option("{'qcow2', 'seconds'}"),
 ) -> None:
     """Build the stand-in for OSWorld's Ubuntu image: a whole disk (GRUB, systemd, user 'user', the guest server
     as a service) that rayenv/osworld-vm boots from its own boot loader, as it boots OSWorld's. Cached by content."""
     from ..desktop_vm.standin import build_standin
 
     started = time.perf_counter()
-    try:
-        qcow2 = build_standin(force=force, console=console)
-    except RayEnvError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    qcow2 = build_standin(force=force, console=console)
     seconds = round(time.perf_counter() - started, 1)
     if as_json:
-        print(json.dumps({"qcow2": str(qcow2), "seconds": seconds}))
+        print_json({"qcow2": str(qcow2), "seconds": seconds})
         return
     console.print(f"[green]{qcow2}[/] ready in {seconds}s; use it as desktop.vm_path with the image of `rayenv vm build`")
 
