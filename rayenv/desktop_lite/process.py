@@ -121,7 +121,8 @@ def check_session_user(user: SessionUser) -> None:
     (a Python under root's home is the usual case); checked once per worker."""
     needed = [Path(sys.executable), Path(os.path.realpath(sys.executable)), SESSION_SCRIPT, GUEST_DIR]
     try:
-        tried = subprocess.run([sys.executable, "-c", f"import os; open({str(SESSION_SCRIPT)!r}); os.listdir({str(GUEST_DIR)!r})"],
+        reads = f"import os; open({str(SESSION_SCRIPT)!r}); os.listdir({str(GUEST_DIR)!r})"
+        tried = subprocess.run([sys.executable, "-c", reads],
                                user=user.uid, group=user.gid, extra_groups=[], capture_output=True, text=True,
                                cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         problem = tried.stderr.strip()[-300:] if tried.returncode != 0 else ""

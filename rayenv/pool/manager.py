@@ -182,7 +182,8 @@ class PoolManager:
             await revert.handle.revert.remote()
         except Exception as exc:  # noqa: BLE001 - rayenv.failures decides what it means
             if classify(exc) is Failure.UNREACHABLE:  # its next reset reverts it; the health loop decides
-                await self._apply(RevertSilent(revert.slot, revert.generation, _short(exc) if str(exc) else "revert timed out"))
+                why = _short(exc) if str(exc) else "revert timed out"
+                await self._apply(RevertSilent(revert.slot, revert.generation, why))
             else:
                 await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
         else:
@@ -296,8 +297,10 @@ class PoolManager:
                 guest_wait = self.config.ping_timeout / 2 if state == "idle" else None  # a frozen idle desktop still runs
                 alive = await asyncio.wait_for(handle.ping.remote(guest_wait), self.config.ping_timeout)
             except Exception as exc:  # noqa: BLE001 - rayenv.failures decides: silent (kept a while) or replaced
-                event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out") \
-                    if classify_probe(exc) is Failure.UNREACHABLE else Broken(index, generation, f"ping failed: {_short(exc)}")
+                if classify_probe(exc) is Failure.UNREACHABLE:
+                    event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out")
+                else:
+                    event = Broken(index, generation, f"ping failed: {_short(exc)}")
             else:
                 event = PingOk(index, generation) if alive else Broken(
                     index, generation, f"desktop is down: {await self._why_down(handle)}")
