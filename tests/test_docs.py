@@ -9,7 +9,7 @@ block may say how to treat it:
   reinstall); REASON is required and shows up as the skip reason;
 * ``<!-- doc-test: slow: WHAT -->``: runs in the slow tier (it starts a real desktop, Ray, ...);
 * ``<!-- doc-test: ray: WHAT -->``: slow too, and runs with ``RAY_ADDRESS`` naming a real two-node
-  Ray cluster (``ray start``; the env node advertises ``osworld_env``), one shared by every such block.
+  Ray cluster (one node advertising ``osworld_env``), one shared by every such block.
 
 A block with no marker runs in the fast tier, so it must start nothing heavy.
 """
@@ -22,6 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -33,8 +34,6 @@ MARKER = re.compile(r"^<!--\s*doc-test:\s*(?P<kind>skip|slow|ray)\b:?\s*(?P<reas
 CHECKOUT_ENTRIES = ("configs", "scripts", "bench", "OSWorld", "rayenv", "tests", "docs", "pyproject.toml", "README.md",
                     ".venv", ".venv-trainer", ".venv-verl")
 BLOCK_TIMEOUT = 600.0
-#: Ports of the blocks' shared Ray cluster (rayenv.tools.localcluster pins base .. base + 299).
-RAY_BASE_PORT = 24800
 
 
 @dataclass(frozen=True)
@@ -106,20 +105,22 @@ def _params() -> list:
 
 
 @pytest.fixture(scope="module")
-def doc_cluster(tmp_path_factory):
-    """One real Ray cluster for every ``ray`` block (started only if such a block runs)."""
-    from rayenv.tools.localcluster import ray_cluster
+def doc_cluster() -> Iterator[str]:
+    """One real Ray cluster for every ``ray`` block, started only if such a block runs: this test
+    process's own (it advertises ``osworld_env``); the blocks' commands join it as drivers."""
+    import ray
 
-    with ray_cluster(tmp_path_factory.mktemp("docs-ray"), base_port=RAY_BASE_PORT, head_python=sys.executable,
-                     env_python=sys.executable, env_units=2) as cluster:
-        yield cluster
+    ray.init(num_cpus=2, resources={"osworld_env": 2}, include_dashboard=False, namespace="rayenv-docs",
+             log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
 
 
 @pytest.mark.parametrize("block", _params())
 def test_the_documented_command_runs_as_written(block: Block, tmp_path_factory, request):
     if block.kind == "skip" and len(block.reason) >= 10:
         pytest.skip(f"not runnable here: {block.reason}")
-    address = request.getfixturevalue("doc_cluster").address if block.kind == "ray" else None
+    address = request.getfixturevalue("doc_cluster") if block.kind == "ray" else None
     found = problem(block, scratch_dir(tmp_path_factory.getbasetemp() / "docs"), address)
     assert found is None, found
 
