@@ -7,9 +7,7 @@ block may say how to treat it:
 
 * ``<!-- doc-test: skip REASON -->``: not runnable here (two machines, the internet, a GPU, a
   reinstall); REASON is required and shows up as the skip reason;
-* ``<!-- doc-test: slow: WHAT -->``: runs in the slow tier (it starts a real desktop, Ray, ...);
-* ``<!-- doc-test: ray: WHAT -->``: slow too, and runs with ``RAY_ADDRESS`` naming a real two-node
-  Ray cluster (one node advertising ``osworld_env``), one shared by every such block.
+* ``<!-- doc-test: slow: WHAT -->``: runs in the slow tier (it starts a real desktop, ...).
 
 A block with no marker runs in the fast tier, so it must start nothing heavy.
 """
@@ -22,14 +20,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND_LANGUAGES = {"bash", "sh", "shell"}
-MARKER = re.compile(r"^<!--\s*doc-test:\s*(?P<kind>skip|slow|ray)\b:?\s*(?P<reason>.*?)\s*-->$")
+MARKER = re.compile(r"^<!--\s*doc-test:\s*(?P<kind>skip|slow)\b:?\s*(?P<reason>.*?)\s*-->$")
 #: What a scratch directory links from the checkout, so blocks read the repository's own files.
 CHECKOUT_ENTRIES = ("configs", "scripts", "bench", "OSWorld", "rayenv", "tests", "docs", "pyproject.toml", "README.md",
                     ".venv", ".venv-trainer", ".venv-verl")
@@ -41,7 +38,7 @@ class Block:
     doc: Path
     line: int
     code: str
-    kind: str | None = None  # "skip", "slow", "ray" or None
+    kind: str | None = None  # "skip", "slow" or None
     reason: str = ""
 
     @property
@@ -77,18 +74,18 @@ def scratch_dir(root: Path) -> Path:
     return root
 
 
-def run_block(block: Block, cwd: Path, ray_address: str | None = None) -> subprocess.CompletedProcess:
+def run_block(block: Block, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(REPO), **({"RAY_ADDRESS": ray_address} if ray_address else {})}
+           "PYTHONPATH": str(REPO)}
     return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=BLOCK_TIMEOUT)
 
 
-def problem(block: Block, cwd: Path, ray_address: str | None = None) -> str | None:
+def problem(block: Block, cwd: Path) -> str | None:
     """Why ``block`` does not hold up (None: it ran, or says why it cannot run here)."""
     if block.kind == "skip":
         return None if len(block.reason) >= 10 else f"{block.name}: a skipped block must say why it cannot run here"
-    done = run_block(block, cwd, ray_address)
+    done = run_block(block, cwd)
     if done.returncode != 0 or "Traceback" in done.stderr:
         return (f"{block.name}: exited {done.returncode}\n{block.code}\n--- stderr ---\n{done.stderr[-2000:]}"
                 f"\n(fix the command, or mark it <!-- doc-test: skip REASON --> if it cannot run here)")
@@ -99,29 +96,16 @@ def _params() -> list:
     params = []
     for doc in DOCS:
         for block in command_blocks(doc):
-            marks = [pytest.mark.slow] if block.kind in ("slow", "ray") else []
+            marks = [pytest.mark.slow] if block.kind == "slow" else []
             params.append(pytest.param(block, id=block.name, marks=marks))
     return params
 
 
-@pytest.fixture(scope="module")
-def doc_cluster() -> Iterator[str]:
-    """One real Ray cluster for every ``ray`` block, started only if such a block runs: this test
-    process's own (it advertises ``osworld_env``); the blocks' commands join it as drivers."""
-    import ray
-
-    ray.init(num_cpus=2, resources={"osworld_env": 2}, include_dashboard=False, namespace="rayenv-docs",
-             log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("block", _params())
-def test_the_documented_command_runs_as_written(block: Block, tmp_path_factory, request):
+def test_the_documented_command_runs_as_written(block: Block, tmp_path_factory):
     if block.kind == "skip" and len(block.reason) >= 10:
         pytest.skip(f"not runnable here: {block.reason}")
-    address = request.getfixturevalue("doc_cluster") if block.kind == "ray" else None
-    found = problem(block, scratch_dir(tmp_path_factory.getbasetemp() / "docs"), address)
+    found = problem(block, scratch_dir(tmp_path_factory.getbasetemp() / "docs"))
     assert found is None, found
 
 
