@@ -7,7 +7,7 @@ block may say how to treat it:
 
 * ``<!-- doc-test: skip REASON -->``: not runnable here (two machines, the internet, a GPU, a
   reinstall); REASON is required and shows up as the skip reason;
-* ``<!-- doc-test: slow: WHAT -->``: runs in the slow tier (it starts a real desktop, Ray, ...).
+* ``<!-- doc-test: slow: WHAT -->``: runs in the slow tier (it starts a real desktop, ...).
 
 A block with no marker runs in the fast tier, so it must start nothing heavy.
 """

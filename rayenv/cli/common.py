@@ -8,6 +8,22 @@ app and every sub-app) turns what it raised into one or two sentences on stderr 
 * ``1``: the run failed (a desktop did not boot, no Ray cluster answers, anything unexpected).
 
 The traceback stays behind ``rayenv --debug`` (or ``RAYENV_DEBUG=1``).
+
+A new command complies when it:
+
+* lives on a :class:`RayenvTyper` (sub-apps too) and raises typed :mod:`rayenv.errors` (a
+  ``ConfigError`` for a bad value, naming it and the fix in ``hint``): no ``try``/``print``/``Exit``
+  of its own for failures; typer's ``min=``/``max=`` refuse a bad number before the body runs;
+* takes :func:`json_option` when it reports something: the result on stdout (:func:`print_json`),
+  messages and progress (``console``, a spinner for long waits) on stderr;
+* names things as the others do: ``--pool`` (a pool's name), ``--pool-config`` (pool YAML),
+  ``--tunnel-config`` (tunnel YAML), ``--address`` (Ray head, ``$RAY_ADDRESS``), ``--namespace``;
+  on/off options via :func:`flag`; a renamed option keeps its old spelling as :func:`hidden_alias`
+  merged with :func:`either`;
+* attaches to Ray with :func:`connect_ray` (an explicit address is probed first, so a dead one
+  fails in seconds), and says "default: ..." in help with parentheses (rich markup eats brackets);
+* adds its usual mistakes to ``tests/test_cli_mistakes.py`` and its documented invocations to a
+  doc block that ``tests/test_docs.py`` runs (or marks ``<!-- doc-test: skip REASON -->``).
 """
 
 from __future__ import annotations

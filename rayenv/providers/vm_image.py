@@ -163,7 +163,8 @@ def _download(url: str, archive: Path, show_progress: bool) -> None:
     """Download with resumes: a link that drops mid-way is retried (each retry said on stderr); a server
     that refuses or cannot be resolved on the first try is an error at once, naming the URL."""
     try:
-        _remote_size(url)
+        with Console(stderr=True, quiet=not show_progress).status(f"contacting {url} ..."):
+            _remote_size(url)
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise ProviderUnavailable(f"cannot reach {url}: {type(exc).__name__}", phase="download",
                                   hint="check the URL and this host's network (or its proxy settings)") from None
