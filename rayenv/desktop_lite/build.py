@@ -42,11 +42,13 @@ from .profiles import DEFAULT_PROFILE, IMAGE_DIR, Profile, get_profile
 REPOSITORY = "rayenv/desktop-lite"
 SUITE = "bookworm"
 
-#: What every desktop has (the ``small`` profile has just this). Apps: a terminal, a GTK text editor and a GTK calculator.
+#: What every desktop has (the ``small`` profile has just this). Apps: a terminal, a GTK text editor and a GTK
+#: calculator. ``file``: how ``xdg-open`` (the guest's ``/setup/open_file``) tells a file's type outside GNOME, to
+#: pick the app the desktop files name for it.
 PACKAGES = (
     "xvfb", "openbox", "xterm", "mousepad", "galculator", "x11-utils", "xdotool", "dbus", "dbus-x11", "at-spi2-core",
     "libatk-adaptor", "python3", "python3-flask", "python3-xlib", "python3-pil", "python3-pyatspi", "python3-gi",
-    "python3-tk", "x11-xserver-utils", "ffmpeg", "fonts-dejavu-core", "procps", "xdg-utils", "ca-certificates",
+    "python3-tk", "x11-xserver-utils", "ffmpeg", "fonts-dejavu-core", "procps", "xdg-utils", "ca-certificates", "file",
 )
 #: pyautogui is not packaged by Debian; these are pure Python and come from PyPI.
 PYPI_PACKAGES = ("pyautogui==0.9.54", "pymsgbox", "pytweening", "pyscreeze", "mouseinfo", "pyperclip", "pygetwindow",

@@ -18,7 +18,7 @@ from .payload import json_body
 blueprint = Blueprint("windows", __name__)
 
 #: Seconds ``/setup/activate_window`` waits for a matching window to appear.
-ACTIVATE_WAIT = 10.0
+ACTIVATE_WAIT = 5.0
 #: Seconds between looks at the window list while waiting for a window.
 POLL = 0.25
 
