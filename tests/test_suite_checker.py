@@ -105,3 +105,16 @@ def test_a_task_naming_a_metric_desktop_env_lacks_is_refused_by_run_before_any_d
 def test_selecting_what_the_tree_does_not_have_says_so(examples):
     with pytest.raises(InvalidTaskConfig, match="not in .*test_all.json: no-such-id, spreadsheets"):
         select(examples, domains=["spreadsheets"], ids=["no-such-id"])
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_checker_asks_the_desktop_image_which_programs_it_has(examples, tmp_path):
+    from rayenv.desktop_lite.build import build_image
+
+    done = rayenv("suite", "check", str(examples), "--domain", "os", "--domain", "chrome", "--image", build_image(),
+                  "--cache", str(tmp_path / "cache"), "--json")
+    assert done.exit_code == 0, done.stderr
+    reasons = {v["id"]: v["reasons"] for v in json.loads(done.stdout)["verdicts"]}
+    assert "not in the image: google-chrome" in reasons["chrome-appearance"]  # the small desktop has no Chrome
+    assert reasons["os-echo"] == []

@@ -143,8 +143,13 @@ def run(
     runnable = sum(v.runnable for v in verdicts.values())
     pool = None
     if runnable:  # a suite refused whole touches no desktop, and starts no Ray
-        ray.init(address="local", resources={resolved.resource: size}, namespace=resolved.namespace,
-                 include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address="local", resources={resolved.resource: size}, namespace=resolved.namespace,
+                     include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # Ray raises bare Exception when its node does not come up in time
+            console.print(f"a local Ray could not start here: {exc}\n  -> retry when the machine is less busy",
+                          style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     try:
         if runnable:
             with console.status(f"booting {size} {chosen} desktop(s) ..."):

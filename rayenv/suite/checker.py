@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
+from ..engine.containers import client
 from ..env.download_cache import DownloadCache
 from ..env.evaluation import unknown_names
 from ..env.tasks import SetupStep, TaskConfig, validate_task
@@ -122,9 +122,8 @@ def programs_on_host(names: Iterable[str]) -> set[str]:
 
 
 def programs_in_image(image: str, names: Iterable[str]) -> set[str]:
-    """Which of ``names`` the desktop image has on its PATH, asked of a throwaway container of it."""
-    wanted = sorted(set(names))
-    script = "for p in " + " ".join(shlex.quote(n) for n in wanted) + '; do command -v "$p" >/dev/null && echo "$p"; done'
-    found = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", image, "-c", script],
-                           capture_output=True, text=True, timeout=120, check=True).stdout
-    return set(found.split())
+    """Which of ``names`` the desktop image has on its PATH, asked of a throwaway container of it (no network)."""
+    script = "for p in " + " ".join(shlex.quote(n) for n in sorted(set(names))) + \
+        '; do command -v "$p" >/dev/null && echo "$p"; done; true'
+    found = client().containers.run(image, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True)
+    return set(found.decode().split())
