@@ -117,7 +117,8 @@ def test_chrome_devtools_answer_on_guest_port_9222_through_socat(guest):
                what="chromium's DevTools on guest port 9222")
     version = json.loads(output(guest, "curl -sf http://localhost:9222/json/version"))
     assert "Chrome" in version["Browser"] and version["webSocketDebuggerUrl"]
-    assert output(guest, "ls ~/.config/google-chrome/Default/Preferences")
+    wait_until(lambda: answers(guest, "test -d ~/.config/google-chrome/Default && echo present"), 60, interval=1,
+               what="chromium's profile in ~/.config/google-chrome")
 
 
 def test_vlc_http_status_answers_with_the_password(guest):
