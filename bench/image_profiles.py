@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     measured_outside = {name: float(seconds) for name, seconds in (item.split("=") for item in args.cold_seconds)}
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load_average_at_start": os.getloadavg()[0]}
     for profile in PROFILES:
         result: dict[str, Any] = {}
         if profile in args.cold:
@@ -78,18 +79,22 @@ def main() -> None:
         result["base_mib"] = image_mib(base_tag(profile))
         result.update(measure_desktop(profile, args.steps))
         results[profile] = result
+    results["load_average_at_end"] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "image_profiles.json").write_text(json.dumps(results, indent=2))
     lines = ["# Image profiles (desktop-lite, 1920x1080)", "",
              "| profile | image MiB | cold build s | cached build s | start → first screenshot s | step p50 ms | "
              "step p95 ms | idle memory MiB |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for profile, r in results.items():
+    for profile in PROFILES:
+        r = results[profile]
         cold = f"{r['cold_build_s']:.0f}" if "cold_build_s" in r else "—"
         lines.append(f"| {profile} | {r['image_mib']:.0f} | {cold} | {r['cached_build_s']:.2f} | "
                      f"{r['start_to_first_screenshot_s']:.2f} | {r['step_p50_ms']:.0f} | {r['step_p95_ms']:.0f} | "
                      f"{r['memory_mib']:.0f} |")
     lines += ["", "A step: one pyautogui action through the guest API's `/execute`, then a screenshot.",
-              "Cold: a build from debootstrap with no cached layer; cached: nothing changed (a content-hash lookup)."]
+              "Cold: a build from debootstrap with no cached layer; cached: nothing changed (a content-hash lookup).",
+              f"Host load average (1 min) at start and end of this run: {results['load_average_at_start']:.1f}, "
+              f"{results['load_average_at_end']:.1f} on {os.cpu_count()} CPUs (cold builds: timed separately)."]
     (RESULTS / "image_profiles.md").write_text("\n".join(lines) + "\n")
     print((RESULTS / "image_profiles.md").read_text())
 

@@ -13,6 +13,7 @@ import json
 import pytest
 import requests
 
+from rayenv.env.guest_client import GuestClient
 from rayenv.providers import DesktopSpec, Ownership, make_provider
 from rayenv.waiting import wait_until
 
@@ -110,6 +111,26 @@ def test_libreoffice_converts_and_saves_xlsx(guest):
     assert "xl/workbook.xml" in output(guest, "unzip -l ~/scores.xlsx")
 
 
+def test_calc_saves_a_new_sheet_as_xlsx_without_asking(guest):
+    """Ctrl+S on a new Calc document opens Save As with xlsx chosen; Enter saves xlsx, no keep-format question."""
+    actions = GuestClient(guest, env="osworld-profile")
+    launch(guest, "soffice", "--calc")
+    wait_until(lambda: "libreoffice-calc" in (answers(guest, "wmctrl -lx") or ""), 120, interval=1,
+               what="a LibreOffice Calc window")
+
+    def save_dialog() -> bool:  # a Calc still starting drops keys: press Ctrl+S until its dialog shows
+        if any(line.endswith(" Save") for line in (answers(guest, "wmctrl -l") or "").splitlines()):
+            return True
+        actions.run_action("pyautogui.hotkey('ctrl', 's')", timeout=30)
+        return False
+
+    wait_until(save_dialog, 120, interval=3, what="Calc's Save dialog after Ctrl+S")
+    actions.run_action("pyautogui.typewrite('profile-book', interval=0.02); pyautogui.press('enter')", timeout=30)
+    saved = "unzip -l ~/Documents/profile-book.xlsx | grep -q xl/workbook.xml && echo xlsx"
+    wait_until(lambda: answers(guest, saved), 60, interval=1, what="~/Documents/profile-book.xlsx saved as xlsx")
+    assert "profile-book.xlsx - LibreOffice Calc" in output(guest, "wmctrl -l")
+
+
 def test_chrome_devtools_answer_on_guest_port_9222_through_socat(guest):
     launch(guest, "google-chrome", "--remote-debugging-port=1337")
     launch(guest, "socat", "tcp-listen:9222,fork", "tcp:localhost:1337")
@@ -117,7 +138,8 @@ def test_chrome_devtools_answer_on_guest_port_9222_through_socat(guest):
                what="chromium's DevTools on guest port 9222")
     version = json.loads(output(guest, "curl -sf http://localhost:9222/json/version"))
     assert "Chrome" in version["Browser"] and version["webSocketDebuggerUrl"]
-    assert output(guest, "ls ~/.config/google-chrome/Default/Preferences")
+    wait_until(lambda: answers(guest, "test -d ~/.config/google-chrome/Default && echo present"), 60, interval=1,
+               what="chromium's profile in ~/.config/google-chrome")
 
 
 def test_vlc_http_status_answers_with_the_password(guest):

@@ -146,7 +146,8 @@ def build_vm_desktop(force: bool = False, console: Console | None = None,
     get_profile(profile)  # an unknown name fails here, before any lock or build
     if not force and (existing := built(profile)) is not None:
         return existing
-    with build_lock(cache_dir() / "build.lock"):  # a concurrent build (another test session, another pool) is waited for, then reused
+    lock = "build.lock" if profile == DEFAULT_PROFILE else f"build-{profile}.lock"  # profiles never wait for each other
+    with build_lock(cache_dir() / lock):  # a concurrent build (another test session, another pool) is waited for, then reused
         if not force and (existing := built(profile)) is not None:
             return existing
         return _build(force, console, profile)
