@@ -39,6 +39,9 @@ from rayenv.waiting import wait_until
 
 from vm_guest import bash, container_id, container_name
 
+#: A cold TCG boot of a systemd guest plus its golden state (made in the first test's setup) takes minutes.
+pytestmark = pytest.mark.timeout(1200)
+
 REPO = Path(__file__).resolve().parents[1]
 OWNER = "osworld-image"
 NAMESPACE = "rayenv-osworld-image"
