@@ -109,7 +109,7 @@ def image_and_pool(tmp_path_factory):
     from rayenv.desktop_vm.build import build_vm_desktop
 
     image, qcow2 = build_vm_desktop().image, standin.build_standin()
-    with ray_cluster(tmp_path_factory.mktemp("osworld-image"), base_port=24600, head_python=sys.executable,
+    with ray_cluster(tmp_path_factory.mktemp("osi"), base_port=24600, head_python=sys.executable,
                      env_python=sys.executable, env_units=1) as cluster:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
         pool = EnvPool.create(name=OWNER, size=1, namespace=NAMESPACE, health_interval=2.0, revert_on_release=False,
