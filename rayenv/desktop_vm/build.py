@@ -134,9 +134,11 @@ def build_vm_desktop(force: bool = False, console: Console | None = None) -> VmD
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(cache_dir() / "build.lock", "w") as lock:
+def _build_lock(directory: Path | None = None) -> Iterator[None]:
+    """Held while building into ``directory`` (default: the cache dir); released by the kernel if we die."""
+    directory = directory or cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
