@@ -39,6 +39,9 @@ from rayenv.waiting import wait_until
 
 from vm_guest import bash, container_id, container_name
 
+#: A cold TCG boot of a systemd guest plus its golden state (made in the first test's setup) takes minutes.
+pytestmark = pytest.mark.timeout(1200)
+
 REPO = Path(__file__).resolve().parents[1]
 OWNER = "osworld-image"
 NAMESPACE = "rayenv-osworld-image"
@@ -106,7 +109,7 @@ def image_and_pool(tmp_path_factory):
     from rayenv.desktop_vm.build import build_vm_desktop
 
     image, qcow2 = build_vm_desktop().image, standin.build_standin()
-    with ray_cluster(tmp_path_factory.mktemp("osworld-image"), base_port=24600, head_python=sys.executable,
+    with ray_cluster(tmp_path_factory.mktemp("osi"), base_port=24600, head_python=sys.executable,
                      env_python=sys.executable, env_units=1) as cluster:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
         pool = EnvPool.create(name=OWNER, size=1, namespace=NAMESPACE, health_interval=2.0, revert_on_release=False,

@@ -9,7 +9,7 @@ and the reset benchmark boot this instead, made the same way from the VM desktop
    packages, a kernel, an initramfs), plus systemd, udev, GRUB's BIOS modules and sudo installed with
    apt from this machine's Debian mirror (:func:`rayenv.desktop_lite.build.mirror`);
 2. the system set up as an installer would: ``user`` with its password and sudo, the guest server and
-   ``desktop-session`` as the ``rayenv-guest`` service (``User=user``), DHCP by systemd-networkd,
+   ``desktop-session`` as the ``rayenv-guest`` service (``User=user``), QEMU's network by ``ip``,
    ``/etc/fstab``, and a ``grub.cfg`` that boots the kernel with ``root=/dev/vda1``;
 3. the disk: an MBR partition table with one bootable Linux partition at 1 MiB, that partition an
    ext4 made with ``mkfs.ext4 -d`` (no loop device, no mount), GRUB's ``boot.img`` in the boot sector
@@ -37,7 +37,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import Progress
 
-from ..desktop_lite.build import GUEST_DIR, IMAGE_DIR, digest, logged_build, mirror
+from ..desktop_lite.build import GUEST_DIR, IMAGE_DIR, build_lock, digest, logged_build, mirror
 from ..engine import containers
 from . import build
 
@@ -56,7 +56,8 @@ GRUB_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "configfile
 
 SERVICE = f"""[Unit]
 Description=The OSWorld guest server (port 5000) and its desktop, as {USER}
-After=systemd-networkd.service
+Wants=rayenv-network.service
+After=rayenv-network.service
 
 [Service]
 User={USER}
@@ -73,7 +74,25 @@ Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 """
-NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
+#: The guest's network, the addresses QEMU's user networking serves (guest 10.0.2.15, gateway
+#: 10.0.2.2, DNS 10.0.2.3), set by a oneshot unit with ip: on a host at load 30 a TCG boot saw
+#: systemd-networkd (and logind) fail to start, and the guest server was never reachable.
+NETWORK_SERVICE = """[Unit]
+Description=QEMU user networking for the guest server
+Before=rayenv-guest.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'modprobe virtio_net; for i in $$(seq 600); do nic=$$(ls /sys/class/net | grep -vx lo | head -n1); \\
+  [ -n "$$nic" ] && break; sleep 0.1; done; ip link set lo up; ip link set "$$nic" up; \\
+  ip addr replace 10.0.2.15/24 dev "$$nic"; ip route replace default via 10.0.2.2; echo nameserver 10.0.2.3 >/etc/resolv.conf'
+
+[Install]
+WantedBy=multi-user.target
+"""
+#: Under TCG on a busy host a boot runs many times slower than systemd's 90 s defaults assume.
+SYSTEM_TIMEOUTS = "[Manager]\nDefaultTimeoutStartSec=15min\nDefaultDeviceTimeoutSec=15min\n"
 GRUB_CONFIG = """set timeout=0
 set root=(hd0,msdos1)
 linux /boot/vmlinuz-{release} {arguments}
@@ -112,15 +131,15 @@ def build_standin(force: bool = False, console: Console | None = None) -> Path:
     """Build (or find) the stand-in disk; returns its qcow2. Builds the VM desktop's parts it reuses first."""
     if not force and (existing := built_standin()) is not None:
         return existing
-    with build._build_lock():
+    with build_lock(standin_root() / "build.lock"):  # not the VM build's lock: a VM build can take many minutes
         if not force and (existing := built_standin()) is not None:
             return existing
-        with logged_build("the OSWorld stand-in disk", build.cache_dir() / "standin-build.log", console) as (progress, log):
+        with logged_build("the OSWorld stand-in disk", standin_root() / "build.log", console) as (progress, log):
             if not containers.image_exists(build.qemu_base_tag()):
                 build._build_qemu_base(progress, log)
             _build(force, progress, log)
     for stale in standin_root().iterdir():
-        if stale != standin_dir():
+        if stale.is_dir() and stale != standin_dir():
             shutil.rmtree(stale, ignore_errors=True)
     qcow2 = built_standin()
     assert qcow2 is not None, "the build just made it"
@@ -204,8 +223,10 @@ def _configure(rootfs: Path, log: io.TextIOBase) -> None:
     session.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(IMAGE_DIR / "desktop-session", session)
     (rootfs / "etc/systemd/system/rayenv-guest.service").write_text(SERVICE)
-    (rootfs / "etc/systemd/network/50-dhcp.network").write_text(NETWORK)
-    _chroot(rootfs, log, "systemctl", "enable", "rayenv-guest.service", "systemd-networkd.service")
+    (rootfs / "etc/systemd/system/rayenv-network.service").write_text(NETWORK_SERVICE)
+    (rootfs / "etc/systemd/system.conf.d").mkdir(parents=True, exist_ok=True)
+    (rootfs / "etc/systemd/system.conf.d/slow-boot.conf").write_text(SYSTEM_TIMEOUTS)
+    _chroot(rootfs, log, "systemctl", "enable", "rayenv-guest.service", "rayenv-network.service")
     (rootfs / "etc/hostname").write_text("osworld-standin\n")
     (rootfs / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 osworld-standin\n")
     (rootfs / "etc/fstab").write_text(f"LABEL={LABEL} / ext4 errors=remount-ro 0 1\n")
