@@ -58,7 +58,9 @@ class PoolManager:
         self.config = cfg = PoolConfig.model_validate(config)
         self.slots = Slots(cfg.name, cfg.size, boot_attempts=cfg.boot_attempts, revert_on_release=cfg.revert_on_release,
                            unreachable_grace=cfg.unreachable_grace)
-        self.changed = asyncio.Condition()
+        lock = asyncio.Lock()
+        self.changed = asyncio.Condition(lock)  # any slot change: start and grow wait on it
+        self._freed = asyncio.Condition(lock)  # a slot became idle: lessees wait on it, woken one per idle slot
         self._tasks: set[asyncio.Task] = set()
         self._boot_permits = asyncio.Semaphore(cfg.max_concurrent_boots)
         self._hosts_seen: set[str] = set()
@@ -80,6 +82,10 @@ class PoolManager:
         """Apply ``events`` in order with one wake-up of the waiters (a health round's results arrive together)."""
         effects = [effect for event in events for effect in self.slots.apply(event)]
         self.changed.notify_all()
+        if self.slots.closing:
+            self._freed.notify_all()
+        else:  # not all: with hundreds of lessees waiting, each release would wake every one of them
+            self._freed.notify(self.slots.idle_count())
         if not self._gauge_due:
             self._gauge_due = True
             asyncio.get_running_loop().call_later(GAUGE_PERIOD, self._export_gauge)
@@ -286,29 +292,27 @@ class PoolManager:
     async def check_health(self, detail: bool = True) -> PoolStatus:
         """Ping every live desktop at once (an idle one's guest must answer too: a frozen desktop still runs,
         and it would be leased next); replace the dead and the long silent (in the background); retry failed
-        slots. The answers are applied together, in one pass, once the round is in: a round of a thousand
-        desktops wakes the waiting lessees once, not a thousand times."""
-        async def probe(index: int, generation: int, state: str, handle: Any) -> Event | None:
-            if state == "failed":
-                return Retry(index)
-            if state not in HEALTHY_STATES or handle is None:
-                return None
-            try:
-                guest_wait = self.config.ping_timeout / 2 if state == "idle" else None  # a frozen idle desktop still runs
-                alive = await asyncio.wait_for(handle.ping.remote(guest_wait), self.config.ping_timeout)
-            except Exception as exc:  # noqa: BLE001 - rayenv.failures decides: silent (kept a while) or replaced
-                if classify_probe(exc) is Failure.UNREACHABLE:
-                    event: Event = PingSilent(index, generation, _short(exc) if str(exc) else "ping timed out")
+        slots. The round is batched: the pings go out together and are awaited with one ``ray.wait`` (not one
+        asyncio timer and future per desktop), and the answers are applied in one pass with one wake-up of the
+        waiting lessees: at a thousand desktops the per-ping cost is what remains."""
+        events: list[Event] = [Retry(s.index) for s in self.slots if s.state == "failed"]
+        probed = [s for s in self.slots if s.state in HEALTHY_STATES and s.handle is not None]
+        guest_wait = self.config.ping_timeout / 2
+        pings = [(s.index, s.generation, s.handle, s.handle.ping.remote(guest_wait if s.state == "idle" else None))
+                 for s in probed]
+        answers = await asyncio.to_thread(_answers, [ref for *_, ref in pings], self.config.ping_timeout)
+        for (index, generation, handle, _), answer in zip(pings, answers):
+            if isinstance(answer, Exception):  # rayenv.failures decides: silent (kept a while) or replaced
+                if classify_probe(answer) is Failure.UNREACHABLE:
+                    events.append(PingSilent(index, generation, _short(answer) if str(answer) else "ping timed out"))
                 else:
-                    event = Broken(index, generation, f"ping failed: {_short(exc)}")
+                    events.append(Broken(index, generation, f"ping failed: {_short(answer)}"))
+            elif answer:
+                events.append(PingOk(index, generation))
             else:
-                event = PingOk(index, generation) if alive else Broken(
-                    index, generation, f"desktop is down: {await self._why_down(handle)}")
-            return event
-
-        events = await asyncio.gather(*(probe(s.index, s.generation, s.state, s.handle) for s in self.slots))
+                events.append(Broken(index, generation, f"desktop is down: {await self._why_down(handle)}"))
         async with self.changed:
-            self._apply_all_locked([event for event in events if event is not None])
+            self._apply_all_locked(events)
         await self._reclaim_orphaned_leases()
         return self.status(detail)
 
@@ -340,8 +344,8 @@ class PoolManager:
     # -- leasing ---------------------------------------------------------------------------------------
     async def acquire(self, timeout: float | None = None, lessee: dict[str, str] | None = None) -> Lease:
         async def idle_slot() -> Lease:
-            async with self.changed:
-                await self.changed.wait_for(lambda: self.slots.closing or self.slots.leasable() is not None)
+            async with self._freed:
+                await self._freed.wait_for(lambda: self.slots.closing or self.slots.leasable() is not None)
                 if self.slots.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
                 slot = self.slots.leasable()
@@ -381,6 +385,23 @@ class PoolManager:
     def __repr__(self) -> str:
         """The Ray dashboard's "Repr" of the manager: which pool, how big, which desktops."""
         return f"PoolManager({self.config.name}, size={self.config.size}, {self.config.desktop.provider})"
+
+
+def _answers(refs: list[ray.ObjectRef], timeout: float) -> list[Any]:
+    """Each ping's answer, or the exception it raised, or :class:`asyncio.TimeoutError` if it did not answer
+    within ``timeout`` seconds of the round's start (blocking: run it off the event loop)."""
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout) if refs else ([], [])
+    answered = set(ready)
+    results: list[Any] = []
+    for ref in refs:
+        if ref not in answered:
+            results.append(asyncio.TimeoutError())
+            continue
+        try:
+            results.append(ray.get(ref))
+        except Exception as exc:  # noqa: BLE001 - the caller sorts silent from broken
+            results.append(exc)
+    return results
 
 
 def _lessee_key(lessee: dict[str, str]) -> str:

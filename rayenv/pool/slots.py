@@ -105,6 +105,9 @@ class Slots:
         costs the same in a pool of 8 slots and of 4,000."""
         return next((slot for index in self._idle if (slot := self._by_index[index]).leasable), None)
 
+    def idle_count(self) -> int:
+        return len(self._idle)
+
     def apply(self, event: Event) -> list[Effect]:
         """Apply one event; return the effects to perform, in order. Events that do not fit are no-ops."""
         handler = getattr(self, f"_on_{type(event).__name__}")

@@ -68,8 +68,12 @@ def _kill_marked(marker: str) -> None:
 
 @contextmanager
 def ray_cluster(tmp_root: Path, *, base_port: int, head_python: str, env_python: str, env_units: int,
-                head_cpus: int = 1) -> Iterator[Cluster]:
-    """A head (``head_python``'s Ray) plus one env node (``env_python``'s Ray) advertising ``osworld_env``."""
+                head_cpus: int = 1, env_nodes: int = 1) -> Iterator[Cluster]:
+    """A head (``head_python``'s Ray) plus ``env_nodes`` env nodes (``env_python``'s Ray, at most 8) each
+    advertising ``env_units`` of ``osworld_env``; node K takes ports ``base_port + 10 K ..`` and workers
+    ``base_port + 100 (K + 1) ..``."""
+    if not 1 <= env_nodes <= 8:
+        raise ValueError(f"env_nodes={env_nodes}: a local cluster has 1 to 8 env nodes (their ports are 10 apart)")
     temp_dir = tmp_root / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{base_port}"
@@ -84,11 +88,14 @@ def ray_cluster(tmp_root: Path, *, base_port: int, head_python: str, env_python:
              f"--dashboard-agent-grpc-port={base_port + 5}", f"--dashboard-agent-listen-port={base_port + 6}",
              f"--metrics-export-port={base_port + 7}", f"--runtime-env-agent-port={base_port + 8}",
              "--dashboard-host=127.0.0.1", *common, env=env)
-        _ray(env_python, f"--address={address}", "--num-cpus=0", f"--resources={json.dumps({'osworld_env': env_units})}",
-             f"--node-manager-port={base_port + 11}", f"--object-manager-port={base_port + 12}",
-             f"--min-worker-port={base_port + 200}", f"--max-worker-port={base_port + 299}",
-             f"--dashboard-agent-grpc-port={base_port + 15}", f"--dashboard-agent-listen-port={base_port + 16}",
-             f"--metrics-export-port={base_port + 17}", f"--runtime-env-agent-port={base_port + 18}", *common, env=env)
+        for k in range(1, env_nodes + 1):
+            fixed, workers = base_port + 10 * k, base_port + 100 * (k + 1)
+            _ray(env_python, f"--address={address}", "--num-cpus=0",
+                 f"--resources={json.dumps({'osworld_env': env_units})}",
+                 f"--node-manager-port={fixed + 1}", f"--object-manager-port={fixed + 2}",
+                 f"--min-worker-port={workers}", f"--max-worker-port={workers + 99}",
+                 f"--dashboard-agent-grpc-port={fixed + 5}", f"--dashboard-agent-listen-port={fixed + 6}",
+                 f"--metrics-export-port={fixed + 7}", f"--runtime-env-agent-port={fixed + 8}", *common, env=env)
         yield Cluster(address=address, temp_dir=temp_dir)
     finally:
         _kill_marked(marker)
