@@ -24,7 +24,7 @@ WIDTH, HEIGHT = 1280, 720
 TEXT = "written by PythonController"
 
 
-@pytest.fixture(scope="module", params=[pytest.param("lite", marks=[pytest.mark.docker, pytest.mark.slow]), "process"])
+@pytest.fixture(scope="module", params=[pytest.param("lite", marks=[pytest.mark.docker, pytest.mark.slow]), pytest.param("process", marks=pytest.mark.slow)])
 def desktop(request):
     if request.param == "lite":
         from rayenv.desktop_lite.build import build_image

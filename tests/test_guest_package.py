@@ -67,17 +67,17 @@ def test_the_server_runs_as_a_module_from_the_guest_dir_and_refuses_to_start_wit
     assert started.returncode == 1 and "DISPLAY is not set" in started.stderr, started.stderr
 
 
-def test_the_lite_image_and_the_vm_disk_ship_the_whole_package(tmp_path):
-    from rayenv.desktop_lite import build as lite
+@pytest.mark.parametrize("profile", ["small", "osworld"])
+def test_the_lite_image_and_the_vm_disk_ship_the_whole_package(tmp_path, profile):
+    from rayenv.desktop_lite.profiles import get_profile
     from rayenv.desktop_vm import build as vm
 
     package = {path.relative_to(GUEST_DIR) for path in (GUEST_DIR / "osworld_guest").glob("*.py")}
     assert Path("osworld_guest/__main__.py") in package
-    for files in (lite._layer_files(), vm._disk_files()):
+    for files in (get_profile(profile).layer_files(), vm._disk_files(profile)):
         shipped = {path.relative_to(GUEST_DIR) for path in files if path.is_relative_to(GUEST_DIR)}
         assert shipped == package
-    lite._layer_context(tmp_path / "lite")
-    vm._install_guest_files(tmp_path / "vm")
-    for guest_dir in (tmp_path / "lite" / "guest", tmp_path / "vm" / "opt" / "rayenv" / "guest"):
-        assert {path.relative_to(guest_dir) for path in guest_dir.rglob("*.py")} == package
-        assert not list(guest_dir.rglob("__pycache__"))
+    get_profile(profile).fill_context(tmp_path / "lite")
+    guest_dir = tmp_path / "lite" / "guest"
+    assert {path.relative_to(guest_dir) for path in guest_dir.rglob("*.py")} == package
+    assert not list(guest_dir.rglob("__pycache__"))
