@@ -39,7 +39,7 @@ fi
 if [ "$WANT_DOCKER" = 1 ] && ! docker info >/dev/null 2>&1; then
   log "no Docker engine answers: starting dockerd (log: $CACHE/dockerd.log)"
   mkdir -p "$CACHE"
-  nohup dockerd >"$CACHE/dockerd.log" 2>&1 &
+  setsid nohup dockerd >"$CACHE/dockerd.log" 2>&1 < /dev/null &   # its own session: it outlives the shell that started it
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see $CACHE/dockerd.log"; exit 1; }
 fi

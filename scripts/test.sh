@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --trainer
 scripts/verl-venv.sh >/dev/null   # the verl trainer virtualenv (numpy 2, no desktop-env)
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=30 "$@"   # the slowest 30 in the log: where CI time goes
