@@ -122,7 +122,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pool(cluster, vm_desktop):
     pool = EnvPool.create(name=OWNER, size=1, provider="docker", namespace=NAMESPACE, health_interval=2.0,
-                          desktop={"docker_image": vm_desktop.image, "vm_path": str(vm_desktop.qcow2),
+                          desktop={"docker_image": vm_desktop.image,  # no vm_path: the qcow2 built with the image
                                    "docker_memory": "2G", "docker_cpus": 2, "screen_width": SCREEN[0],
                                    "screen_height": SCREEN[1]},
                           env={"default_pause": 0.2})
@@ -144,6 +144,11 @@ def test_the_pool_boots_a_real_qemu_vm_running_the_images_own_kernel(pool, vm_de
     container_kernel = container.exec_run(["uname", "-r"]).output.decode().strip()
     assert guest["output"].strip() == vm_desktop.kernel
     assert vm_desktop.kernel not in (os.uname().release, container_kernel)
+
+
+def test_a_pool_given_only_our_image_boots_the_qcow2_built_with_it(pool, vm_desktop):
+    mounts = {mount["Destination"]: mount["Source"] for mount in the_container(pool).attrs["Mounts"]}
+    assert mounts["/System.qcow2"] == str(vm_desktop.qcow2)
 
 
 def test_desktop_envs_unmodified_python_controller_drives_the_vm(pool):
