@@ -37,7 +37,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import Progress
 
-from ..desktop_lite.build import GUEST_DIR, IMAGE_DIR, build_lock, digest, logged_build, mirror
+from ..desktop_lite.build import DEFAULT_PROFILE, GUEST_DIR, IMAGE_DIR, build_lock, digest, logged_build, mirror
 from ..engine import containers
 from . import build
 
@@ -147,7 +147,7 @@ def build_standin(force: bool = False, console: Console | None = None) -> Path:
 
 
 def _build(force: bool, progress: Progress, log: io.TextIOBase) -> None:
-    tarball = build._rootfs_tarball(force, progress, log)
+    tarball = build._rootfs_tarball(force, DEFAULT_PROFILE, progress, log)
     with tempfile.TemporaryDirectory(prefix="standin-", dir=build.cache_dir()) as workdir:
         work = Path(workdir)
         rootfs, out = work / "rootfs", work / "out"
