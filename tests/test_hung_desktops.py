@@ -139,14 +139,14 @@ def test_a_paused_idle_desktop_is_replaced_before_anyone_leases_it(pool):
     paused = time.time()
 
     def since_the_pause() -> list[str]:
-        return [state for when, index, state in pool.history() if index == slot.index and when >= paused]
+        return [state for when, index, state in pool.history() if index == slot.slot and when >= paused]
 
     # a health round (every second here) probes an idle desktop: its guest must answer in ping_timeout / 2 (5 s)
     wait_until(lambda: "replacing" in since_the_pause(), 1.0 + 5.0 + 5.0, interval=0.2,
-               what="the paused idle desktop being replaced", explain=lambda: str(pool.status().slots[slot.index]))
+               what="the paused idle desktop being replaced", explain=lambda: str(pool.status().slots[slot.slot]))
     print(f"paused idle desktop taken out {time.time() - paused:.1f}s after the pause")
     assert since_the_pause()[0] == "replacing", since_the_pause()  # never leased meanwhile
-    assert "did not answer a probe" in pool.status().slots[slot.index].last_error
+    assert "did not answer a probe" in pool.status().slots[slot.slot].last_error
     pool.wait_healthy(timeout=120)
-    assert pool.status().slots[slot.index].generation > slot.generation
+    assert pool.status().slots[slot.slot].generation > slot.generation
     assert len(containers("hung")) == 2
