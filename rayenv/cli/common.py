@@ -41,13 +41,15 @@ from rich.console import Console
 
 from ..errors import ConfigError, InvalidTaskConfig, RayEnvError
 from ..strict import message
+from ..tunnel.preflight import PreflightError
 
 #: Exit code of a usage or config mistake (click's own, for a bad flag).
 EXIT_USAGE = 2
 #: Exit code of a run that failed.
 EXIT_FAILED = 1
-#: The errors that mean "you asked for something wrong", not "it did not work".
-USAGE_ERRORS = (ConfigError, InvalidTaskConfig)
+#: The errors that mean "you asked for something wrong", not "it did not work". A pre-flight refusal (a port
+#: taken, Ray versions that differ) is one: nothing was started, and the fix is to the setup, as with a config.
+USAGE_ERRORS = (ConfigError, InvalidTaskConfig, PreflightError)
 
 console = Console(stderr=True)
 _debug = {"on": os.environ.get("RAYENV_DEBUG", "") not in ("", "0")}
