@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import Progress
@@ -234,14 +234,8 @@ def _build_disk(force: bool, profile: str, progress: Progress, log: io.TextIOBas
     disk_size = DISK_SIZES[profile]
     if shutil.which("mkfs.ext4") is None:
         raise ProviderUnavailable("mkfs.ext4 is not installed", phase="build", hint="apt-get install e2fsprogs")
-    with tempfile.TemporaryDirectory(prefix="disk-", dir=cache_dir()) as workdir:
-        work = Path(workdir)
-        rootfs, out = work / "rootfs", work / "out"
-        rootfs.mkdir()
-        out.mkdir()
-        task = progress.add_task("guest files into the rootfs", total=1)
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xpf", str(tarball)], check=True,
-                       stdout=log, stderr=subprocess.STDOUT)
+    task = progress.add_task("guest files into the rootfs", total=1)
+    with unpacked_rootfs(tarball, "disk-", log) as (_, rootfs, out):
         _install_guest_files(rootfs, profile, log)
         kernel = _copy_kernel(rootfs, out)
         progress.update(task, completed=1)
@@ -253,16 +247,34 @@ def _build_disk(force: bool, profile: str, progress: Progress, log: io.TextIOBas
         shutil.rmtree(rootfs)
         progress.update(task, completed=1)
         task = progress.add_task("qemu-img convert -O qcow2", total=1)
-        containers.client().containers.run(qemu_base_tag(), ["qemu-img", "convert", "-O", "qcow2", "/disk/disk.raw",
-                                                             "/disk/System.qcow2"],
-                                           volumes={str(out): {"bind": "/disk", "mode": "rw"}}, remove=True)
-        raw.unlink()
+        to_qcow2(out)
         (out / "manifest.json").write_text(json.dumps({"kernel": kernel, "disk_key": disk_key(profile),
                                                        "profile": profile}))
         progress.update(task, completed=1)
         shutil.rmtree(disk_dir(profile), ignore_errors=True)
         out.rename(disk_dir(profile))
 
+
+@contextlib.contextmanager
+def unpacked_rootfs(tarball: Path, prefix: str, log: io.TextIOBase) -> Iterator[tuple[Path, Path, Path]]:
+    """A work dir in the VM cache (same file system as the result, so it moves into place) holding ``rootfs/``,
+    the guest rootfs ``tarball`` unpacked with its owners, and an empty ``out/``; removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=cache_dir()) as workdir:
+        work = Path(workdir)
+        rootfs, out = work / "rootfs", work / "out"
+        rootfs.mkdir()
+        out.mkdir()
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xpf", str(tarball)], check=True,
+                       stdout=log, stderr=subprocess.STDOUT)
+        yield work, rootfs, out
+
+
+def to_qcow2(out: Path) -> None:
+    """``out/disk.raw`` becomes ``out/System.qcow2``, by the QEMU base image's qemu-img (the host needs none)."""
+    containers.client().containers.run(qemu_base_tag(), ["qemu-img", "convert", "-O", "qcow2", "/disk/disk.raw",
+                                                         "/disk/System.qcow2"],
+                                       volumes={str(out): {"bind": "/disk", "mode": "rw"}}, remove=True)
+    (out / "disk.raw").unlink()
 
 def _install_guest_files(rootfs: Path, profile: str, log: io.TextIOBase) -> None:
     """The guest server, init and the profile's session; the osworld profile's user and settings (in a chroot)."""

@@ -30,7 +30,6 @@ import json
 import shutil
 import struct
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -148,14 +147,8 @@ def build_standin(force: bool = False, console: Console | None = None) -> Path:
 
 def _build(force: bool, progress: Progress, log: io.TextIOBase) -> None:
     tarball = build._rootfs_tarball(force, DEFAULT_PROFILE, progress, log)
-    with tempfile.TemporaryDirectory(prefix="standin-", dir=build.cache_dir()) as workdir:
-        work = Path(workdir)
-        rootfs, out = work / "rootfs", work / "out"
-        rootfs.mkdir()
-        out.mkdir()
-        task = progress.add_task("installed system (apt: systemd, GRUB, sudo; user, service)", total=1)
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xpf", str(tarball)], check=True,
-                       stdout=log, stderr=subprocess.STDOUT)
+    task = progress.add_task("installed system (apt: systemd, GRUB, sudo; user, service)", total=1)
+    with build.unpacked_rootfs(tarball, "standin-", log) as (work, rootfs, out):
         _install_packages(rootfs, log)
         _configure(rootfs, log)
         progress.update(task, completed=1)
@@ -170,10 +163,7 @@ def _build(force: bool, progress: Progress, log: io.TextIOBase) -> None:
         shutil.rmtree(rootfs)
         progress.update(task, completed=1)
         task = progress.add_task("qemu-img convert -O qcow2", total=1)
-        containers.client().containers.run(build.qemu_base_tag(), ["qemu-img", "convert", "-O", "qcow2",
-                                                                   "/disk/disk.raw", "/disk/System.qcow2"],
-                                           volumes={str(out): {"bind": "/disk", "mode": "rw"}}, remove=True)
-        raw.unlink()
+        build.to_qcow2(out)
         (out / "manifest.json").write_text(json.dumps({"standin_key": standin_key(), "user": USER}))
         progress.update(task, completed=1)
         shutil.rmtree(standin_dir(), ignore_errors=True)
