@@ -74,7 +74,8 @@ class Desktop:
     def _connect(self, endpoint: GuestEndpoint) -> None:
         self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
         self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height),
-                                  downloads=DownloadCache(self.options.download_cache))
+                                  downloads=DownloadCache(self.options.download_cache),
+                                  client_password=self.spec.client_password)
 
     def revert(self) -> None:
         """Bring the desktop back to its pristine state, dropping the current task: in place where the

@@ -95,9 +95,10 @@ class TaskRunner:
     """Runs one desktop's task setup and evaluation through desktop-env's controllers."""
 
     def __init__(self, endpoint: GuestEndpoint, *, env: str, screen: tuple[int, int], cache_root: str | None = None,
-                 downloads: DownloadCache | None = None) -> None:
+                 downloads: DownloadCache | None = None, client_password: str = "password") -> None:
         self.endpoint = endpoint
         self.env = env
+        self.client_password = client_password  # the guest user's, for the setup steps that sudo
         self.screen = screen
         self.cache_root = cache_root or os.path.join(tempfile.gettempdir(), "rayenv-cache", env)
         self.downloads = downloads or DownloadCache()
@@ -129,7 +130,7 @@ class TaskRunner:
                 python_controller(vm_ip=self.endpoint.host, server_port=self.endpoint.port),
                 setup_controller(vm_ip=self.endpoint.host, server_port=self.endpoint.port,
                                  chromium_port=extra.get("chromium", 9222), vlc_port=extra.get("vlc", 8080),
-                                 cache_dir=self.cache_root, client_password="password",
+                                 cache_dir=self.cache_root, client_password=self.client_password,
                                  screen_width=self.screen[0], screen_height=self.screen[1]),
             )
         return self._controllers

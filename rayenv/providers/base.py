@@ -79,8 +79,8 @@ class DesktopSpec(StrictModel):
     lite_image: str | None = Field(None, description="desktop-lite image tag (default: the current version of profile)")
     profile: str = Field(DEFAULT_PROFILE, description="image profile of a lite desktop: small (a terminal, an editor, a "
                          "calculator; fast tests) | osworld (OSWorld's user/session contract and apps)")
-    client_password: str = Field("password", description="osworld profile: the password of the desktop's user "
-                                 "`user`, which `sudo -S` takes (OSWorld's tasks send desktop-env's client password)")
+    client_password: str = Field("password", description="the password of the guest's user (`user` on the osworld profile and on "
+                                 "OSWorld's image), which `sudo -S` takes: task setup and the VM's clock send it")
     docker_image: str = Field("happysixd/osworld-docker", description="OSWorld QEMU image")
     vm_path: str | None = Field(None, description="qcow2 on the env host for the docker provider (relative: to the "
                                 "directory of the process that creates the pool); default: what `rayenv vm fetch` got")

@@ -55,8 +55,6 @@ WORK_MOUNT = "/run/vm"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
-#: The password of the guest's user on OSWorld's image (desktop-env's ``client_password``), for sudo.
-CLIENT_PASSWORD = "password"
 #: Set the guest's clock to ``seconds`` (since the epoch) as root, whoever the guest server runs as.
 SET_CLOCK = ("if [ \"$(id -u)\" = 0 ]; then date -u -s @{seconds}; "
              "else echo '{password}' | sudo -S -p '' date -u -s @{seconds}; fi >/dev/null")
@@ -156,7 +154,7 @@ class DockerProvider(ContainerProvider):
         Through ``/setup/execute``, a route OSWorld's own guest server has too: its server runs as
         ``user``, so ``date`` goes through ``sudo -S`` with the client password (ours runs as root)."""
         assert self._endpoint is not None
-        command = {"command": SET_CLOCK.format(seconds=f"{time.time():.3f}", password=CLIENT_PASSWORD),
+        command = {"command": SET_CLOCK.format(seconds=f"{time.time():.3f}", password=self.spec.client_password),
                    "shell": True, "timeout": 10}
         try:
             done = requests.post(self._endpoint.url + "/setup/execute", json=command, timeout=15).json()
