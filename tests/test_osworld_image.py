@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import os
 import struct
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -27,17 +25,13 @@ import docker
 import pytest
 import ray
 
-from rayenv import EnvPool
 from rayenv.desktop_vm import standin
-from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.engine.kvm import kvm_status
 from rayenv.env.tasks import load_tasks
-from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.providers.qmp import Monitor
-from rayenv.tools.localcluster import ray_cluster
 from rayenv.waiting import wait_until
 
-from vm_guest import bash, container_id, container_name
+from vm_guest import bash, container_id, container_name, snapshot_pool
 
 #: A cold TCG boot of a systemd guest plus its golden state (made in the first test's setup) takes minutes.
 pytestmark = pytest.mark.timeout(1200)
@@ -100,35 +94,14 @@ def test_the_standins_boot_sector_is_an_mbr_disk_with_one_bootable_linux_partiti
     assert boot_mode(sector) == "bios"
 
 
-def owned_containers() -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={OWNER}"})
-
-
 @pytest.fixture(scope="module")
 def image_and_pool(tmp_path_factory):
     from rayenv.desktop_vm.build import build_vm_desktop
 
     image, qcow2 = build_vm_desktop().image, standin.build_standin()
-    with ray_cluster(tmp_path_factory.mktemp("osi"), base_port=24600, head_python=sys.executable,
-                     env_python=sys.executable, env_units=1) as cluster:
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        pool = EnvPool.create(name=OWNER, size=1, namespace=NAMESPACE, health_interval=2.0, revert_on_release=False,
-                              desktop={"provider": "docker", "docker_image": image, "vm_path": str(qcow2),
-                                       "docker_memory": "2G", "docker_cpus": 2, "screen_width": 800,
-                                       "screen_height": 600, "boot_timeout": 900},
-                              env={"default_pause": 0})
-        work_dirs = {c.labels[LABEL_WORKDIR] for c in owned_containers() if LABEL_WORKDIR in c.labels}
-        goldens = {c.labels[LABEL_GOLDEN] for c in owned_containers() if LABEL_GOLDEN in c.labels}
-        try:
-            yield image, pool
-        finally:
-            work_dirs |= {c.labels[LABEL_WORKDIR] for c in owned_containers() if LABEL_WORKDIR in c.labels}
-            pool.shutdown()
-            ray.shutdown()
-    assert owned_containers() == []
-    assert goldens, "the desktop started from a golden state"
-    assert not any(GoldenStore().overlay(digest).exists() for digest in goldens), "no golden state outlives the pool"
-    assert not [d for d in work_dirs if os.path.exists(d)], "no desktop overlay outlives the pool"
+    with snapshot_pool(tmp_path_factory.mktemp("osi"), 24600, OWNER, NAMESPACE, image, qcow2,
+                       boot_timeout=900) as pool:
+        yield image, pool
 
 
 @pytest.fixture

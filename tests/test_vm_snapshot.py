@@ -9,22 +9,16 @@ task scores 1.0 cycle after cycle, and a snapshot that cannot be loaded falls ba
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
-import docker
 import pytest
 import ray
 
-from rayenv import EnvPool
-from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.env.tasks import load_tasks
-from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.providers.qmp import Monitor
-from rayenv.tools.localcluster import ray_cluster
 from rayenv.waiting import wait_until
-from vm_guest import bash, container_id
+from vm_guest import bash, container_id, snapshot_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -34,35 +28,13 @@ NAMESPACE = "rayenv-vm-snap"
 TASK = next(t for t in load_tasks(REPO / "OSWorld" / "tasks") if t["id"] == "terminal-make-directory")
 
 
-def owned_containers() -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={OWNER}"})
-
-
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
     from rayenv.desktop_vm.build import build_vm_desktop
 
     vm = build_vm_desktop()
-    with ray_cluster(tmp_path_factory.mktemp("snap"), base_port=26000, head_python=sys.executable,
-                     env_python=sys.executable, env_units=1) as cluster:
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        pool = EnvPool.create(name=OWNER, size=1, namespace=NAMESPACE, health_interval=2.0, revert_on_release=False,
-                              desktop={"provider": "docker", "docker_image": vm.image, "vm_path": str(vm.qcow2),
-                                       "docker_memory": "2G", "docker_cpus": 2, "screen_width": 800,
-                                       "screen_height": 600},  # small: every observation is a PNG encoded under TCG
-                              env={"default_pause": 0})
-        work_dirs = {c.labels[LABEL_WORKDIR] for c in owned_containers() if LABEL_WORKDIR in c.labels}
-        goldens = {c.labels[LABEL_GOLDEN] for c in owned_containers() if LABEL_GOLDEN in c.labels}
-        try:
-            yield pool
-        finally:
-            work_dirs |= {c.labels[LABEL_WORKDIR] for c in owned_containers() if LABEL_WORKDIR in c.labels}
-            pool.shutdown()
-            ray.shutdown()
-    assert owned_containers() == []
-    assert goldens, "the desktop started from a golden state"
-    assert not any(GoldenStore().overlay(digest).exists() for digest in goldens), "no golden state outlives the pool"
-    assert not [d for d in work_dirs if os.path.exists(d)], "no desktop overlay outlives the pool"
+    with snapshot_pool(tmp_path_factory.mktemp("snap"), 26000, OWNER, NAMESPACE, vm.image, vm.qcow2) as pool:
+        yield pool
 
 
 @pytest.fixture

@@ -1,11 +1,22 @@
-"""Looking into a VM desktop of a pool from a test: desktop-env's own controller on its guest port."""
+"""VM desktops in tests: a one-desktop snapshot pool that must leave nothing behind, and a look into a desktop
+through desktop-env's own controller on its guest port."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
 
 import docker
 import ray
 
+from rayenv import EnvPool
+from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
+from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
+from rayenv.tools.localcluster import ray_cluster
 
 
 def container_name(env) -> str:
@@ -28,3 +39,35 @@ def bash(env, script: str) -> str:
     done = guest(env).run_bash_script(script, timeout=30)
     assert done and done["status"] == "success", done
     return done["output"]
+
+
+def owned_containers(owner: str) -> list:
+    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+
+
+@contextlib.contextmanager
+def snapshot_pool(temp_dir: Path, base_port: int, owner: str, namespace: str, image: str, qcow2: Path,
+                  **desktop: Any) -> Iterator[EnvPool]:
+    """A one-desktop docker pool of a VM disk at 800x600 (every observation is a PNG encoded under TCG) on its own
+    local Ray cluster; afterwards nothing of it may be left: no container, golden state or desktop overlay."""
+    with ray_cluster(temp_dir, base_port=base_port, head_python=sys.executable, env_python=sys.executable,
+                     env_units=1) as cluster:
+        ray.init(address=cluster.address, namespace=namespace, log_to_driver=False)
+        pool = EnvPool.create(name=owner, size=1, namespace=namespace, health_interval=2.0, revert_on_release=False,
+                              desktop={"provider": "docker", "docker_image": image, "vm_path": str(qcow2),
+                                       "docker_memory": "2G", "docker_cpus": 2, "screen_width": 800,
+                                       "screen_height": 600, **desktop},
+                              env={"default_pause": 0})
+        labels = [c.labels for c in owned_containers(owner)]
+        work_dirs = {label[LABEL_WORKDIR] for label in labels if LABEL_WORKDIR in label}
+        goldens = {label[LABEL_GOLDEN] for label in labels if LABEL_GOLDEN in label}
+        try:
+            yield pool
+        finally:
+            work_dirs |= {c.labels[LABEL_WORKDIR] for c in owned_containers(owner) if LABEL_WORKDIR in c.labels}
+            pool.shutdown()
+            ray.shutdown()
+    assert owned_containers(owner) == []
+    assert goldens, "the desktop started from a golden state"
+    assert not any(GoldenStore().overlay(digest).exists() for digest in goldens), "no golden state outlives the pool"
+    assert not [d for d in work_dirs if os.path.exists(d)], "no desktop overlay outlives the pool"
