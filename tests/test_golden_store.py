@@ -31,7 +31,8 @@ def test_a_state_is_only_reused_for_an_identical_vm(base):
     same = key(base)
     assert key(base).digest == same.digest
     assert len({same.digest, key(base, memory="4G").digest, key(base, cpus=4).digest,
-                key(base, screen=(1920, 1080)).digest, key(base, accelerator="kvm").digest}) == 5
+                key(base, screen=(1920, 1080)).digest, key(base, accelerator="kvm").digest,
+                key(base, boot="uefi").digest}) == 6
     base.write_bytes(b"QFI\xfb a new base image")  # a replaced qcow2 is a new base
     assert key(base).digest != same.digest
 

@@ -127,7 +127,8 @@ class DockerProvider(ContainerProvider):
         kvm = self._kvm or kvm_status(self.spec.docker_image)
         image = containers.client().images.get(self.spec.docker_image).id
         return GoldenKey.for_vm(self._vm_path(), image, self.spec.docker_memory, self.spec.docker_cpus,
-                                (self.spec.screen_width, self.spec.screen_height), "kvm" if kvm.available else "tcg")
+                                (self.spec.screen_width, self.spec.screen_height), "kvm" if kvm.available else "tcg",
+                                self.spec.vm_boot)
 
     def _make_golden(self, directory: Path) -> None:
         """Boot a desktop into ``directory``, let it settle, save its snapshot, stop its VM (the overlay stays)."""

@@ -47,13 +47,15 @@ class GoldenKey:
     cpus: int
     screen: str
     accelerator: str
+    boot: str  # the firmware the disk boots with (``auto``, ``bios``, ``uefi``, ``kernel``): a state saved under
+    # SeaBIOS does not load into OVMF
 
     @classmethod
     def for_vm(cls, base: Path, container_image: str, memory: str, cpus: int, screen: tuple[int, int],
-               accelerator: str) -> "GoldenKey":
+               accelerator: str, boot: str = "auto") -> "GoldenKey":
         stat = base.stat()
         return cls(f"{base.resolve()}:{stat.st_size}:{stat.st_mtime_ns}", container_image, memory, cpus,
-                   f"{screen[0]}x{screen[1]}", accelerator)
+                   f"{screen[0]}x{screen[1]}", accelerator, boot)
 
     @property
     def digest(self) -> str:
