@@ -6,7 +6,7 @@ of it with ``-loadvm`` in about two seconds instead of a 20-second boot, and eve
 desktop loads the same snapshot back (its copy holds it too).
 
 A golden state is only valid for the VM it was taken on: the same base qcow2, QEMU image, RAM,
-vCPUs, screen and accelerator. :class:`GoldenKey` names exactly that, and the store keys its
+vCPUs, screen, accelerator and firmware. :class:`GoldenKey` names exactly that, and the store keys its
 directories by the key's digest. Making one is serialized by a lock per key (the first desktop
 of a pool makes it; the others wait, then clone). Containers started from one carry the label
 ``rayenv.golden=<digest>``; :meth:`GoldenStore.remove_unused` (the reaper) deletes every golden
