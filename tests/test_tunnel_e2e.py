@@ -203,8 +203,8 @@ def _outage(tb, scenario: str, cause) -> None:
     before = tunnel_status(tb)
     node_before = health(tb)["node_id"]
     calls = subprocess.Popen(tb.argv(tb.cluster, [*driver_env(tb), PYTHON, str(REPO / "tests" / "tunnel_driver.py"),
-                                                  HEAD, "inflight", "150", str(CALL_TIMEOUT)], as_user=True),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                                  HEAD, "inflight", "300", str(CALL_TIMEOUT)], as_user=True),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(12)
     cause()
     started = time.monotonic()  # recovery counts from the end of the fault: ssh killed, link back up
@@ -215,13 +215,13 @@ def _outage(tb, scenario: str, cause) -> None:
     wait_until(lambda: pool_full(tb), 300, what="the pool back to full size",
                explain=lambda: f"{health(tb)}\n{worker_logs(tb)}")
     recovered = round(time.monotonic() - started, 1)
-    out, err = calls.communicate(timeout=400)
+    out, err = calls.communicate(timeout=CALL_TIMEOUT * 4)  # closes its stdin: it stops after its next good call
     outcomes = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert outcomes, err[-3000:]
     assert all(c["seconds"] <= CALL_TIMEOUT + 5 for c in outcomes), outcomes
     failures = [c for c in outcomes if c["outcome"] != "ok"]
     assert all(c["typed"] for c in failures), failures  # a Ray error or a rayenv error, never a bare one
-    assert outcomes[-1]["outcome"] == "ok", outcomes[-5:]
+    assert outcomes[-1]["outcome"] == "ok" and outcomes[-1]["at"] > started, outcomes[-5:]  # calls work again
     after = tunnel_status(tb)
     record(scenario, recovered_s=recovered, tunnel_back_s=tunnel_back, outage_s=after["last_outage_s"],
            calls=len(outcomes), failed_calls=len(failures), errors=sorted({c["outcome"].split(":")[0] for c in failures}),

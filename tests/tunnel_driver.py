@@ -1,14 +1,16 @@
 """A trainer-side driver for the tunnel tests, run on the "cluster" side as the unprivileged user.
 
 ``episode``: lease a desktop of the pool on the env host, solve a sample task, print the score.
-``inflight SECONDS TIMEOUT``: keep stepping one desktop for SECONDS, each call bounded by TIMEOUT;
+``inflight SECONDS TIMEOUT``: keep stepping one desktop for at most SECONDS, each call bounded by TIMEOUT;
 prints every call's outcome (ok, or the error's type) and duration, so a test can check that calls
-across a tunnel outage complete or fail typed, never hang.
+across a tunnel outage complete or fail typed, never hang. It stops early, after its next call that
+succeeds, that starts after its standard input is closed: the test closes it when the tunnel has recovered.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import sys
 import time
 from pathlib import Path
@@ -38,14 +40,21 @@ def episode() -> dict:
             "env_status": str(where)[:300]}
 
 
+def _closed(stream, wait: float) -> bool:
+    """Whether ``stream`` reached end of file, waiting at most ``wait`` seconds (the pause between calls)."""
+    readable, _, _ = select.select([stream], [], [], wait)
+    return bool(readable) and stream.buffer.read1(4096) == b""
+
+
 def inflight(seconds: float, timeout: float) -> list[dict]:
     pool = EnvPool.connect("default")
     calls = []
     lease = pool.acquire(timeout=120)
     try:
         ray.get(lease.env.reset.remote(None))
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        deadline, stop_after = time.monotonic() + seconds, None
+        while time.monotonic() < deadline and not (stop_after and calls[-1]["at"] >= stop_after
+                                                   and calls[-1]["outcome"] == "ok"):
             start = time.monotonic()
             try:
                 ray.get(lease.env.step.remote("pyautogui.moveTo(20, 20)", 0), timeout=timeout)
@@ -55,7 +64,8 @@ def inflight(seconds: float, timeout: float) -> list[dict]:
             calls.append({"at": round(start, 2), "outcome": outcome, "typed": typed,
                           "seconds": round(time.monotonic() - start, 2)})
             print(json.dumps(calls[-1]), flush=True)
-            time.sleep(0.2)
+            if stop_after is None and _closed(sys.stdin, wait=0.2):
+                stop_after = time.monotonic()
     finally:
         pool.release(lease)
     return calls
