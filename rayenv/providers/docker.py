@@ -172,6 +172,9 @@ class DockerProvider(ContainerProvider):
 
     def container_options(self) -> dict[str, Any]:
         env_name = self.ownership.env_name
+        # what fails at once first: the KVM check may boot a probe VM (seconds), and of another image than a missing one
+        qcow2 = self._vm_path()
+        containers.require_image(self.spec.docker_image, env_name)
         kvm = self._kvm = kvm_status(self.spec.docker_image)
         if not kvm.available and self.spec.require_kvm:
             raise ProviderUnavailable(f"KVM does not work here: {kvm.message}", env=env_name, phase="boot",
@@ -182,7 +185,6 @@ class DockerProvider(ContainerProvider):
         if not kvm.available:
             environment["KVM"] = "N"
             logger.warning("%s: running QEMU without KVM (slow): %s", env_name, kvm.message)
-        qcow2 = self._vm_path()
         self._prepare_work_dir()
         labels = {LABEL_WORKDIR: str(self.work_dir)} if self._given_work_dir is None else {}
         if self._golden is not None:  # its overlay, copied from the golden state, holds the snapshot to load
