@@ -21,6 +21,7 @@ import ray
 from test_pool_leaks import leftovers, nothing_left
 
 from rayenv import DesktopUnavailable, EnvPool
+from rayenv.engine.containers import LABEL_OWNER
 from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -59,6 +60,10 @@ def start_dockerd() -> None:
                          stdin=subprocess.DEVNULL, start_new_session=True)
     wait_until(docker_answers, START_TIMEOUT, interval=0.5, what="dockerd answering again",
                explain=lambda: f"see {cache / 'dockerd.log'}")
+
+
+def owned_containers() -> list:
+    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={POOL}"})
 
 
 @pytest.fixture
@@ -113,6 +118,9 @@ def test_a_docker_daemon_restart_under_a_lease_gives_the_lessee_a_rayenv_error_a
         pool.release(lease)  # its generation is gone: a harmless no-op
 
         pool.wait_healthy(timeout=300)  # a boot that failed while the daemon was down is retried
+        # the container that stopped with the daemon is reaped while the pool runs (every sixth health round)
+        wait_until(lambda: len(owned_containers()) == 1, 60, interval=0.5, what="the stopped container reaped",
+                   explain=lambda: str([(c.name, c.status) for c in owned_containers()]))
         with pool.lease(timeout=120) as fresh:
             fresh.call("reset", None, timeout=120)
             assert fresh.call("step", "pyautogui.moveTo(7, 7)", timeout=60)["done"] is False
