@@ -40,7 +40,7 @@ def process_group_memory_mib(pgid: int) -> float:
 
 def measure_desktop(provider_name: str, shots: int) -> dict[str, Any]:
     provider = make_provider(DesktopSpec(provider=provider_name, screen_width=1920, screen_height=1080),
-                             Ownership(owner="bench", env_id=f"bench-{provider_name}"))
+                             Ownership(owner="bench", env_name=f"bench-{provider_name}"))
     started = time.perf_counter()
     endpoint = provider.start()
     client_ = GuestClient(endpoint.url, env=provider_name)

@@ -38,7 +38,7 @@ def image_mib(tag: str) -> float:
 def measure_desktop(profile: str, steps: int) -> dict[str, Any]:
     """Start one lite desktop of ``profile``; time its first screenshot and ``steps`` action + screenshot steps."""
     provider = make_provider(DesktopSpec(provider="lite", profile=profile, screen_width=1920, screen_height=1080),
-                             Ownership(owner="bench", env_id=f"bench-profile-{profile}"))
+                             Ownership(owner="bench", env_name=f"bench-profile-{profile}"))
     started = time.perf_counter()
     endpoint = provider.start()
     guest = GuestClient(endpoint.url, env=profile)

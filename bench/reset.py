@@ -62,7 +62,7 @@ def dirty(desktop: Desktop) -> None:
 
 
 def vm_resets(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
-    desktop = Desktop(spec, Ownership(owner="bench-reset", env_id=name))
+    desktop = Desktop(spec, Ownership(owner="bench-reset", env_name=name))
     try:
         desktop.start()
         times = []
@@ -78,7 +78,7 @@ def vm_resets(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
 def vm_starts(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
     times = []
     for i in range(rounds):
-        desktop = Desktop(spec, Ownership(owner="bench-reset", env_id=f"{name}-{i}"))
+        desktop = Desktop(spec, Ownership(owner="bench-reset", env_name=f"{name}-{i}"))
         try:
             times.append(timed(lambda: (desktop.start(), desktop.observe())))
         finally:
@@ -106,7 +106,7 @@ if sys.argv[1] == "before":  # the import starts at boot but nobody waits for it
 
     TaskRunner.warm_up = staticmethod(warm_up_without_waiting)
 task = next(t for t in load_tasks(sys.argv[2]) if t["id"] == "mousepad-save-hello")
-desktop = Desktop(DesktopSpec(provider="lite", screen_width=1280, screen_height=720), Ownership(owner="bench-reset", env_id="lite-" + sys.argv[1]))
+desktop = Desktop(DesktopSpec(provider="lite", screen_width=1280, screen_height=720), Ownership(owner="bench-reset", env_name="lite-" + sys.argv[1]))
 began = time.perf_counter(); desktop.start(); boot = time.perf_counter() - began
 times = []
 for _ in range(6):

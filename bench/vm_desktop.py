@@ -36,7 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(spec: DesktopSpec, shots: int, steps: int) -> dict[str, Any]:
-    desktop = Desktop(spec, Ownership(owner="bench", env_id=f"bench-{spec.provider}"))
+    desktop = Desktop(spec, Ownership(owner="bench", env_name=f"bench-{spec.provider}"))
     started = time.perf_counter()
     try:
         desktop.start()

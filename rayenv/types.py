@@ -32,7 +32,7 @@ DesktopState = Literal["booting", "ready", "dirty", "broken", "closed"]
 class EnvStatus(TypedDict):
     """What ``env.status.remote()`` returns; answered even while a step runs."""
 
-    env: str
+    env_name: str
     provider: str
     state: DesktopState
     alive: bool

@@ -81,9 +81,19 @@ def _guard_fast_tier() -> None:
     subprocess.Popen.__init__ = guarded
 
 
+def _watch_for_ray_in_subprocesses(config) -> None:
+    """Give every process of this session a private Ray temp dir (``RAY_TMPDIR`` is inherited): the guard above
+    cannot reach a subprocess (a CLI command, a doc block), but a local Ray it starts leaves a session there."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rayenv-fast-ray-"))  # short: Ray's socket paths must stay < 108 bytes
+    atexit.register(shutil.rmtree, ray_tmp, True)
+    os.environ["RAY_TMPDIR"] = str(ray_tmp)
+    config._rayenv_ray_tmp = ray_tmp
+
+
 def pytest_configure(config):
     if "not slow" in (config.option.markexpr or "").replace("  ", " "):
         _guard_fast_tier()
+        _watch_for_ray_in_subprocesses(config)
 
 
 #: The fast tier's budget (issue 22): ``-m "not slow"`` must finish within it on a CI machine.
@@ -100,6 +110,12 @@ def pytest_sessionfinish(session, exitstatus):
     import time
 
     if "not slow" not in (session.config.option.markexpr or "") or exitstatus != 0:
+        return
+    ray_sessions = sorted(p.name for p in session.config._rayenv_ray_tmp.glob("ray/session_2*"))
+    if ray_sessions:
+        print(f"\na fast test started Ray through a subprocess ({', '.join(ray_sessions)}): mark it "
+              "@pytest.mark.slow (a doc block: <!-- doc-test: slow: WHAT -->)")
+        session.exitstatus = 1
         return
     took = time.monotonic() - session.config._rayenv_started
     if took > FAST_TIER_SECONDS and not session.config.option.keyword:

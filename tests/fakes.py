@@ -2,9 +2,9 @@
 
 ``FakeProvider`` serves a tiny in-process imitation of the guest API on 127.0.0.1: a 4x4 PNG as the
 screenshot, ``/execute`` that "runs" code by checking it compiles and raising when it contains
-``raise``. Tests kill a fake desktop by touching ``<RAYENV_FAKE_DIR>/<env_id>.dead``, and make it
-unreachable (its liveness check hangs, as across a dropped link) with ``<env_id>.silent``, and hang
-its actions (``/execute`` does not answer, as in a frozen desktop) with ``<env_id>.hung``.
+``raise``. Tests kill a fake desktop by touching ``<RAYENV_FAKE_DIR>/<env_name>.dead``, and make it
+unreachable (its liveness check hangs, as across a dropped link) with ``<env_name>.silent``, and hang
+its actions (``/execute`` does not answer, as in a frozen desktop) with ``<env_name>.hung``.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ def fake_dir() -> Path:
     return path
 
 
-def kill_file(env_id: str) -> Path:
-    return fake_dir() / f"{env_id}.dead"
+def kill_file(env_name: str) -> Path:
+    return fake_dir() / f"{env_name}.dead"
 
 
-def silence_file(env_id: str) -> Path:
-    return fake_dir() / f"{env_id}.silent"
+def silence_file(env_name: str) -> Path:
+    return fake_dir() / f"{env_name}.silent"
 
 
-def hang_file(env_id: str) -> Path:
-    return fake_dir() / f"{env_id}.hung"
+def hang_file(env_name: str) -> Path:
+    return fake_dir() / f"{env_name}.hung"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/screen_size":
             self._send(json.dumps({"width": 4, "height": 4}).encode())
         elif self.path == "/execute":
-            while hang_file(self.server.provider.ownership.env_id).exists():
+            while hang_file(self.server.provider.ownership.env_name).exists():
                 time.sleep(0.1)
             code = json.loads(body)["command"][-1]
             failed = "raise" in code
@@ -104,12 +104,12 @@ class FakeProvider(Provider):
         self._server: _FakeGuest | None = None
 
     def dead(self) -> bool:
-        return kill_file(self.ownership.env_id).exists()
+        return kill_file(self.ownership.env_name).exists()
 
     def start(self) -> GuestEndpoint:
         self._server = _FakeGuest(self)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        (fake_dir() / f"{self.ownership.env_id}.running").write_text(self.ownership.actor_id)
+        (fake_dir() / f"{self.ownership.env_name}.running").write_text(self.ownership.actor_id)
         return GuestEndpoint("127.0.0.1", self._server.server_address[1])
 
     def stop(self) -> None:
@@ -117,10 +117,10 @@ class FakeProvider(Provider):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        (fake_dir() / f"{self.ownership.env_id}.running").unlink(missing_ok=True)
+        (fake_dir() / f"{self.ownership.env_name}.running").unlink(missing_ok=True)
 
     def is_alive(self) -> bool:
-        while silence_file(self.ownership.env_id).exists():
+        while silence_file(self.ownership.env_name).exists():
             time.sleep(0.1)
         return self._server is not None and not self.dead()
 
@@ -132,5 +132,5 @@ class UnbootableProvider(FakeProvider):
     """A desktop this host cannot run (as a missing image or Docker engine): every start fails the same way."""
 
     def start(self) -> GuestEndpoint:
-        raise ProviderUnavailable("image rayenv/none:1 is not on this host", env=self.ownership.env_id, phase="boot",
+        raise ProviderUnavailable("image rayenv/none:1 is not on this host", env=self.ownership.env_name, phase="boot",
                                   hint="build it with `rayenv vm build`")

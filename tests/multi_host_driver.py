@@ -40,7 +40,7 @@ def steps(count: int) -> dict[str, str]:
     finally:
         for lease in leases:
             pool.release(lease)
-    hosts = {s.env: s.host for s in pool.status().slots}
+    hosts = {s.env_name: s.host for s in pool.status().slots}
     return {lease.env_name: hosts.get(lease.env_name, "") for lease in leases}
 
 

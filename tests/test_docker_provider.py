@@ -43,7 +43,7 @@ def test_the_docker_provider_passes_kvm_only_if_it_boots_mounts_the_vm_read_only
     qcow2.write_bytes(QCOW2_MAGIC + b"stand-in")
     spec = DesktopSpec(provider="docker", docker_image=build_image(), vm_path=str(qcow2), boot_timeout=60,
                        screen_width=800, screen_height=600)
-    provider = make_provider(spec, Ownership(owner="docker-test", env_id="qemu-0"))
+    provider = make_provider(spec, Ownership(owner="docker-test", env_name="qemu-0"))
     endpoint = provider.start()
     try:
         facts = provider.describe()
@@ -72,7 +72,7 @@ def test_a_missing_osworld_image_is_refused_with_how_to_get_it(tmp_path):
     qcow2 = tmp_path / "Ubuntu.qcow2"
     qcow2.write_bytes(QCOW2_MAGIC + b"stand-in")
     provider = make_provider(DesktopSpec(provider="docker", docker_image="rayenv/no-such-image:1", vm_path=str(qcow2)),
-                             Ownership(owner="docker-test", env_id="qemu-1"))
+                             Ownership(owner="docker-test", env_name="qemu-1"))
     with pytest.raises(ProviderUnavailable, match="not on this host") as error:
         provider.start()
     assert "docker pull" in error.value.hint
@@ -88,7 +88,7 @@ def test_require_kvm_refuses_with_the_boot_checks_reason_and_leaves_nothing():
     if kvm.available:
         pytest.skip(f"KVM boots a kernel on this host, nothing to refuse: {kvm.message}")
     provider = make_provider(DesktopSpec(provider="docker", docker_image=vm.image, vm_path=str(vm.qcow2),
-                                         require_kvm=True), Ownership(owner="docker-test", env_id="qemu-2"))
+                                         require_kvm=True), Ownership(owner="docker-test", env_name="qemu-2"))
     with pytest.raises(ProviderUnavailable, match="KVM does not work here") as error:
         provider.start()
     assert kvm.message in str(error.value) and "nested virtualization" in error.value.hint

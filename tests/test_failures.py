@@ -117,7 +117,7 @@ def test_an_untyped_error_while_booting_reaches_the_pool_as_desktop_unavailable(
     actor = OSWorldEnv.__ray_metadata__.modified_class.__new__(OSWorldEnv.__ray_metadata__.modified_class)
 
     class Booting:
-        name = "env-1"
+        env_name = "env-1"
 
         def start(self):
             raise EOFError("QEMU's monitor closed the connection")

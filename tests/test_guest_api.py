@@ -31,7 +31,7 @@ def desktop(request):
 
         build_image()
     provider = make_provider(DesktopSpec(provider=request.param, screen_width=WIDTH, screen_height=HEIGHT),
-                             Ownership(owner="guest-tests", env_id=f"guest-{request.param}"))
+                             Ownership(owner="guest-tests", env_name=f"guest-{request.param}"))
     endpoint = provider.start()
     yield endpoint
     provider.stop()

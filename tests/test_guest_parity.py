@@ -53,7 +53,7 @@ def _vm_spec() -> DesktopSpec:
 @pytest.fixture(scope="module", params=["lite", "vm"])
 def desktop(request):
     spec = {"lite": _lite_spec, "vm": _vm_spec}[request.param]()
-    provider = make_provider(spec, Ownership(owner="guest-parity", env_id=f"parity-{request.param}"))
+    provider = make_provider(spec, Ownership(owner="guest-parity", env_name=f"parity-{request.param}"))
     endpoint = provider.start()
     yield endpoint
     provider.stop()

@@ -135,7 +135,7 @@ def test_a_paused_idle_desktop_is_replaced_before_anyone_leases_it(pool):
 
     pool.wait_healthy(timeout=120)
     slot = next(s for s in pool.status().slots if s.state == "idle")
-    container_of(pool.envs()[slot.env]).pause()
+    container_of(pool.envs()[slot.env_name]).pause()
     paused = time.time()
 
     def since_the_pause() -> list[str]:

@@ -47,8 +47,8 @@ def test_an_unknown_profile_is_refused_with_the_known_ones():
 
 def test_a_lite_desktop_asks_for_its_profiles_image_and_passes_the_client_password():
     spec = DesktopSpec(provider="lite", profile="osworld", client_password="s3cret")
-    options = make_provider(spec, Ownership(owner="profile-tests", env_id="p")).container_options()
+    options = make_provider(spec, Ownership(owner="profile-tests", env_name="p")).container_options()
     assert options["image"] == lite_build.default_image_tag("osworld")
     assert options["environment"]["CLIENT_PASSWORD"] == "s3cret"
-    small = make_provider(DesktopSpec(provider="lite"), Ownership(owner="profile-tests", env_id="s"))
+    small = make_provider(DesktopSpec(provider="lite"), Ownership(owner="profile-tests", env_name="s"))
     assert small.container_options()["image"] == lite_build.default_image_tag("small")

@@ -30,7 +30,7 @@ OPTIONS = EnvOptions(default_pause=0.2)
 
 def make_desktop(provider: str, name: str) -> Desktop:
     desktop = Desktop(DesktopSpec(provider=provider, screen_width=1280, screen_height=720),
-                      Ownership(owner="scores-tests", env_id=name), OPTIONS)
+                      Ownership(owner="scores-tests", env_name=name), OPTIONS)
     desktop.start()
     return desktop
 

@@ -29,7 +29,7 @@ def guest():
     build_image(profile="osworld")
     provider = make_provider(DesktopSpec(provider="lite", profile="osworld", client_password=PASSWORD,
                                          screen_width=1280, screen_height=720),
-                             Ownership(owner="osworld-profile-tests", env_id="osworld-profile"))
+                             Ownership(owner="osworld-profile-tests", env_name="osworld-profile"))
     endpoint = provider.start()
     yield endpoint.url
     provider.stop()

@@ -173,7 +173,7 @@ def _desktop(spec: dict[str, Any], download_cache: str, name: str) -> Any:
     from rayenv.providers import DesktopSpec, Ownership
 
     desktop = Desktop(DesktopSpec(profile="osworld", **SCREEN, **spec),
-                      Ownership(owner="osworld-tasks-tests", env_id=name),
+                      Ownership(owner="osworld-tasks-tests", env_name=name),
                       EnvOptions(default_pause=0, download_cache=download_cache))
     desktop.start()
     return desktop

@@ -28,7 +28,8 @@ def cluster():
 
 def leftovers(pool: str) -> dict[str, list[str]]:
     """Every trace of pool ``pool`` on this host and in Ray, by kind (all empty when it left nothing)."""
-    found = {"actors": [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+    named = ray.util.list_named_actors(all_namespaces=True) if ray.is_initialized() else []  # no Ray: no actor
+    found = {"actors": [a["name"] for a in named
                         if a["name"].startswith(f"{pool}.env-") or a["name"] == f"rayenv-pool:{pool}"],
              "records": [p.name for p in run_dir(pool).glob("*.json")],
              "processes": [], "containers": [], "volumes": []}

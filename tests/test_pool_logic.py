@@ -102,7 +102,7 @@ def test_a_desktop_that_dies_is_reported_by_name_and_replaced(pool, cluster):
 
 def test_the_health_check_replaces_a_killed_actor(pool):
     before = pool.status().slots[0]
-    ray.kill(pool.envs()[before.env], no_restart=True)
+    ray.kill(pool.envs()[before.env_name], no_restart=True)
     wait_for(pool, lambda s: s.slots[0].generation > before.generation and s.slots[0].state == "idle", timeout=30)
     assert pool.status().healthy == 2
 
@@ -113,7 +113,7 @@ def patient_pool(cluster, request):
                           health_interval=0.3, ping_timeout=2.0, unreachable_grace=6.0, namespace="rayenv-tests",
                           env={"default_pause": 0})
     yield pool
-    silence_file(pool.status().slots[0].env).unlink(missing_ok=True)
+    silence_file(pool.status().slots[0].env_name).unlink(missing_ok=True)
     pool.shutdown()
 
 
@@ -131,12 +131,12 @@ def wait_for(pool: EnvPool, predicate, timeout: float = 20) -> PoolStatus:
 
 def test_a_desktop_silent_for_less_than_the_grace_is_kept_out_of_leases_and_comes_back_as_it_was(patient_pool):
     before = patient_pool.status().slots[0]
-    silence_file(before.env).touch()
+    silence_file(before.env_name).touch()
     silent = wait_for(patient_pool, lambda s: s.unreachable == 1)
     assert silent.healthy == 0 and silent.slots[0].last_error.startswith("unreachable")
     with pytest.raises(PoolError):
         patient_pool.acquire(timeout=1)
-    silence_file(before.env).unlink()
+    silence_file(before.env_name).unlink()
     back = wait_for(patient_pool, lambda s: s.unreachable == 0 and s.healthy == 1)
     assert (back.slots[0].generation, back.replacements) == (before.generation, 0)
     patient_pool.release(patient_pool.acquire(timeout=5))
@@ -144,13 +144,13 @@ def test_a_desktop_silent_for_less_than_the_grace_is_kept_out_of_leases_and_come
 
 def test_a_desktop_silent_for_longer_than_the_grace_is_replaced(patient_pool):
     before = patient_pool.status().slots[0]
-    silence_file(before.env).touch()
+    silence_file(before.env_name).touch()
     wait_for(patient_pool, lambda s: s.unreachable == 1)
     # the grace, then a new actor that imports desktop-env's evaluators before it reports ready
     replaced = wait_for(patient_pool, lambda s: s.replacements == 1 and s.healthy == 1, timeout=90)
     assert replaced.slots[0].generation > before.generation
     assert replaced.slots[0].last_error.startswith("unreachable for")
-    silence_file(before.env).unlink()
+    silence_file(before.env_name).unlink()
 
 
 @ray.remote(num_cpus=0)
@@ -271,6 +271,12 @@ def test_connect_sees_the_same_desktops(pool):
     assert sorted(other.healthy_names()) == sorted(pool.healthy_names()) and other.size == 2
 
 
+def test_every_handle_sees_the_pools_size_after_another_resizes_it(pool):
+    other = EnvPool.connect(pool.name, namespace="rayenv-tests")
+    pool.grow(1)  # an env host joining; a leaving one shrinks it the same way
+    assert (pool.size, other.size, other.status().healthy) == (3, 3, 3)
+
+
 def test_creating_a_pool_twice_or_connecting_to_none_says_what_to_do(pool):
     with pytest.raises(PoolError, match="already exists"):
         EnvPool.create(name=pool.name, size=1, provider=FAKE, namespace="rayenv-tests")
@@ -332,8 +338,8 @@ def test_the_reaper_removes_desktops_whose_actor_died_and_spares_those_whose_act
     living, dead = Owner.remote(), Owner.remote()
     living_id, dead_id = ray.get([living.actor_id.remote(), dead.actor_id.remote()])
     ray.kill(dead)
-    kept, orphan = (start_desktop(owner="reap-spec", env_id=env_id, actor_id=actor_id, width=320, height=240,
-                                  timeout=30) for env_id, actor_id in (("kept", living_id), ("orphan", dead_id)))
+    kept, orphan = (start_desktop(owner="reap-spec", env_name=env_name, actor_id=actor_id, width=320, height=240,
+                                  timeout=30) for env_name, actor_id in (("kept", living_id), ("orphan", dead_id)))
     try:
         # The pool passes no list of its live actors: one that booted after such a list was taken
         # would have its brand-new desktop reaped. The GCS, asked on the node, knows better.

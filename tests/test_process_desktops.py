@@ -29,7 +29,7 @@ OWNER = "process-tests"
 WORKER = """
 import json, sys
 from rayenv.desktop_lite.process import start_desktop
-desktop = start_desktop(owner=sys.argv[1], env_id=sys.argv[2], actor_id="", width=640, height=480, timeout=60)
+desktop = start_desktop(owner=sys.argv[1], env_name=sys.argv[2], actor_id="", width=640, height=480, timeout=60)
 print(json.dumps({"pgid": desktop.pgid, "watchdog": desktop.watchdog.pid, "workdir": str(desktop.workdir)}), flush=True)
 sys.stdin.read()
 """
@@ -49,8 +49,8 @@ def exited(pid: int) -> bool:
         return True
 
 
-def start_in_worker(env_id: str) -> tuple[subprocess.Popen, dict]:
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, OWNER, env_id], stdin=subprocess.PIPE,
+def start_in_worker(env_name: str) -> tuple[subprocess.Popen, dict]:
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, OWNER, env_name], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=os.environ)
     return worker, json.loads(worker.stdout.readline())
 
@@ -97,7 +97,7 @@ def test_the_reaper_leaves_alone_a_process_that_reused_a_recorded_process_group(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the session drops root only when the worker has it")
 def test_a_process_desktops_action_cannot_write_to_roots_home(runs):
-    desktop = start_desktop(owner=OWNER, env_id="unprivileged", actor_id="", width=640, height=480, timeout=60)
+    desktop = start_desktop(owner=OWNER, env_name="unprivileged", actor_id="", width=640, height=480, timeout=60)
     guest = GuestClient(f"http://127.0.0.1:{desktop.port}", env="unprivileged")
     try:
         escape = Path.home() / f"rayenv-escape-{os.getpid()}"

@@ -48,7 +48,7 @@ def test_setup_refuses_what_scoring_may_read_as_an_answer(response, during, fail
 @pytest.fixture(scope="module")
 def desktop() -> Iterator[Desktop]:
     desktop = Desktop(DesktopSpec(provider="process", screen_width=1024, screen_height=768),
-                      Ownership(owner="setup-watched-tests", env_id="setup-watched"), EnvOptions(default_pause=0))
+                      Ownership(owner="setup-watched-tests", env_name="setup-watched"), EnvOptions(default_pause=0))
     desktop.start()
     yield desktop
     desktop.close()

@@ -56,7 +56,7 @@ def test_health_recovers_after_a_dead_desktop_is_replaced(pool):
 
     handle, _ = pool
     app = TestClient(create_app("side", NAMESPACE))
-    kill_file(handle.status().slots[0].env).touch()
+    kill_file(handle.status().slots[0].env_name).touch()
     health: dict = {}
 
     def replaced() -> bool:

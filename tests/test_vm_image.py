@@ -162,7 +162,7 @@ def test_a_desktop_never_downloads_it_names_the_command_that_does(tmp_path, monk
 
 def test_the_docker_provider_fails_at_once_when_the_image_was_not_fetched(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYENV_VM_DIR", str(tmp_path))
-    provider = make_provider(DesktopSpec(provider="docker", boot_timeout=600), Ownership(owner="vm-test", env_id="vm-0"))
+    provider = make_provider(DesktopSpec(provider="docker", boot_timeout=600), Ownership(owner="vm-test", env_name="vm-0"))
     with pytest.raises(ProviderUnavailable, match="has not been fetched"):
         provider.start()
     assert not provider.is_alive()

@@ -53,4 +53,4 @@ def test_a_docker_desktop_given_only_the_built_image_mounts_its_qcow2():
     if built is None:
         pytest.skip("no `rayenv vm build` result on this host (tests/test_vm_desktop.py builds it)")
     spec = DesktopSpec(provider="docker", docker_image=built.image)
-    assert DockerProvider(spec, Ownership(owner="test", env_id="pairing"))._vm_path() == Path(built.qcow2)
+    assert DockerProvider(spec, Ownership(owner="test", env_name="pairing"))._vm_path() == Path(built.qcow2)

@@ -47,13 +47,14 @@ def owned_containers(owner: str) -> list:
 
 @contextlib.contextmanager
 def snapshot_pool(temp_dir: Path, base_port: int, owner: str, namespace: str, image: str, qcow2: Path,
-                  **desktop: Any) -> Iterator[EnvPool]:
+                  revert_on_release: bool = False, **desktop: Any) -> Iterator[EnvPool]:
     """A one-desktop docker pool of a VM disk at 800x600 (every observation is a PNG encoded under TCG) on its own
     local Ray cluster; afterwards nothing of it may be left: no container, golden state or desktop overlay."""
     with ray_cluster(temp_dir, base_port=base_port, head_python=sys.executable, env_python=sys.executable,
                      env_units=1) as cluster:
         ray.init(address=cluster.address, namespace=namespace, log_to_driver=False)
-        pool = EnvPool.create(name=owner, size=1, namespace=namespace, health_interval=2.0, revert_on_release=False,
+        pool = EnvPool.create(name=owner, size=1, namespace=namespace, health_interval=2.0,
+                              revert_on_release=revert_on_release,
                               desktop={"provider": "docker", "docker_image": image, "vm_path": str(qcow2),
                                        "docker_memory": "2G", "docker_cpus": 2, "screen_width": 800,
                                        "screen_height": 600, **desktop},

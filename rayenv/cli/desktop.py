@@ -55,12 +55,12 @@ def run(
     run_one(spec, f"try-{int(time.time())}", screenshot, f"starting a {provider} desktop ...", as_json)
 
 
-def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waiting: str, as_json: bool) -> None:
+def run_one(spec: "DesktopSpec", env_name: str, screenshot: Optional[Path], waiting: str, as_json: bool) -> None:
     """Start one desktop of ``spec``, print its guest URL, then save a screenshot or wait for Ctrl-C; always remove it."""
     from ..env.guest_client import GuestClient
     from ..providers import Ownership, make_provider
 
-    desktop = make_provider(spec, Ownership(owner="cli", env_id=env_id))
+    desktop = make_provider(spec, Ownership(owner="cli", env_name=env_name))
     try:
         started = time.perf_counter()
         with console.status(waiting):
@@ -68,7 +68,7 @@ def run_one(spec: "DesktopSpec", env_id: str, screenshot: Optional[Path], waitin
         seconds = round(time.perf_counter() - started, 1)
         console.print(f"guest API at {endpoint.url} after {seconds}s ({desktop.describe()})")
         if screenshot is not None:
-            screenshot.write_bytes(GuestClient(endpoint.url, env=env_id).screenshot())
+            screenshot.write_bytes(GuestClient(endpoint.url, env=env_name).screenshot())
             console.print(f"saved {screenshot}")
         if as_json:
             print_json({"url": endpoint.url, "seconds": seconds, "screenshot": screenshot and str(screenshot)})

@@ -64,7 +64,7 @@ def status(
         for column in ("slot", "env", "host", "state", "node", "leased for s", "replacements", "last error"):
             table.add_column(column, overflow="fold")
         for slot in pool.slots:
-            table.add_row(str(slot.slot), slot.env, slot.host or "-", slot.state, slot.node_id[:8],
+            table.add_row(str(slot.slot), slot.env_name, slot.host or "-", slot.state, slot.node_id[:8],
                           "" if slot.leased_for is None else str(slot.leased_for), str(slot.replacements),
                           slot.last_error or "")
         console.print(table)

@@ -146,13 +146,13 @@ def _hand_over(user: SessionUser | None, *paths: Path) -> None:
         os.chown(path, user.uid, user.gid)
 
 
-def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height: int, timeout: float) -> ProcessDesktop:
+def start_desktop(*, owner: str, env_name: str, actor_id: str, width: int, height: int, timeout: float) -> ProcessDesktop:
     """Start one desktop session (as :func:`session_user`) and wait until its guest server is listening."""
     check_programs()
     user = session_user()
     if user is not None:
         check_session_user(user)
-    workdir = Path(tempfile.mkdtemp(prefix=f"rayenv-{env_id}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"rayenv-{env_name}-"))
     port_file, display_file, home, tmp = workdir / "port", workdir / "display", workdir / "home", workdir / "tmp"
     home.mkdir()
     tmp.mkdir()
@@ -169,9 +169,9 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
     process = subprocess.Popen(["bash", str(SESSION_SCRIPT)], env=environment, stdin=subprocess.DEVNULL, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True, cwd=str(home), **as_user)
     log.close()
-    record = run_dir(owner) / f"{env_id}.json"
+    record = run_dir(owner) / f"{env_name}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"env": env_id, "actor_id": actor_id, "pgid": process.pid,
+    record.write_text(json.dumps({"env": env_name, "actor_id": actor_id, "pgid": process.pid,
                                   "started": _started(process.pid), "workdir": str(workdir)}))
     watchdog = subprocess.Popen([sys.executable, str(WATCHDOG), str(os.getpid()), str(process.pid), str(workdir),
                                  str(record)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -183,13 +183,13 @@ def start_desktop(*, owner: str, env_id: str, actor_id: str, width: int, height:
         if port_file.exists():
             return True
         if process.poll() is not None:
-            raise ProviderUnavailable(f"desktop session for {env_id} exited with {process.returncode}",
-                                      env=env_id, phase="boot", hint=f"session log:\n{tail()}")
+            raise ProviderUnavailable(f"desktop session for {env_name} exited with {process.returncode}",
+                                      env=env_name, phase="boot", hint=f"session log:\n{tail()}")
         return False
 
     try:  # the errors read the session log before the work directory goes
-        wait_until(session_up, timeout, interval=0.05, what=f"the desktop session for {env_id} starting",
-                   error=lambda message: EnvTimeout(message, env=env_id, phase="boot",
+        wait_until(session_up, timeout, interval=0.05, what=f"the desktop session for {env_name} starting",
+                   error=lambda message: EnvTimeout(message, env=env_name, phase="boot",
                                                     hint=f"raise desktop.boot_timeout; session log:\n{tail()}"))
     except BaseException:
         _remove(process, watchdog, record, workdir)

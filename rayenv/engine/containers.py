@@ -48,15 +48,20 @@ def image_exists(tag: str) -> bool:
         return False
 
 
+def require_image(image: str, env: str) -> None:
+    """Raise :class:`ProviderUnavailable` saying how to get ``image`` when this host does not have it."""
+    if not image_exists(image):
+        raise ProviderUnavailable(f"image {image} is not on this host", env=env, phase="boot",
+                                  hint="for desktop-lite run `rayenv desktop build`; for OSWorld's image "
+                                       "`docker pull` it (or `docker load` it from a machine that can)")
+
+
 def run_labelled(*, image: str, name: str, labels: dict[str, str], ports: Iterable[int], env: str,
                  environment: dict[str, str] | None = None, **options: Any) -> Any:
     """Start a detached container publishing ``ports`` on 127.0.0.1 (host ports chosen by Docker)."""
     import docker.errors
 
-    if not image_exists(image):
-        raise ProviderUnavailable(f"image {image} is not on this host", env=env, phase="boot",
-                                  hint="for desktop-lite run `rayenv desktop build`; for OSWorld's image "
-                                       "`docker pull` it (or `docker load` it from a machine that can)")
+    require_image(image, env)
     try:
         return client().containers.run(image, name=name, labels=labels, environment=environment or {}, detach=True,
                                        ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports}, **options)

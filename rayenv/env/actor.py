@@ -70,17 +70,17 @@ class _Metrics:
 class OSWorldEnv:
     """A Ray actor wrapping one :class:`~rayenv.env.desktop.Desktop`; the pool creates and names it."""
 
-    def __init__(self, pool: str, env_id: str, spec: dict[str, Any], options: dict[str, Any]) -> None:
+    def __init__(self, pool: str, env_name: str, spec: dict[str, Any], options: dict[str, Any]) -> None:
         context = ray.get_runtime_context()
-        ownership = Ownership(owner=pool, env_id=env_id, actor_id=context.get_actor_id() or "",
+        ownership = Ownership(owner=pool, env_name=env_name, actor_id=context.get_actor_id() or "",
                               node_id=context.get_node_id() or "")
         self.pool = pool
         self.desktop = Desktop(DesktopSpec.model_validate(spec), ownership, EnvOptions.model_validate(options))
         self._metrics = _Metrics(self.desktop.options.per_desktop_metrics)
         self.host = host_label(context)
         self._tags = {"pool": pool, "provider": self.desktop.spec.provider, "host": self.host,
-                      **({"env": env_id} if self.desktop.options.per_desktop_metrics else {})}
-        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_id}] %(name)s: %(message)s")
+                      **({"env": env_name} if self.desktop.options.per_desktop_metrics else {})}
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{env_name}] %(name)s: %(message)s")
 
     def _timed(self, phase: str, call: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -102,7 +102,7 @@ class OSWorldEnv:
         """
         if self.desktop.state == "booting":
             self._timed("boot", self._start_typed)
-        return self.desktop.name
+        return self.desktop.env_name
 
     def _start_typed(self) -> None:
         """Start the desktop; a failure no layer below typed (a library's own error) leaves as
@@ -112,7 +112,7 @@ class OSWorldEnv:
         except RayEnvError:
             raise
         except Exception as exc:
-            raise DesktopUnavailable(f"boot failed: {type(exc).__name__}: {exc}", env=self.desktop.name,
+            raise DesktopUnavailable(f"boot failed: {type(exc).__name__}: {exc}", env=self.desktop.env_name,
                                      phase="boot", hint="the pool retries the boot") from exc
 
     def reset(self, task_config: dict[str, Any] | None = None) -> Observation:

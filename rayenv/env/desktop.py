@@ -44,7 +44,7 @@ class Desktop:
         self.spec = spec
         self.ownership = ownership
         self.options = options or EnvOptions()
-        self.name = ownership.env_id
+        self.env_name = ownership.env_name
         self.provider: Provider = make_provider(spec, ownership)
         self.state: DesktopState = "booting"
         self._state_lock = threading.Lock()
@@ -56,7 +56,7 @@ class Desktop:
         self._runner: TaskRunner | None = None
         self._last_step: tuple[Any, StepResult] | None = None
         self._closing = False
-        self._recorder = TrajectoryRecorder(self.options.record_dir, self.name) if self.options.record_dir else None
+        self._recorder = TrajectoryRecorder(self.options.record_dir, self.env_name) if self.options.record_dir else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -72,8 +72,8 @@ class Desktop:
         logger.info("desktop %s ready at %s in %.1fs", self.provider.label(), endpoint.url, time.monotonic() - started)
 
     def _connect(self, endpoint: GuestEndpoint) -> None:
-        self._client = GuestClient(endpoint.url, env=self.name, timeout=self.options.observe_timeout)
-        self._runner = TaskRunner(endpoint, env=self.name, screen=(self.spec.screen_width, self.spec.screen_height),
+        self._client = GuestClient(endpoint.url, env=self.env_name, timeout=self.options.observe_timeout)
+        self._runner = TaskRunner(endpoint, env=self.env_name, screen=(self.spec.screen_width, self.spec.screen_height),
                                   downloads=DownloadCache(self.options.download_cache),
                                   client_password=self.spec.client_password)
 
@@ -121,7 +121,7 @@ class Desktop:
             self._client.probe(timeout)
         except RayEnvError as exc:
             self._mark_broken(DesktopUnavailable(f"idle desktop {self.provider.label()} did not answer a probe: "
-                                                 f"{exc.message}", env=self.name, phase="probe"))
+                                                 f"{exc.message}", env=self.env_name, phase="probe"))
             return False
         return True
 
@@ -147,7 +147,7 @@ class Desktop:
         if self._closing:
             self._stop_quietly()
             self._enter("closed")
-            raise DesktopUnavailable("the desktop was closed while it started", env=self.name, phase="boot",
+            raise DesktopUnavailable("the desktop was closed while it started", env=self.env_name, phase="boot",
                                      hint="the pool replaced or shut down this desktop; lease another")
 
     def _stop_quietly(self) -> None:
@@ -160,7 +160,7 @@ class Desktop:
     def reset(self, task_config: dict[str, Any] | None = None) -> Observation:
         """Revert if used, then run the task's setup. A bad task raises before the desktop is touched; a setup step
         the guest refused raises :class:`~rayenv.errors.SetupFailed` (drop the sample: it has no episode)."""
-        task = validate_task(task_config, env=self.name) if task_config is not None else None
+        task = validate_task(task_config, env=self.env_name) if task_config is not None else None
         runner = self._require_runner("reset")
         if task is not None:
             runner.check(task)
@@ -186,7 +186,7 @@ class Desktop:
         """Execute one action. ``step_id`` makes a retried call (same id) return the first result."""
         if step_id is not None and self._last_step is not None and self._last_step[0] == step_id:
             return self._last_step[1]
-        parsed = parse_action(action, env=self.name)
+        parsed = parse_action(action, env=self.env_name)
         client = self._require_client("step")
         pause = self.options.default_pause if pause is None else pause
         self._enter("dirty")
@@ -220,7 +220,7 @@ class Desktop:
     def evaluate(self) -> float:
         """The task's score in [0, 1]. Raises :class:`EvaluationError` when no score can be produced."""
         if self.task is None:
-            raise EvaluationError("no task to evaluate: reset(task_config) first", env=self.name, phase="evaluate",
+            raise EvaluationError("no task to evaluate: reset(task_config) first", env=self.env_name, phase="evaluate",
                                   hint="pass an OSWorld task config to reset")
         runner, task = self._require_runner("evaluate"), self.task
         try:
@@ -237,7 +237,7 @@ class Desktop:
         return score
 
     def status(self) -> EnvStatus:
-        return EnvStatus(env=self.name, provider=self.spec.provider, state=self.state,
+        return EnvStatus(env_name=self.env_name, provider=self.spec.provider, state=self.state,
                          alive=self.alive(),
                          node_id=self.ownership.node_id, task_id=self.task.id if self.task else None,
                          steps=len(self.action_history), episodes=self.episodes,
@@ -247,7 +247,7 @@ class Desktop:
     # -- helpers -----------------------------------------------------------------------------
     def _require_client(self, phase: str) -> GuestClient:
         if self._client is None or self.state in ("broken", "closed"):
-            raise DesktopUnavailable(f"desktop is {self.state}", env=self.name, phase=phase,
+            raise DesktopUnavailable(f"desktop is {self.state}", env=self.env_name, phase=phase,
                                      hint="release the lease as broken; the pool replaces the desktop")
         return self._client
 
@@ -266,7 +266,7 @@ class Desktop:
         except RayEnvError as exc:
             self.last_error = str(exc)
             if not self.provider.is_alive():
-                gone = DesktopUnavailable(f"desktop {self.provider.label()} died during {phase}", env=self.name,
+                gone = DesktopUnavailable(f"desktop {self.provider.label()} died during {phase}", env=self.env_name,
                                           phase=phase, hint="the pool replaces it; retry the episode elsewhere")
                 self._mark_broken(gone)
                 raise gone from None
@@ -278,7 +278,7 @@ class Desktop:
         client = self._require_client(phase)
         problems = self._guarded(lambda: client.problems(int(self.options.min_free_mb * 2**20)), phase)
         if problems:
-            broken = error(f"desktop {self.provider.label()} cannot run tasks: {'; '.join(problems)}", env=self.name,
+            broken = error(f"desktop {self.provider.label()} cannot run tasks: {'; '.join(problems)}", env=self.env_name,
                            phase=phase, hint="the pool replaces this desktop; retry the episode on another one"
                            + (" and drop this sample, it has no score" if phase == "evaluate" else ""))
             self._mark_broken(broken)
@@ -290,11 +290,11 @@ class Desktop:
         The thread cannot be killed, so on timeout the desktop is marked broken and the pool
         replaces it rather than letting a later call queue behind the stuck one.
         """
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-{phase}")
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.env_name}-{phase}")
         try:
             return self._guarded(lambda: pool.submit(call).result(timeout=timeout), phase)
         except concurrent.futures.TimeoutError:
-            error = EnvTimeout(f"{phase} took longer than {timeout:.0f}s on {self.provider.label()}", env=self.name,
+            error = EnvTimeout(f"{phase} took longer than {timeout:.0f}s on {self.provider.label()}", env=self.env_name,
                                phase=phase, hint=f"raise the pool's env.{option} (EnvOptions.{option}); the desktop will be replaced")
             self._mark_broken(error)
             raise error from None

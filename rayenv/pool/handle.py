@@ -129,7 +129,9 @@ class EnvPool:
     # -- inspection ------------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return self.config.size
+        """How many slots the pool has now, as its manager counts them (another process's ``grow`` or ``leave``
+        changes it; ``config`` is what this handle was made or last resized with)."""
+        return self.status(detail=False).size
 
     def status(self, detail: bool = True) -> PoolStatus:
         """The pool's counts per state and env host; with ``detail`` also one entry per slot."""
@@ -267,7 +269,7 @@ class EnvPool:
         return removed
 
     def __repr__(self) -> str:
-        return f"EnvPool({self.name!r}, size={self.size}, namespace={self.namespace!r})"
+        return f"EnvPool({self.name!r}, namespace={self.namespace!r})"  # no Ray call: a repr must not fail
 
     def __reduce__(self):
         return (EnvPool, (self.name, self.namespace, self._manager, self.config.model_dump()))

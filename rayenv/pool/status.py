@@ -13,7 +13,7 @@ from .slots import Slot, Slots
 @dataclass(frozen=True)
 class SlotStatus:
     slot: int
-    env: str
+    env_name: str
     state: str
     generation: int
     actor_id: str
@@ -28,7 +28,7 @@ class SlotStatus:
     @classmethod
     def of(cls, slot: Slot, now: float | None = None) -> SlotStatus:
         now = time.time() if now is None else now
-        return cls(slot=slot.index, env=slot.env_name, state=slot.state, generation=slot.generation,
+        return cls(slot=slot.index, env_name=slot.env_name, state=slot.state, generation=slot.generation,
                    actor_id=slot.actor_id, node_id=slot.node_id, host=slot.host, replacements=slot.replacements,
                    leased_for=round(now - slot.leased_at, 1) if slot.leased_at else None,
                    unreachable_for=round(now - slot.unreachable_since, 1) if slot.unreachable_since else None,
@@ -37,6 +37,9 @@ class SlotStatus:
 
 @dataclass(frozen=True)
 class PoolStatus:
+    """A pool's state. ``healthy`` counts the slots whose desktop is healthy (:attr:`Slot.healthy
+    <rayenv.pool.slots.Slot.healthy>`: up and answering), ``unreachable`` the silent ones."""
+
     name: str
     namespace: str
     size: int

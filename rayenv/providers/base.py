@@ -36,17 +36,17 @@ QEMU_OVERHEAD = 1 << 30
 class Ownership:
     """Who started a desktop: recorded on every container and process so it can be found again.
 
-    ``owner`` is the pool name (or ``"cli"`` for one-off desktops), ``env_id`` the desktop's name
+    ``owner`` is the pool name (or ``"cli"`` for one-off desktops), ``env_name`` the desktop's name
     within it, ``actor_id`` the Ray actor id (empty outside Ray) and ``node_id`` the Ray node.
     """
 
     owner: str
-    env_id: str
+    env_name: str
     actor_id: str = ""
     node_id: str = ""
 
     def labels(self, provider: str) -> dict[str, str]:
-        return {LABEL_OWNER: self.owner, LABEL_ENV: self.env_id, LABEL_ACTOR: self.actor_id,
+        return {LABEL_OWNER: self.owner, LABEL_ENV: self.env_name, LABEL_ACTOR: self.actor_id,
                 LABEL_NODE: self.node_id, LABEL_PROVIDER: provider}
 
 
@@ -198,4 +198,4 @@ class Provider(abc.ABC):
         """A short human name for errors: ``env-3 (container 1a2b3c4d)``."""
         facts = self.describe()
         detail = facts.get("container_name") or facts.get("display") or ""
-        return f"{self.ownership.env_id} ({detail})" if detail else self.ownership.env_id
+        return f"{self.ownership.env_name} ({detail})" if detail else self.ownership.env_name

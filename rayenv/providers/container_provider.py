@@ -44,12 +44,12 @@ class ContainerProvider(Provider):
         """The guest endpoint, given container port → host port."""
 
     def start(self) -> GuestEndpoint:
-        env_id = self.ownership.env_id
+        env_name = self.ownership.env_name
         options = {**self.spec.container_limits(), **self.container_options()}
         labels = {**self.ownership.labels(self.name), **options.pop("labels", {})}
         self._started_at, self._oom_killed = int(time.time()), False
         try:  # stop() also removes what container_options() made (a work directory) if the container never ran
-            self._container = containers.run_labelled(name=f"rayenv-{env_id}", labels=labels, env=env_id, **options)
+            self._container = containers.run_labelled(name=f"rayenv-{env_name}", labels=labels, env=env_name, **options)
             endpoint = self.endpoint(containers.published_ports(self._container))
             self._wait_ready(endpoint)
         except BaseException:
@@ -60,7 +60,7 @@ class ContainerProvider(Provider):
     def _wait_ready(self, endpoint: GuestEndpoint, interval: float | None = None) -> None:
         """Poll the guest API (every ``interval``, default :attr:`poll_interval`) until it answers; log
         progress every 10 s; fail if the container exits."""
-        container, env_id = self._container, self.ownership.env_id
+        container, env_name = self._container, self.ownership.env_name
 
         def answers() -> bool:
             try:
@@ -71,13 +71,13 @@ class ContainerProvider(Provider):
             if not containers.is_running(container):
                 logs = container.logs(tail=20).decode(errors="replace")
                 raise ProviderUnavailable(f"container {container.name} exited while starting",
-                                          env=env_id, phase="boot", hint=f"its last log lines:\n{logs}")
+                                          env=env_name, phase="boot", hint=f"its last log lines:\n{logs}")
             return False
 
         wait_until(answers, self.spec.boot_timeout or 0.0,  # filled per provider by DesktopSpec
                    interval=interval or self.poll_interval, what=f"{container.name}'s guest API answering",
-                   progress=lambda seconds: logger.info("%s: waiting for %s (%.0fs)", env_id, container.name, seconds),
-                   error=lambda message: EnvTimeout(message, env=env_id, phase="boot",
+                   progress=lambda seconds: logger.info("%s: waiting for %s (%.0fs)", env_name, container.name, seconds),
+                   error=lambda message: EnvTimeout(message, env=env_name, phase="boot",
                                                     hint="raise desktop.boot_timeout (a VM without KVM takes minutes)"))
 
     def stop(self) -> None:

@@ -100,7 +100,7 @@ class DockerProvider(ContainerProvider):
             self._set_guest_clock()
         except RayEnvError as exc:
             logger.warning("%s: starting from golden state %s failed (%s); discarding it and booting instead",
-                           self.ownership.env_id, key.digest, exc.message)
+                           self.ownership.env_name, key.digest, exc.message)
             self.stop()
             self.store.discard(key.digest)
             self._endpoint = super().start()
@@ -111,7 +111,7 @@ class DockerProvider(ContainerProvider):
         """Load the golden snapshot into the running VM; False on an image without snapshot resets."""
         if not self._snapshot_resets or self._endpoint is None or self.qmp_socket is None:
             return False
-        Monitor(self.qmp_socket, env=self.ownership.env_id).load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
+        Monitor(self.qmp_socket, env=self.ownership.env_name).load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
         self._wait_ready(self._endpoint, interval=0.05)  # the guest answers ~0.4 s after a load
         self._set_guest_clock()
         return True
@@ -134,20 +134,20 @@ class DockerProvider(ContainerProvider):
         """Boot a desktop into ``directory``, let it settle, save its snapshot, stop its VM (the overlay stays)."""
         started = time.monotonic()
         maker = DockerProvider(self.spec.model_copy(update={"snapshot_reset": False}),
-                               replace(self.ownership, env_id=f"{self.ownership.env_id}-golden"), work_dir=directory)
+                               replace(self.ownership, env_name=f"{self.ownership.env_name}-golden"), work_dir=directory)
         try:
             maker.start()
             time.sleep(SETTLE_SECONDS)
             maker._save(GOLDEN_SNAPSHOT)
-            Monitor(directory / "qmp.sock", env=maker.ownership.env_id).quit()
+            Monitor(directory / "qmp.sock", env=maker.ownership.env_name).quit()
             maker._container.wait(timeout=60)
         finally:
             maker.stop()
-        logger.info("%s: golden state %s made in %.1fs", self.ownership.env_id, directory.name, time.monotonic() - started)
+        logger.info("%s: golden state %s made in %.1fs", self.ownership.env_name, directory.name, time.monotonic() - started)
 
     def _save(self, name: str) -> None:
         assert self.qmp_socket is not None
-        Monitor(self.qmp_socket, env=self.ownership.env_id).save_snapshot(name, timeout=SAVE_TIMEOUT)
+        Monitor(self.qmp_socket, env=self.ownership.env_name).save_snapshot(name, timeout=SAVE_TIMEOUT)
 
     def _set_guest_clock(self) -> None:
         """A loaded snapshot resumes the guest's clock where it was saved: set it to the host's.
@@ -161,29 +161,31 @@ class DockerProvider(ContainerProvider):
             done = requests.post(self._endpoint.url + "/setup/execute", json=command, timeout=15).json()
         except (requests.RequestException, ValueError) as exc:
             raise SnapshotError(f"could not set the guest's clock after loading its snapshot: {exc}",
-                                env=self.ownership.env_id, phase="snapshot", hint="the desktop is restarted") from None
+                                env=self.ownership.env_name, phase="snapshot", hint="the desktop is restarted") from None
         if done.get("returncode") != 0:
             raise SnapshotError(f"could not set the guest's clock: {done.get('error') or done}",
-                                env=self.ownership.env_id, phase="snapshot", hint="the desktop is restarted")
+                                env=self.ownership.env_name, phase="snapshot", hint="the desktop is restarted")
 
     def _vm_path(self) -> Path:
         """The qcow2 to mount; never downloaded here (a boot window is no place for 10 GB)."""
         return locate_vm_image(self.spec.vm_path, self.spec.vm_url or OSWORLD_UBUNTU_URL, image=self.spec.docker_image,
-                               env=self.ownership.env_id)
+                               env=self.ownership.env_name)
 
     def container_options(self) -> dict[str, Any]:
-        env_id = self.ownership.env_id
+        env_name = self.ownership.env_name
+        # what fails at once first: the KVM check may boot a probe VM (seconds), and of another image than a missing one
+        qcow2 = self._vm_path()
+        containers.require_image(self.spec.docker_image, env_name)
         kvm = self._kvm = kvm_status(self.spec.docker_image)
         if not kvm.available and self.spec.require_kvm:
-            raise ProviderUnavailable(f"KVM does not work here: {kvm.message}", env=env_id, phase="boot",
+            raise ProviderUnavailable(f"KVM does not work here: {kvm.message}", env=env_name, phase="boot",
                                       hint="enable nested virtualization for this VM, or set require_kvm: false")
         environment = {"DISK_SIZE": "32G", "RAM_SIZE": self.spec.docker_memory, "CPU_CORES": str(self.spec.docker_cpus),
                        "BOOT_MODE": self.spec.vm_boot,
                        "SCREEN_WIDTH": str(self.spec.screen_width), "SCREEN_HEIGHT": str(self.spec.screen_height)}
         if not kvm.available:
             environment["KVM"] = "N"
-            logger.warning("%s: running QEMU without KVM (slow): %s", env_id, kvm.message)
-        qcow2 = self._vm_path()
+            logger.warning("%s: running QEMU without KVM (slow): %s", env_name, kvm.message)
         self._prepare_work_dir()
         labels = {LABEL_WORKDIR: str(self.work_dir)} if self._given_work_dir is None else {}
         if self._golden is not None:  # its overlay, copied from the golden state, holds the snapshot to load
@@ -206,7 +208,7 @@ class DockerProvider(ContainerProvider):
                 self.work_dir = self._given_work_dir
             else:
                 work_root().mkdir(parents=True, exist_ok=True)
-                self.work_dir = Path(tempfile.mkdtemp(prefix=f"{self.ownership.owner}-{self.ownership.env_id}-",
+                self.work_dir = Path(tempfile.mkdtemp(prefix=f"{self.ownership.owner}-{self.ownership.env_name}-",
                                                       dir=work_root()))
 
     def stop(self) -> None:

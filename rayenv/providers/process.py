@@ -20,7 +20,7 @@ class ProcessProvider(Provider):
         self._desktop: ProcessDesktop | None = None
 
     def start(self) -> GuestEndpoint:
-        self._desktop = start_desktop(owner=self.ownership.owner, env_id=self.ownership.env_id,
+        self._desktop = start_desktop(owner=self.ownership.owner, env_name=self.ownership.env_name,
                                       actor_id=self.ownership.actor_id, width=self.spec.screen_width,
                                       height=self.spec.screen_height, timeout=self.spec.boot_timeout)
         return GuestEndpoint("127.0.0.1", self._desktop.port, extra_ports=dict(APP_PORTS))
