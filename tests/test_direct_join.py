@@ -152,7 +152,7 @@ def hosts(bed):
             yield joined
         finally:
             for host in reversed(joined):
-                bed.run(host.ns, [*RAYENV, "worker", "stop"], env=host.env(), timeout=180)
+                bed.run(host.ns, [*RAYENV, "worker", "stop", "--keep-pool"], env=host.env(), timeout=180)
             on_cluster(bed, *RAYENV, "head", "stop")
 
 
