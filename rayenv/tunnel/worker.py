@@ -93,11 +93,11 @@ def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WOR
     if _supervisor_pid(directory):
         raise PreflightError(f"A worker is already running (supervisor pid {_supervisor_pid(directory)}).",
                              phase="preflight", hint="rayenv worker stop")
-    stop_node(Path(state.temp_dir))  # leftover agents of an earlier join hold our pinned ports
-    check_ports_free(state.plan, forwards=not state.direct)
-    if state.direct:
+    if state.direct:  # the head first: an unreachable one is the commoner mistake, and nothing local explains it
         check_head_reachable(state.plan.head_address)
         token = _read_token(token_file)
+    stop_node(Path(state.temp_dir))  # leftover agents of an earlier join hold our pinned ports
+    check_ports_free(state.plan, forwards=not state.direct)
     desktop = PoolConfig.load(pool_config, provider=state.provider).desktop
     check_memory(desktop, state.size)  # before joining: Ray would place desktops this host cannot hold
     directory.mkdir(parents=True, exist_ok=True)
