@@ -8,7 +8,8 @@ size the bench measures:
 
 * ``lease_release_per_s``: lease+release cycles per second with ``--lessees`` concurrent lessees
   (asyncio tasks of one driver calling ``acquire_async``/``release_async``; each release also makes the
-  manager revert the desktop, as pools do by default), and the manager's CPU time per cycle;
+  manager revert the desktop, as pools do by default), and the CPU time per cycle of the manager, of the
+  lessees' driver and of the whole machine (where the cycle's cost goes);
 * ``health_round_s``: one full health round (``check_health``: a ping to every desktop), median of 3;
 * ``status_s``: ``EnvPool.status()`` as ``rayenv status`` asks it (the summary), median of 5, and the
   pickled size of the summary and of the status with every slot; ``status_cli_s``: the whole
@@ -29,6 +30,7 @@ import os
 import pickle
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,16 +91,22 @@ def measure(size: int, node_ids: list[str], args: argparse.Namespace) -> dict[st
     manager = psutil.Process(ray.get(fleet.manager.pid.remote()))
     try:
         asyncio.run(lease_and_release(fleet.pool, args.lessees, 2.0))  # warm-up: workers, connections
-        cpu_before = sum(manager.cpu_times()[:2])
+        driver, machine_before = psutil.Process(), psutil.cpu_times()
+        cpu_before = sum(manager.cpu_times()[:2]), sum(driver.cpu_times()[:2]), machine_before.user + machine_before.system
         leases = asyncio.run(lease_and_release(fleet.pool, args.lessees, args.seconds))
-        cpu_per_cycle_ms = 1000 * (sum(manager.cpu_times()[:2]) - cpu_before) / max(leases["cycles"], 1)
+        machine_after = psutil.cpu_times()
+        cpu_after = sum(manager.cpu_times()[:2]), sum(driver.cpu_times()[:2]), machine_after.user + machine_after.system
+        cpu_per_cycle_ms = [1000 * (after - before) / max(leases["cycles"], 1)
+                            for before, after in zip(cpu_before, cpu_after)]
         rounds = [timed(lambda: ray.get(fleet.manager.check_health.remote(False)))[0] for _ in range(3)]
         statuses = [timed(lambda: fleet.pool.status(detail=False))[0] for _ in range(5)]
         summary, detail = fleet.pool.status(detail=False), fleet.pool.status()
         history = fleet.pool.history()
         row = {"slots": size, "nodes": len(node_ids) + 1, "env_nodes": len(node_ids), "sim_hosts": hosts,
                "lessees": args.lessees, "boot_s": round(boot_s, 2), **leases,
-               "manager_cpu_ms_per_cycle": round(cpu_per_cycle_ms, 3),
+               "manager_cpu_ms_per_cycle": round(cpu_per_cycle_ms[0], 3),
+               "driver_cpu_ms_per_cycle": round(cpu_per_cycle_ms[1], 3),
+               "machine_cpu_ms_per_cycle": round(cpu_per_cycle_ms[2], 3),
                "health_round_s": round(statistics.median(rounds), 3),
                "health_round_us_per_slot": round(1e6 * statistics.median(rounds) / size, 1),
                "status_s": round(statistics.median(statuses), 4), "status_summary_bytes": len(pickle.dumps(summary)),
@@ -108,6 +116,9 @@ def measure(size: int, node_ids: list[str], args: argparse.Namespace) -> dict[st
                "load_avg_1m": round(os.getloadavg()[0], 1)}  # how busy the shared machine was
         if size == max(args.sizes):
             row["status_cli_s"] = round(timed_rayenv("status", "--address", args.address), 2)
+            # the floor under any command that talks to Ray: a fresh Python importing it
+            row["import_ray_s"] = round(timed(lambda: subprocess.run([sys.executable, "-c", "import ray"],
+                                                                      check=True))[0], 2)
         return row
     finally:
         fleet.shutdown()
@@ -148,7 +159,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     (RESULTS / "scale.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot(rows, RESULTS / "scale.png")
     keys = ["slots", "nodes", "sim_hosts", "boot_s", "lease_release_per_s", "cycle_p50_ms", "cycle_p99_ms",
-            "manager_cpu_ms_per_cycle", "health_round_s", "status_s", "status_summary_bytes", "status_detail_bytes",
+            "manager_cpu_ms_per_cycle", "driver_cpu_ms_per_cycle", "machine_cpu_ms_per_cycle", "health_round_s", "status_s", "status_summary_bytes", "status_detail_bytes",
             "history_entries", "manager_rss_mib", "load_avg_1m"]
     lines = ["# Scale: one pool manager, 128 to a thousand+ slots", "",
              f"`{' '.join(['bench/scale.py', *sys.argv[1:]])}`: simulated desktops (rayenv.tools.simfleet) on "

@@ -1,12 +1,14 @@
-"""``rayenv head``, ``rayenv worker`` and ``rayenv tunnel``: the env host joins the head over one ssh.
+"""``rayenv head``, ``rayenv worker`` and ``rayenv tunnel``: the env host joins the head over one ssh, or directly.
 
 On the cluster (your user, no root)::
 
-    rayenv head start
+    rayenv head start                        # env hosts join over ssh
+    rayenv head start --node-ip 10.0.0.1     # env hosts on a LAN or overlay join directly
 
 On the env host (root; it is your VM)::
 
     rayenv worker start --ssh you@gpu-box --size 4 --provider docker
+    rayenv worker start --address 10.0.0.1:6379 --token-file head_token --size 4 --provider docker
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..tunnel.ssh import SshTarget, permanent_failure
 from .common import RayenvTyper, console, either, flag, hidden_alias, json_option, print_json
 
 head_app = RayenvTyper(help="The Ray head on the cluster side (as your user, no root).")
-worker_app = RayenvTyper(help="The env host: join the head over one ssh and host a pool.")
+worker_app = RayenvTyper(help="The env host: join the head (over one ssh, or directly) and host a pool.")
 tunnel_app = RayenvTyper(help="The SSH join of an env host to the Ray head.")
 
 TunnelConfigOption = typer.Option(None, "--tunnel-config", exists=True,
@@ -107,9 +109,14 @@ def head_start(
     config: Optional[Path] = hidden_alias("--config", exists=True),
     short_config: Optional[Path] = hidden_alias("-c", exists=True),
     drivers: Optional[int] = DriversOption,
+    node_ip: Optional[str] = typer.Option(None, help="the head's address on a LAN or overlay (WireGuard, Tailscale) "
+                                          "that env hosts reach directly (`worker start --address`); default: the "
+                                          "tunnel config's head_ip, a loopback alias only the ssh path reaches"),
 ) -> None:
     """Start the Ray head with every port pinned; print the driver address and the env host's command."""
     resolved = PortPlan.load(_tunnel_config(tunnel_config, config, short_config), driver_workers=drivers)
+    if node_ip:
+        resolved = PortPlan.model_validate({**resolved.model_dump(), "head_ip": node_ip})
     info = head_side.start(resolved, temp_dir, head_side.default_token_path())
     if as_json:
         print_json(info.model_dump())
@@ -118,7 +125,12 @@ def head_start(
                   f"dashboard http://127.0.0.1:{resolved.head.dashboard}")
     print(f"# drivers on this machine (the trainer, rayenv status):\n{head_side.driver_hint(info)}")
     print("# on the env host (as root; add --tunnel-config with the same file if you changed ports):")
-    print("rayenv worker start --ssh $USER@<this host> --size 4 --provider docker")
+    if node_ip:
+        print(f"# copy {info.token_path} there first, over a channel you trust (scp)")
+        print(f"rayenv worker start --address {info.address} --token-file <the copied token> --size 4 "
+              "--provider docker")
+    else:
+        print("rayenv worker start --ssh $USER@<this host> --size 4 --provider docker")
 
 
 @head_app.command("stop")
@@ -129,7 +141,11 @@ def head_stop() -> None:
 
 @worker_app.command("start")
 def worker_start(
-    ssh: str = typer.Option(..., help="USER@HOST of the head's sshd"),
+    ssh: Optional[str] = typer.Option(None, help="USER@HOST of the head's sshd: join through one ssh tunnel"),
+    address: Optional[str] = typer.Option(None, help="HEAD:PORT of the head's Ray GCS on a LAN or overlay: join "
+                                          "directly, no tunnel (the head ran `rayenv head start --node-ip HEAD`)"),
+    token_file: Path = typer.Option(head_side.default_token_path(), help="with --address: a copy of the head's Ray "
+                                    "token file (over ssh it is read from the head)"),
     size: int = typer.Option(..., min=1, help="desktops on this env host"),
     provider: str = typer.Option("docker", help="docker | lite | process"),
     pool: str = typer.Option("default", help="the pool to create, or to grow by --size if another env host "
@@ -153,27 +169,46 @@ def worker_start(
     short_config: Optional[Path] = hidden_alias("-c", exists=True),
     drivers: Optional[int] = DriversOption,
 ) -> None:
-    """Pre-flight, open the tunnel (kept up by a background supervisor), join Ray, create or grow the pool, serve /health."""
+    """Pre-flight, open the tunnel (or, with --address, reach the head directly), join Ray (kept joined by a background
+    supervisor), create or grow the pool, serve /health."""
+    if (ssh is None) == (address is None):
+        raise RayEnvError("Give exactly one of --ssh USER@HOST (join through an ssh tunnel) and --address HEAD:PORT "
+                          "(join directly over a LAN or overlay).", phase="worker start",
+                          hint="rayenv worker start --help")
     resolved = PortPlan.load(_tunnel_config(tunnel_config, config, short_config), pool_size=size,
                              host_index=host_index, driver_workers=drivers).model_copy(
         update={"host_id": worker_side.host_id()})
+    if address:
+        resolved = _direct_plan(resolved, address)
     state = worker_side.WorkerState(
-        ssh=_target(ssh, ssh_port, identity, jump, ssh_option), plan=resolved, size=size, provider=provider,
-        pool=pool, namespace=namespace, temp_dir=str(temp_dir), token_path=str(worker_side.WORKER_DIR / "auth_token"),
-        sidecar_host=sidecar_host, sidecar_port=sidecar_port)
-    console.print("tunnel: " + shlex.join(state.ssh.tunnel_command(resolved)), soft_wrap=True, markup=False)
-    _check_login(state.ssh)
-    with console.status("opening the tunnel, joining Ray, booting the pool's desktops ..."):
-        info, status = worker_side.start(state, pool_config=pool_config, timeout=timeout)
+        ssh=_target(ssh, ssh_port, identity, jump, ssh_option) if ssh else None, plan=resolved, size=size,
+        provider=provider, pool=pool, namespace=namespace, temp_dir=str(temp_dir),
+        token_path=str(worker_side.WORKER_DIR / "auth_token"), sidecar_host=sidecar_host, sidecar_port=sidecar_port)
+    if state.ssh:
+        console.print("tunnel: " + shlex.join(state.ssh.tunnel_command(resolved)), soft_wrap=True, markup=False)
+        _check_login(state.ssh)
+    with console.status("joining Ray, booting the pool's desktops ..."):
+        head, status = worker_side.start(state, pool_config=pool_config, timeout=timeout,
+                                         token_file=token_file if address else None)
     if as_json:
-        print_json({"head": info.address, "host_id": resolved.host_id, "host_index": resolved.host_index,
+        print_json({"head": head, "host_id": resolved.host_id, "host_index": resolved.host_index,
                     "pool": status})
     up = f"{status['healthy']}/{status['size']} desktops up"
     if status["healthy"] < status["size"]:
         up += " (the pool keeps retrying the others; `rayenv status` shows why they failed)"
-    console.print(f"joined {info.address} as {resolved.host_id} (host index {resolved.host_index}) with {size} x "
+    console.print(f"joined {head} as {resolved.host_id} (host index {resolved.host_index}) with {size} x "
                   f"osworld_env; pool [bold]{pool}[/bold]: {up}; "
                   f"GET http://{sidecar_host}:{sidecar_port}/health; supervisor state in {worker_side.WORKER_DIR}")
+
+
+def _direct_plan(plan: PortPlan, address: str) -> PortPlan:
+    """The plan with the head at ``address`` (HOST:PORT); the env host's own ports stay pinned (firewall rules)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayEnvError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379, the head's --node-ip and "
+                          "its GCS port).", phase="worker start", hint="rayenv head start prints the address")
+    data = plan.model_dump()
+    return PortPlan.model_validate({**data, "head_ip": host, "head": {**data["head"], "gcs": int(port)}})
 
 
 @worker_app.command("stop")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..pool.config import DEFAULT_NAMESPACE
+from ..pool.config import DEFAULT_NAMESPACE, manager_name
 from ..pool.status import PoolStatus
 from .common import connect_ray, json_option, print_json
 
@@ -40,13 +40,11 @@ def status(
     each slot with ``--slots``."""
     import ray
 
-    from ..pool.handle import EnvPool, manager_name
-
     connect_ray(address)
-    prefix, pools = manager_name(""), []
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith(prefix):
-            pools.append(EnvPool.connect(actor["name"][len(prefix):], actor["namespace"]).status(slots))
+    prefix = manager_name("")
+    managers = [ray.get_actor(actor["name"], namespace=actor["namespace"])
+                for actor in ray.util.list_named_actors(all_namespaces=True) if actor["name"].startswith(prefix)]
+    pools: list[PoolStatus] = ray.get([manager.status.remote(slots) for manager in managers])  # asked together
     if as_json:
         print_json([pool.to_dict() for pool in pools])
         return

@@ -103,7 +103,7 @@ def export_tunnel_metrics(watcher: PoolWatcher, worker_dir: Path, host: str, per
         status = read_status(worker_dir)
         if status:
             reconnects.set(status.reconnects, tags=tags)
-            up.set(float(status.tunnel == "up"), tags=tags)
+            up.set(float(status.tunnel in ("up", "direct")), tags=tags)  # direct: no tunnel to lose
         time.sleep(period)
 
 

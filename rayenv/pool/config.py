@@ -21,6 +21,12 @@ DEFAULT_RESOURCE = "osworld_env"
 POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
+def manager_name(pool: str) -> str:
+    """The Ray actor name of ``pool``'s manager (here, not in the manager's module: `rayenv status` finds
+    managers by it without importing the manager and the env actor it starts)."""
+    return f"rayenv-pool:{pool}"
+
+
 class PoolConfig(StrictModel):
     """Everything a pool needs. Nested ``desktop`` and ``env`` sections map to the desktop and env models."""
 

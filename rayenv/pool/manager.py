@@ -21,7 +21,7 @@ from ..cluster_state import actor_id_of, actor_is_gone, dead_jobs, host_of
 from ..env.actor import OSWorldEnv
 from ..errors import PoolError, RayEnvError
 from ..failures import PERMANENT_BOOT_ERRORS, Failure, classify, classify_probe
-from .config import PoolConfig
+from .config import PoolConfig, manager_name
 from .events import (Boot, BootFailed, BootStarted, BootSucceeded, Broken, Closing, Created,
                      Effect, Event, Grow, Leased, Leave, LesseeDied, PingOk, PingSilent, Released,
                      Retire, Retired, Retry, Revert, RevertDone, RevertFailed, RevertSilent, Start)
@@ -43,10 +43,6 @@ REAP_EVERY = 6
 GAUGE_PERIOD = 1.0
 #: Slot states on the way to a desktop (``start`` and ``grow`` wait until none of their slots is in one).
 ON_THE_WAY = ("queued", "booting", "replacing")
-
-
-def manager_name(pool: str) -> str:
-    return f"rayenv-pool:{pool}"
 
 
 @ray.remote(num_cpus=0)

@@ -171,8 +171,10 @@ def _kill_namespace(tb_ns: str) -> None:
 
 
 @contextmanager
-def testbed(*, ssh_port: int = 22022, traverse: Sequence[Path] = ()) -> Iterator[Testbed]:
+def testbed(*, ssh_port: int = 22022, traverse: Sequence[Path] = (), routed: bool = False) -> Iterator[Testbed]:
     """Build both namespaces, the veth, the firewall and sshd; tear all of it down on exit.
+
+    ``routed``: no firewall, the two sides reach each other on every port (a LAN or an overlay network).
 
     Its files live in a directory of its own under /tmp (mode 711): pytest resets its own tmp root
     to 700 whenever any pytest session starts, which would lock the non-root user out mid-test.
@@ -196,7 +198,8 @@ def testbed(*, ssh_port: int = 22022, traverse: Sequence[Path] = ()) -> Iterator
         for ns, dev, ip in ((tb.cluster, tb.veth + "c", tb.cluster_ip), (tb.envhost, tb.veth + "e", tb.envhost_ip)):
             sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
-        _firewall_envhost(tb.envhost, tb.cluster_ip, ssh_port)
+        if not routed:
+            _firewall_envhost(tb.envhost, tb.cluster_ip, ssh_port)
         _ensure_user(tb.home)
         tb.root_home.mkdir(parents=True, exist_ok=True)
         modes = _grant_traverse(traverse)
@@ -249,9 +252,10 @@ class EnvHost:
 
 
 @contextmanager
-def extra_envhost(tb: Testbed, index: int) -> Iterator[EnvHost]:
+def extra_envhost(tb: Testbed, index: int, routed: bool = False) -> Iterator[EnvHost]:
     """Env host number ``index`` (1, 2, ...) beside the testbed's own: another namespace whose only way out is
-    TCP to the same sshd, over a veth of its own (10.214.<n>.0/30); removed, with all its processes, on exit."""
+    TCP to the same sshd (``routed``: any traffic to and from the cluster), over a veth of its own
+    (10.214.<n>.0/30); removed, with all its processes, on exit."""
     net = (int(tb.cluster_ip.split(".")[2]) + index) % 250
     host = EnvHost(ns=f"{tb.envhost}-{index}", ip=f"10.214.{net}.2", veth=f"{tb.veth}{index}",
                    root_home=tb.tmp / f"envhost-{index}-home")
@@ -266,7 +270,8 @@ def extra_envhost(tb: Testbed, index: int) -> Iterator[EnvHost]:
         sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/30", "dev", host.veth + "e")
         sh("ip", "-n", host.ns, "link", "set", host.veth + "e", "up")
         sh("ip", "-n", host.ns, "route", "add", tb.cluster_ip, "via", cluster_ip)  # sshd listens on cluster_ip
-        _firewall_envhost(host.ns, tb.cluster_ip, tb.ssh_port)
+        if not routed:
+            _firewall_envhost(host.ns, tb.cluster_ip, tb.ssh_port)
         host.root_home.mkdir(parents=True, exist_ok=True)
         yield host
     finally:

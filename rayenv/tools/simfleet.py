@@ -60,7 +60,8 @@ class SimHost:
         return {"node_id": SIM_NODE_PREFIX + self.name, "state": state,
                 "details": {"exit_reason": "simulated death"} if state == "dead" else {}}
 
-    async def ping(self, desktop: str) -> bool:
+    async def ping(self, desktop: str, probe: float | None = None) -> bool:
+        """As the env actor's ping; ``probe`` (the guest check of idle desktops) costs a simulated guest nothing."""
         if self.desktops.get(desktop) == "ready" and self.random.random() < self.behaviour.death_rate:
             self.desktops[desktop] = "dead"
         return self.desktops.get(desktop) == "ready"

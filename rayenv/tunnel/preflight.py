@@ -18,8 +18,9 @@ class PreflightError(RayEnvError):
     """The join cannot work as configured; nothing was started (or it was undone)."""
 
 
-def env_host_listeners(plan: PortPlan) -> dict[tuple[str, int], str]:
-    """Every (address, port) the env host will listen on, named for the error message."""
+def env_host_listeners(plan: PortPlan, forwards: bool = True) -> dict[tuple[str, int], str]:
+    """Every (address, port) the env host will listen on, named for the error message (``forwards``: the
+    tunnel's ``-L`` listeners too; a direct join has none)."""
     env = plan.env_host
     named = {"node manager": env.node_manager, "object manager": env.object_manager,
              "dashboard agent grpc": env.dashboard_agent_grpc, "dashboard agent http": env.dashboard_agent_http,
@@ -28,7 +29,9 @@ def env_host_listeners(plan: PortPlan) -> dict[tuple[str, int], str]:
                  for name, port in named.items()}
     listeners.update({(plan.env_ip, port): "env host worker port (env_host.min_worker_port..)"
                       for port in env.worker_range})
-    listeners.update({(plan.head_ip, port): f"-L forward of the head's port {port}" for port in plan.local_forwards()})
+    if forwards:
+        listeners.update({(plan.head_ip, port): f"-L forward of the head's port {port}"
+                          for port in plan.local_forwards()})
     return listeners
 
 
@@ -43,8 +46,8 @@ def _holder(port: int) -> str:
     return "another process"
 
 
-def check_ports_free(plan: PortPlan) -> None:
-    for (ip, port), role in env_host_listeners(plan).items():
+def check_ports_free(plan: PortPlan, forwards: bool = True) -> None:
+    for (ip, port), role in env_host_listeners(plan, forwards).items():
         with socket.socket() as probe:
             try:
                 probe.bind((ip, port))
@@ -57,6 +60,21 @@ def check_ports_free(plan: PortPlan) -> None:
                     f"join, run `rayenv worker stop`; otherwise stop that process, or move the port in your tunnel "
                     f"config (configs/tunnel.yaml) and pass the same file to `rayenv head start` and "
                     f"`rayenv worker start --config`.", phase="preflight", hint=f"free {ip}:{port}") from None
+
+
+def check_head_reachable(address: str, timeout: float = 5) -> None:
+    """A direct join dials the head's GCS itself: an unreachable one (overlay down, firewall) fails here in
+    seconds, not after ``ray start``'s minute of retries."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise PreflightError(
+            f"The head's Ray GCS at {address} does not answer from this env host ({exc.strerror or exc}): a direct "
+            f"join needs a routed link to the head. Check that the head runs `rayenv head start --node-ip "
+            f"{host}`, that this host reaches {host} (the overlay is up: `ping {host}`), and that the head's "
+            f"firewall lets this host in on port {port} and the head's other Ray ports (`rayenv tunnel plan` "
+            f"lists them).", phase="preflight", hint=f"nc -vz {host} {port}") from None
 
 
 def check_versions(head_python: str, head_ray: str, here_python: str, here_ray: str) -> None:

@@ -1,8 +1,9 @@
-"""The env host's supervisor: keeps the tunnel, the Ray node and the sidecar up until told to stop.
+"""The env host's supervisor: keeps the tunnel (if any), the Ray node and the sidecar up until told to stop.
 
 Runs as a background process (``python -m rayenv.tunnel.supervisor STATE_DIR``) started by
 ``rayenv worker start``; ``rayenv worker stop`` sends it SIGTERM. It holds no Ray connection of its
-own, so it outlives everything it restarts. One loop, three duties:
+own, so it outlives everything it restarts. One loop, three duties (two on a direct join, ``worker start
+--address``, where the head is routable over a LAN or an overlay and there is no tunnel to keep):
 
 * the ssh tunnel: reconnect with capped exponential backoff (reset after a connection that held);
   a refused ``-R`` (an old session on the head still holds the port after a link drop or NAT
@@ -34,13 +35,14 @@ from .raynode import ray_env, ray_start, raylet_running, stop_node, write_json
 from .ssh import SshTarget, permanent_failure, refused_remote_ports, stale_listener_cleanup
 
 WORKER_DIR = Path.home() / ".cache" / "rayenv" / "worker"
-TunnelState = Literal["connecting", "up", "down", "stopped"]
+#: "direct": no tunnel, the head is reached over a routed link (LAN, WireGuard/Tailscale overlay)
+TunnelState = Literal["connecting", "up", "down", "stopped", "direct"]
 
 
 class WorkerState(BaseModel):
     """What ``rayenv worker start`` decided; the supervisor and ``worker stop`` act on it."""
 
-    ssh: SshTarget
+    ssh: SshTarget | None = Field(None, description="the head's sshd; None: a direct join (no tunnel)")
     plan: PortPlan
     size: int
     provider: str
@@ -57,6 +59,10 @@ class WorkerState(BaseModel):
 
     def env(self) -> dict[str, str]:
         return ray_env(Path(self.token_path), self.plan.worker_env())
+
+    @property
+    def direct(self) -> bool:
+        return self.ssh is None
 
 
 class Status(BaseModel):
@@ -165,10 +171,16 @@ class Supervisor:
         stop_node(temp)
         done = ray_start(self.state.worker_flags(), temp, self.state.env())
         if done.returncode != 0:
-            self._publish(last_error=f"ray start failed: {(done.stderr or done.stdout)[-500:]}")
+            said = (done.stderr or done.stdout)[-500:]
+            self._publish(last_error=f"ray start failed: {said}")
             self._log(f"ray start failed:\n{done.stdout}\n{done.stderr}")
+            if self.state.direct and not rejoin:
+                # the head answered `worker start`'s probe, so a first join that fails is a version or token
+                # mismatch no retry cures: `worker start` reports Ray's own sentence at once
+                self._publish(fatal=f"`ray start` could not join {self.state.plan.head_address}: {said}")
+                self.stopping = True
             return
-        self._log("re-joined Ray as a new node (the head had declared the old one dead)" if rejoin else "joined Ray")
+        self._log("re-joined Ray as a new node (the old raylet was gone)" if rejoin else "joined Ray")
         self._publish(ray_joined=True, rejoins=self.status.rejoins + int(rejoin))
 
     def _ensure_sidecar(self) -> None:
@@ -187,6 +199,15 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         (self.dir / "supervisor.pid").write_text(str(os.getpid()))
+        if self.state.direct:
+            self._publish(tunnel="direct")
+            self._log(f"direct join of {self.state.plan.head_address} (no tunnel)")
+            self._keep_node()
+        else:
+            self._keep_tunnel()
+        self._shutdown()
+
+    def _keep_tunnel(self) -> None:
         backoff = 1.0
         while not self.stopping:
             problem = self._open_tunnel()
@@ -210,14 +231,17 @@ class Supervisor:
                 self._clean_stale(refused)
             self._sleep(backoff)
             backoff = min(backoff * 2, self.state.max_backoff)
-        self._shutdown()
 
     def _tunnel_up(self) -> None:
         outage = None if self.down_since is None else round(time.time() - self.down_since, 2)
         self.down_since, self.ever_up = None, True
         self._publish(tunnel="up", last_outage_s=outage if outage is not None else self.status.last_outage_s)
         self._log(f"tunnel up (pid {self.ssh.pid})" + (f" after {outage}s down" if outage else ""))
-        while not self.stopping and self.ssh.poll() is None:
+        self._keep_node(lambda: self.ssh.poll() is None)
+
+    def _keep_node(self, link_up=lambda: True) -> None:
+        """Re-join Ray when the raylet is gone and restart the sidecar, while the link (the tunnel) holds."""
+        while not self.stopping and link_up():
             self._ensure_ray()
             if self.status.ray_joined:
                 self._ensure_sidecar()

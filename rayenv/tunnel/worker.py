@@ -1,9 +1,14 @@
-"""``rayenv worker start|stop``: the env host joins the head over one ssh, then hosts a pool.
+"""``rayenv worker start|stop``: the env host joins the head (over one ssh, or directly), then hosts a pool.
 
 Order matters: check locally (ports, RAM for the desktops), bring the tunnel up (the supervisor owns it from then on),
 ask the head through it what to match (versions, token), join, create the pool (or grow it, when
 another env host created it: one pool spans the hosts), serve /health. Any failure undoes what was
 started, so a second attempt starts clean.
+
+A direct join (``--address HEAD:PORT``, the LAN or overlay path) has no tunnel and no ssh to read the
+head's files: the user brings the head's token file, a TCP probe of the head's GCS stands in for the
+tunnel coming up, and Ray's own ``ray start`` refuses another Ray or Python version (the supervisor
+then reports its sentence as fatal instead of retrying).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ..pool.capacity import check_memory
 from ..pool.config import PoolConfig
 from ..pool.reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
 from ..waiting import wait_until
-from .preflight import PreflightError, check_ports_free, check_same_head_ports, check_versions
+from .preflight import PreflightError, check_head_reachable, check_ports_free, check_same_head_ports, check_versions
 from .raynode import HeadInfo, stop_node, versions
 from .supervisor import WORKER_DIR, Status, WorkerState, read_status, state_file
 
@@ -56,7 +61,8 @@ def _wait_for(directory: Path, ready, what: str, timeout: float) -> Status:
             seen.append(status)
             return True
         if status and status.fatal:
-            raise PreflightError(status.fatal, phase="worker start", hint=f"see {directory}/ssh.log")
+            raise PreflightError(status.fatal, phase="worker start",
+                                 hint=f"see {directory}/supervisor.log and ssh.log")
         return False
 
     def last_problem() -> str:
@@ -80,13 +86,18 @@ def _head_info(state: WorkerState) -> HeadInfo:
 
 
 def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WORKER_DIR,
-          timeout: float = 120) -> tuple[HeadInfo, dict]:
-    """Join and create the pool; returns the head's facts and the new pool's status."""
+          timeout: float = 120, token_file: Path | None = None) -> tuple[str, dict]:
+    """Join and create the pool; returns the head's address and the new pool's status.
+
+    ``token_file``: the head's Ray token, brought by the user (a direct join; over ssh it is read from the head)."""
     if _supervisor_pid(directory):
         raise PreflightError(f"A worker is already running (supervisor pid {_supervisor_pid(directory)}).",
                              phase="preflight", hint="rayenv worker stop")
+    if state.direct:  # the head first: an unreachable one is the commoner mistake, and nothing local explains it
+        check_head_reachable(state.plan.head_address)
+        token = _read_token(token_file)
     stop_node(Path(state.temp_dir))  # leftover agents of an earlier join hold our pinned ports
-    check_ports_free(state.plan)
+    check_ports_free(state.plan, forwards=not state.direct)
     desktop = PoolConfig.load(pool_config, provider=state.provider).desktop
     check_memory(desktop, state.size)  # before joining: Ray would place desktops this host cannot hold
     directory.mkdir(parents=True, exist_ok=True)
@@ -99,21 +110,38 @@ def start(state: WorkerState, *, pool_config: Path | None, directory: Path = WOR
     subprocess.Popen([sys.executable, "-m", "rayenv.tunnel.supervisor", str(directory)], stdin=subprocess.DEVNULL,
                      stdout=log, stderr=log, start_new_session=True, env=os.environ.copy())
     try:
-        _wait_for(directory, lambda s: s.tunnel == "up", "the ssh tunnel", timeout)
-        info = _head_info(state)
-        check_versions(info.python, info.ray, *versions())
-        check_same_head_ports(info.plan, state.plan)
-        token = state.ssh.run(f"cat {shlex.quote(info.token_path)}")
-        if token.returncode != 0:
-            raise PreflightError(f"cannot read the head's Ray token {info.token_path}: {token.stderr.strip()}",
-                                 phase="preflight", hint="rayenv head start creates it")
+        if not state.direct:
+            token = _token_through_tunnel(state, directory, timeout)
         Path(state.token_path).touch(mode=0o600)
-        Path(state.token_path).write_text(token.stdout.strip())
+        Path(state.token_path).write_text(token)
         _wait_for(directory, lambda s: s.ray_joined, "joining Ray", timeout)
-        return info, _create_pool(state, pool_config, directory)
+        return state.plan.head_address, _create_pool(state, pool_config, directory)
     except BaseException:
         stop(directory, shutdown_pool=False)
         raise
+
+
+def _token_through_tunnel(state: WorkerState, directory: Path, timeout: float) -> str:
+    """Once the tunnel is up: check the head's versions and ports, and read its Ray token."""
+    _wait_for(directory, lambda s: s.tunnel == "up", "the ssh tunnel", timeout)
+    info = _head_info(state)
+    check_versions(info.python, info.ray, *versions())
+    check_same_head_ports(info.plan, state.plan)
+    token = state.ssh.run(f"cat {shlex.quote(info.token_path)}")
+    if token.returncode != 0:
+        raise PreflightError(f"cannot read the head's Ray token {info.token_path}: {token.stderr.strip()}",
+                             phase="preflight", hint="rayenv head start creates it")
+    return token.stdout.strip()
+
+
+def _read_token(path: Path | None) -> str:
+    token = path.read_text().strip() if path and path.is_file() else ""
+    if not token:
+        raise PreflightError(f"A direct join needs the head's Ray token, and {path or 'no --token-file'} holds none: "
+                             "copy the head's token file (`rayenv head start` prints its path) to this host over a "
+                             "channel you trust and pass it as --token-file.", phase="preflight",
+                             hint="rayenv worker start --address HEAD:PORT --token-file FILE")
+    return token
 
 
 def _create_pool(state: WorkerState, pool_config: Path | None, directory: Path) -> dict:
@@ -136,7 +164,7 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
     except OSError:
         return False
     status = read_status(directory)
-    if shutdown_pool and status and status.tunnel == "up" and status.ray_joined:
+    if shutdown_pool and status and status.tunnel in ("up", "direct") and status.ray_joined:
         try:  # the desktops die with the node anyway; this only makes the pool's manager forget them cleanly
             subprocess.run([sys.executable, "-m", "rayenv.tunnel.envhost_driver", "leave",
                             str(state_file(directory))], capture_output=True, text=True,
