@@ -24,6 +24,8 @@ import yaml
 from rayenv.tools import netns
 from rayenv.waiting import wait_until
 
+from env_hosts import Host
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(Path(sys.executable).absolute())
 RAYENV = [PYTHON, "-m", "rayenv.cli.main"]
@@ -51,36 +53,6 @@ def test_a_worker_start_needs_exactly_one_way_to_reach_the_head(tmp_path):
     for done in (neither, both):
         assert done.returncode != 0
         assert "exactly one of --ssh" in " ".join((done.stdout + done.stderr).split())
-
-
-class Host:
-    """One env host as the tests see it: its namespace, home (the supervisor's state) and Ray node."""
-
-    def __init__(self, ns: str, root_home: Path, name: str) -> None:
-        self.ns, self.root_home, self.temp_dir = ns, root_home, f"/tmp/rv21-{name}-{os.getpid()}"
-
-    @property
-    def dir(self) -> Path:
-        return self.root_home / ".cache" / "rayenv" / "worker"
-
-    def env(self) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        return {**keep, "HOME": str(self.root_home), "RAY_USAGE_STATS_ENABLED": "0"}
-
-    def status(self) -> dict:
-        return json.loads((self.dir / "status.json").read_text())
-
-    @property
-    def host_id(self) -> str:
-        return (self.root_home / ".cache" / "rayenv" / "host_id").read_text().strip()
-
-    def raylet(self) -> psutil.Process:
-        needle = f"{self.temp_dir}/session"
-        return next(p for p in psutil.process_iter(["name", "cmdline"])
-                    if p.info["name"] == "raylet" and any(needle in a for a in p.info["cmdline"] or ()))
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {self.ns} {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.dir.glob("*.log")))
 
 
 def user_env(tb) -> list[str]:
@@ -144,7 +116,8 @@ def hosts(bed):
     assert f"--address {bed.head}" in done.stdout  # the head prints the direct join's command
     with ExitStack() as stack:
         second = stack.enter_context(netns.extra_envhost(bed, 1, routed=True))
-        joined = [Host(bed.envhost, bed.root_home, "w0"), Host(second.ns, second.root_home, "w1")]
+        joined = [Host(bed.envhost, bed.root_home, f"/tmp/rv21-w0-{os.getpid()}"),
+                  Host(second.ns, second.root_home, f"/tmp/rv21-w1-{os.getpid()}")]
         try:
             for host in joined:
                 done = worker_start(bed, host)

@@ -25,6 +25,8 @@ import yaml
 from rayenv.tools import netns
 from rayenv.waiting import wait_until
 
+from env_hosts import Host
+
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,31 +34,6 @@ PYTHON = str(Path(sys.executable).absolute())
 RAYENV = [PYTHON, "-m", "rayenv.cli.main"]
 HEAD = "127.0.0.2:6379"  # the shipped plan's head address
 SSH_PORT = 22122
-
-
-class Host:
-    """One env host as the tests see it: where it runs and what its supervisor says."""
-
-    def __init__(self, ns: str, root_home: Path, index: int, tag: str) -> None:
-        self.ns, self.root_home, self.index, self.temp_dir = ns, root_home, index, f"/tmp/rv13-w{index}-{tag}"
-
-    @property
-    def dir(self) -> Path:
-        return self.root_home / ".cache" / "rayenv" / "worker"
-
-    def env(self) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        return {**keep, "HOME": str(self.root_home), "RAY_USAGE_STATS_ENABLED": "0"}
-
-    def status(self) -> dict:
-        return json.loads((self.dir / "status.json").read_text())
-
-    @property
-    def host_id(self) -> str:
-        return (self.root_home / ".cache" / "rayenv" / "host_id").read_text().strip()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {self.ns} {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.dir.glob("*.log")))
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +57,9 @@ def on_cluster(tb, *argv: str, timeout: float = 600) -> subprocess.CompletedProc
     return tb.run(tb.cluster, [*user_env(tb), *argv], as_user=True, timeout=timeout)
 
 
-def worker_start(tb, host: Host) -> subprocess.CompletedProcess:
+def worker_start(tb, host: Host, index: int) -> subprocess.CompletedProcess:
     return tb.run(host.ns, [*RAYENV, "worker", "start", "--ssh", tb.ssh_destination, "--size", "2",
-                            "--provider", "process", "--host-index", str(host.index), "--pool-config",
+                            "--provider", "process", "--host-index", str(index), "--pool-config",
                             str(tb.tmp / "pool.yaml"), "--temp-dir", host.temp_dir, "--timeout", "120",
                             *tb.ssh_options()], env=host.env(), timeout=900)
 
@@ -105,11 +82,12 @@ def hosts(bed):
     assert done.returncode == 0, done.stdout + done.stderr
     with ExitStack() as stack:
         second = stack.enter_context(netns.extra_envhost(bed, 1))
-        joined = [Host(bed.envhost, bed.root_home, 0, bed.tag), Host(second.ns, second.root_home, 1, bed.tag)]
+        joined = [Host(bed.envhost, bed.root_home, f"/tmp/rv13-w0-{bed.tag}"),
+                  Host(second.ns, second.root_home, f"/tmp/rv13-w1-{bed.tag}")]
         try:
-            for host in joined:
+            for index, host in enumerate(joined):
                 started = time.monotonic()
-                done = worker_start(bed, host)
+                done = worker_start(bed, host, index)
                 assert done.returncode == 0, done.stdout + done.stderr + host.logs()
                 host.join_s = round(time.monotonic() - started, 1)
             yield joined
