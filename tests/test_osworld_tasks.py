@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import time
 import wave
@@ -223,9 +222,6 @@ def test_on_lite_the_solved_task_scores_1_and_the_untouched_one_0(lite, task_id,
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.skipif(not os.environ.get("RAYENV_OSWORLD_VM"),
-                    reason="the osworld profile's VM disk has not been built and booted on a CI machine yet (the VM half "
-                           "of issue 17 is unverified): set RAYENV_OSWORLD_VM=1 to run it (builds that disk first, cold)")
 @pytest.mark.parametrize("task_id", VM_SUBSET)
 def test_on_the_vm_the_solved_task_scores_1_and_the_untouched_one_0(vm, task_id):
     task = TASKS[task_id]
