@@ -142,8 +142,11 @@ def test_the_vm_subset_is_at_least_8_of_these_tasks():
 
 # == slow: each task scores 1.0 solved and 0.0 untouched ============================================
 @pytest.fixture(scope="module")
-def download_cache(tmp_path_factory) -> Iterator[str]:
-    """A private download cache filled from a local HTTP server, as `rayenv suite prefetch` fills the real one."""
+def download_cache(tmp_path_factory) -> str:
+    """A private download cache filled from a local HTTP server, as `rayenv suite prefetch` fills the real one.
+
+    The server lives only while the cache fills: setup's downloads and the gold files are then read from the
+    cache, so nothing holds the port while desktops run."""
     files = tmp_path_factory.mktemp("served")
     for name, make in SERVED.items():
         (files / name).write_bytes(make())
@@ -155,10 +158,10 @@ def download_cache(tmp_path_factory) -> Iterator[str]:
         for task in TASKS.values():
             for download in downloads_of(TaskConfig.model_validate(task)):
                 cache.fetch(download, timeout=30)
-        yield str(cache.root)
     finally:
         server.shutdown()
         server.server_close()
+    return str(cache.root)
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
