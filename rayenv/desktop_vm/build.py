@@ -3,8 +3,10 @@
 Three parts, each cached by a content hash, so a second build with nothing changed takes seconds:
 
 1. the guest root filesystem: desktop-lite's packages of the image profile (``small`` or ``osworld``,
-   see :mod:`rayenv.desktop_lite.profiles`) plus a kernel, an initramfs and ``iproute2``
-   (``debootstrap`` and apt, shared with :mod:`rayenv.desktop_lite.build`), kept as a tarball;
+   see :mod:`rayenv.desktop_lite.profiles`) plus a kernel, an initramfs and ``iproute2``, kept as a
+   tarball. ``small`` debootstraps them (two minutes, and the stand-in disk builds on it); ``osworld``
+   starts from desktop-lite's osworld base image (``docker export``, built first if missing) and adds
+   only the kernel packages with apt, so its apps are downloaded and installed once per machine, not twice;
 2. the disk: that rootfs plus our guest server, the profile's session script (run by
    ``OSWorld/vm/init`` as PID 1; the osworld profile's user and settings are applied in a chroot),
    made into an ext4 (4 GB small, 10 GB osworld (``mkfs.ext4 -d``) and converted to ``System.qcow2``; the guest kernel and
@@ -43,8 +45,11 @@ from ..desktop_lite.build import (
     PACKAGES,
     PYPI_PACKAGES,
     SUITE,
+    base_tag as lite_base_tag,
+    build_image as build_lite_image,
     build_lock,
     debootstrap,
+    export_base,
     digest,
     docker_build,
     docker_import,
@@ -60,7 +65,8 @@ from ..errors import ProviderUnavailable
 VM_DIR = OSWORLD_DIR / "vm"
 REPOSITORY = "rayenv/osworld-vm"
 #: The guest: desktop-lite's desktop plus what booting it as a VM needs (PID 1 uses ip and modprobe).
-GUEST_PACKAGES = (*PACKAGES, "linux-image-amd64", "initramfs-tools", "iproute2", "kmod")
+KERNEL_PACKAGES = ("linux-image-amd64", "initramfs-tools", "iproute2", "kmod")
+GUEST_PACKAGES = (*PACKAGES, *KERNEL_PACKAGES)
 #: The container around the VM: QEMU, qemu-img for the overlay, noVNC for a browser view
 #: (python3-cffi-backend: debootstrap does not resolve the virtual package python3-cryptography needs),
 #: OVMF for disks that boot with UEFI.
@@ -97,8 +103,16 @@ class VmDesktop:
 
 @functools.lru_cache(maxsize=None)
 def _rootfs_key(profile: str = DEFAULT_PROFILE) -> str:
+    if _derives_from_lite(profile):
+        return digest(lite_base_tag(profile).encode(), " ".join(KERNEL_PACKAGES).encode(), SUITE.encode())
     packages = GUEST_PACKAGES + get_profile(profile).apt_packages + PYPI_PACKAGES
     return digest(" ".join(packages).encode(), SUITE.encode())
+
+
+def _derives_from_lite(profile: str) -> bool:
+    """Whether ``profile``'s guest rootfs is desktop-lite's base image plus the kernel (every profile with apps of
+    its own: their apt run is the expensive part of both builds)."""
+    return bool(get_profile(profile).apt_packages)
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,6 +160,8 @@ def build_vm_desktop(force: bool = False, console: Console | None = None,
     get_profile(profile)  # an unknown name fails here, before any lock or build
     if not force and (existing := built(profile)) is not None:
         return existing
+    if _derives_from_lite(profile) and not (cache_dir() / f"guest-rootfs-{_rootfs_key(profile)}.tar").exists():
+        build_lite_image(console=console, profile=profile)  # its base image is the guest rootfs's start
     lock = "build.lock" if profile == DEFAULT_PROFILE else f"build-{profile}.lock"  # profiles never wait for each other
     with build_lock(cache_dir() / lock):  # a concurrent build (another test session, another pool) is waited for, then reused
         if not force and (existing := built(profile)) is not None:
@@ -211,15 +227,21 @@ def _rootfs_tarball(force: bool, profile: str, progress: Progress, log: io.TextI
         return tarball
     with tempfile.TemporaryDirectory(prefix="guest-rootfs-", dir=cache_dir()) as workdir:
         rootfs = Path(workdir) / "rootfs"
-        debootstrap(rootfs, GUEST_PACKAGES, progress, log)
-        if get_profile(profile).apt_packages:
-            apt_install(rootfs, get_profile(profile).apt_packages, mirror(), SUITE, progress, log)
+        if _derives_from_lite(profile):
+            task = progress.add_task(f"docker export {lite_base_tag(profile)}", total=1)
+            rootfs.mkdir()
+            export_base(profile, rootfs, log)
+            progress.update(task, completed=1)
+            apt_install(rootfs, KERNEL_PACKAGES, mirror(), SUITE, progress, log)
+        else:
+            debootstrap(rootfs, GUEST_PACKAGES, progress, log)
         if not list(rootfs.glob("boot/initrd.img-*")):  # initramfs-tools configured after the kernel
             task = progress.add_task("update-initramfs", total=1)
             subprocess.run(["chroot", str(rootfs), "update-initramfs", "-c", "-k", "all"], check=True,
                            stdout=log, stderr=subprocess.STDOUT)
             progress.update(task, completed=1)
-        install_pypi(rootfs, progress, log)
+        if not _derives_from_lite(profile):  # the lite base has them already
+            install_pypi(rootfs, progress, log)
         task = progress.add_task("guest rootfs tarball", total=1)
         partial = Path(workdir) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True,

@@ -14,6 +14,7 @@ cells; only the cells on screen are listed, as OSWorld's server does.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Iterator
 from xml.etree import ElementTree as ET
@@ -29,6 +30,11 @@ MAX_DEPTH = 50
 MAX_CHILDREN = 1024
 #: Application names of the terminals ``/terminal`` reads (VTE-based terminals expose their text).
 TERMINAL_APPS = ("gnome-terminal-server", "xfce4-terminal", "xterm", "XTerm")
+#: Names an application's node carries in the tree instead of the one it registers with AT-SPI, from
+#: ``GUEST_APP_NAMES`` (``registered=shown`` pairs, ``;``-separated). The osworld profile sets
+#: ``Chromium=Google Chrome``: Chromium's AT-SPI name is its product name, compiled in, and desktop-env's
+#: ``active_url_from_accessTree`` getter looks for ``application[name=Google Chrome]``, as on OSWorld's image.
+APP_NAMES = dict(pair.split("=", 1) for pair in os.environ.get("GUEST_APP_NAMES", "").split(";") if "=" in pair)
 #: Text characters that stand for embedded objects or undecodable input, dropped from element text.
 _PLACEHOLDERS = str.maketrans("", "", "\ufffc\ufffd")
 
@@ -180,7 +186,9 @@ def accessibility_tree() -> str:
         if application is None:
             continue
         try:
-            root.append(_node(application, pyatspi, 1))
+            node = _node(application, pyatspi, 1)
+            node.set("name", APP_NAMES.get(node.get("name", ""), node.get("name", "")))
+            root.append(node)
         except Exception:  # noqa: BLE001 - an application that quits mid-walk must not break the whole tree
             continue
     return ET.tostring(root, encoding="unicode")
