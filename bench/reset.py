@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -92,7 +93,6 @@ from rayenv.env.desktop import Desktop
 from rayenv.env.evaluation import TaskRunner
 from rayenv.env.tasks import load_tasks
 from rayenv.providers import DesktopSpec, Ownership
-from measure import percentile
 class NotAwaited:
     def join(self):
         pass
@@ -183,19 +183,21 @@ def main() -> None:
     vm = build_vm_desktop()
     kvm = kvm_status(vm.image)
     disks = {"vm": lambda: vm.qcow2, "standin": build_standin}
-    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message},
-                               "disks": {key: vm_disk(vm.image, disks[key](), args, key) for key in args.disks}}
-    if not args.no_lite:
+    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message}}
+    if not args.no_lite:  # first: minutes, where the VM disks take half an hour
         results["lite_before"], results["lite_now"] = lite("before"), lite("now")
         results["lite_first_reset_before_over_now"] = (results["lite_before"]["first_reset_s"]
                                                        / results["lite_now"]["first_reset_s"])
+    results["disks"] = {key: vm_disk(vm.image, disks[key](), args, key) for key in args.disks}
+    results["load_average"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "reset.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "reset.png")
     accelerator = "KVM" if kvm.available else "TCG (software emulation)"
     lines = ["# Reset: VM snapshot vs restart, new desktop: golden state vs cold boot", "",
-             f"`{vm.image}`, 2 GB RAM, 2 vCPUs, 1280x720, {accelerator}, on a 2-core host shared with other jobs. "
-             "One run of `bench/reset.py`.", ""]
+             f"`{vm.image}`, 2 GB RAM, 2 vCPUs, 1280x720, {accelerator}, on a 2-core host. One run of "
+             f"`bench/reset.py`; load average (1, 5, 15 min) at its end: "
+             f"{', '.join(f'{x:.1f}' for x in results['load_average'])}.", ""]
     for key, r in results["disks"].items():
         ratio = r["ratios"]
         lines += [f"## {DISK_NAMES[key]}", "", "| what | p50 s | p95 s | n |", "| --- | ---: | ---: | ---: |"]
