@@ -3,16 +3,18 @@
 left after ``shutdown()``.
 
 Stopping the daemon stops every container on the host: run this test alone, under
-``flock -x /tmp/rayenv-docker.lock`` where other Docker users hold that lock shared. It restarts dockerd the
-way scripts/bootstrap.sh starts it (``setsid nohup dockerd``, no systemd) and leaves it running and
-answering, also when it fails.
+``flock -x /tmp/rayenv-docker.lock`` where other Docker users hold that lock shared. It restarts dockerd as it
+was started (its command line and environment; scripts/bootstrap.sh starts it with ``setsid nohup dockerd``,
+no systemd) and leaves it running and answering, also when it fails.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import docker
 import psutil
@@ -44,22 +46,36 @@ def docker_answers() -> bool:
         return False
 
 
-def stop_dockerd() -> None:
-    daemon = the_dockerd()
-    assert daemon is not None, "no dockerd runs here"
-    daemon.terminate()
-    daemon.wait(STOP_TIMEOUT)
+@dataclass
+class Dockerd:
+    """The running daemon as it was started: stopped and started again with the same command line and
+    environment (a daemon started from this test's environment would inherit pytest's ``COLUMNS=80``, and
+    ``docker top`` would cut every command line it shows at 80 characters for the rest of the suite)."""
 
+    argv: list[str]
+    environ: dict[str, str]
 
-def start_dockerd() -> None:
-    """As scripts/bootstrap.sh does: in its own session (it outlives this test), logging where bootstrap logs."""
-    cache = Path(os.environ.get("RAYENV_CACHE", Path.home() / ".cache" / "rayenv"))
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "dockerd.log", "ab") as log:
-        subprocess.Popen(["setsid", "nohup", "dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
-    wait_until(docker_answers, START_TIMEOUT, interval=0.5, what="dockerd answering again",
-               explain=lambda: f"see {cache / 'dockerd.log'}")
+    @classmethod
+    def running(cls) -> "Dockerd":
+        daemon = the_dockerd()
+        assert daemon is not None, "no dockerd runs here"
+        return cls(daemon.cmdline(), daemon.environ())
+
+    def stop(self) -> None:
+        daemon = the_dockerd()
+        assert daemon is not None, "no dockerd runs here"
+        daemon.terminate()
+        daemon.wait(STOP_TIMEOUT)
+
+    def start(self) -> None:
+        """In its own session (it outlives this test), logging where scripts/bootstrap.sh logs."""
+        cache = Path(os.environ.get("RAYENV_CACHE", Path.home() / ".cache" / "rayenv"))
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / "dockerd.log", "ab") as log:
+            subprocess.Popen(self.argv, env=self.environ, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(docker_answers, START_TIMEOUT, interval=0.5, what="dockerd answering again",
+                   explain=lambda: f"see {cache / 'dockerd.log'}")
 
 
 def owned_containers() -> list:
@@ -67,18 +83,19 @@ def owned_containers() -> list:
 
 
 @pytest.fixture
-def restartable_dockerd():
-    """A dockerd this test may stop and start (root, started by hand or by bootstrap.sh rather than by systemd),
+def restartable_dockerd() -> Iterator[Dockerd]:
+    """The dockerd this test may stop and start (root, started by hand or by bootstrap.sh rather than by systemd),
     running and answering again when the test ends, whatever happened."""
     if os.geteuid() != 0 or the_dockerd() is None or Path("/run/systemd/system").exists():
         pytest.skip("needs root and a dockerd started by scripts/bootstrap.sh (not one systemd manages)")
     assert docker_answers()
+    dockerd = Dockerd.running()
     try:
-        yield
+        yield dockerd
     finally:
         if not docker_answers():
             if the_dockerd() is None:
-                start_dockerd()
+                dockerd.start()
             else:
                 wait_until(docker_answers, START_TIMEOUT, interval=0.5, what="dockerd answering again")
 
@@ -102,12 +119,12 @@ def test_a_docker_daemon_restart_under_a_lease_gives_the_lessee_a_rayenv_error_a
         lease = pool.acquire(timeout=120)
         lease.call("reset", None, timeout=120)
 
-        stop_dockerd()  # its containers stop with it: the leased desktop is down under its lessee
+        restartable_dockerd.stop()  # its containers stop with it: the leased desktop is down under its lessee
         # the daemon stays down until the pool has noticed and replaced the desktop under the lease
         wait_until(lambda: pool.status().slots[0].generation > lease.generation, 120, interval=0.5,
                    what="the pool replacing the desktop whose daemon stopped",
                    explain=lambda: str(pool.status().slots[0]))
-        start_dockerd()
+        restartable_dockerd.start()
 
         with pytest.raises(DesktopUnavailable, match="env actor is gone") as raised:
             lease.call("step", "pyautogui.moveTo(5, 5)", timeout=60)

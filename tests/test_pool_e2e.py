@@ -145,7 +145,7 @@ def test_a_docker_killed_desktop_fails_its_step_by_name_and_is_replaced_without_
 
 def test_a_kill_9_of_an_actor_worker_is_healed_and_its_container_reaped(pool):
     victim = pool.status().slots[0]
-    status = ray.get(pool.envs()[victim.env].status.remote())
+    status = ray.get(pool.envs()[victim.env_name].status.remote())
     os.kill(status["details"]["worker_pid"], signal.SIGKILL)
 
     def healed() -> bool:

@@ -93,7 +93,7 @@ def test_the_old_bridge_endpoints_run_an_episode_on_a_pool_desktop_and_never_fak
     assert history[1]["content"][1]["image"].startswith("data:image/png;base64,")
     from fakes import kill_file
 
-    kill_file(next(s.env for s in handle.status().slots if s.state == "leased")).touch()
+    kill_file(next(s.env_name for s in handle.status().slots if s.state == "leased")).touch()
     evaluate = app.post("/env/evaluate")  # the desktop died: no score, and no 0.0 either
     assert evaluate.status_code == 502 and "DesktopUnavailable" in evaluate.json()["detail"]
     assert handle.status().counts.get("leased", 0) == 0

@@ -55,7 +55,7 @@ def the_container(pool: EnvPool):
 
 
 def qemu_command_line(container) -> str:
-    processes = container.top(ps_args="-eo pid,args")["Processes"]
+    processes = container.top(ps_args="-ww -eo pid,args")["Processes"]
     return next(args for _, args in processes if args.startswith("qemu-system-x86_64"))
 
 
@@ -213,7 +213,7 @@ def test_health_reports_the_docker_provider_and_whether_the_vm_really_runs_on_kv
 def test_a_kill_9_of_qemu_is_detected_and_the_desktop_replaced(pool):
     container = the_container(pool)
     before = pool.status().slots[0]
-    qemu_pid = next(pid for pid, args in container.top(ps_args="-eo pid,args")["Processes"]
+    qemu_pid = next(pid for pid, args in container.top(ps_args="-ww -eo pid,args")["Processes"]
                     if args.startswith("qemu-system-x86_64"))
     os.kill(int(qemu_pid), 9)  # the host sees the container's processes; docker top gives host pids
     wait_until(lambda: has_ended(container), timeout=30, what="the container to end with its QEMU")
