@@ -116,7 +116,7 @@ def head_start(
     """Start the Ray head with every port pinned; print the driver address and the env host's command."""
     resolved = PortPlan.load(_tunnel_config(tunnel_config, config, short_config), driver_workers=drivers)
     if node_ip:
-        resolved = PortPlan.model_validate({**resolved.model_dump(), "head_ip": node_ip})
+        resolved = resolved.at_head(node_ip)
     info = head_side.start(resolved, temp_dir, head_side.default_token_path())
     if as_json:
         print_json(info.model_dump())
@@ -207,8 +207,7 @@ def _direct_plan(plan: PortPlan, address: str) -> PortPlan:
     if not host or not port.isdigit():
         raise RayEnvError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379, the head's --node-ip and "
                           "its GCS port).", phase="worker start", hint="rayenv head start prints the address")
-    data = plan.model_dump()
-    return PortPlan.model_validate({**data, "head_ip": host, "head": {**data["head"], "gcs": int(port)}})
+    return plan.at_head(host, int(port))
 
 
 @worker_app.command("stop")

@@ -156,8 +156,8 @@ class EnvPool:
 
     def wait_healthy(self, timeout: float = 300.0, count: int | None = None) -> PoolStatus:
         """Block until ``count`` (default: all) desktops are healthy; raise :class:`PoolError` on timeout."""
-        want = self.size if count is None else count
         last: list[PoolStatus] = [self.status()]
+        want = last[0].size if count is None else count  # the size the manager counts, from the status just read
 
         def enough() -> bool:
             last[0] = self.check_health()

@@ -184,6 +184,12 @@ class PortPlan(StrictModel):
         moved = env.model_copy(update={**shift, "min_worker_port": env.min_worker_port + block * index})
         return self.model_validate({**self.model_dump(), "env_host": moved.model_dump(), "host_index": index})
 
+    def at_head(self, ip: str, gcs: int | None = None) -> "PortPlan":
+        """This plan with the head at ``ip`` (and its GCS on ``gcs``): a head that env hosts reach directly, over a
+        LAN or an overlay; validated like a file's ``head_ip``."""
+        data = self.model_dump()
+        return self.model_validate({**data, "head_ip": ip, "head": {**data["head"], "gcs": gcs or self.head.gcs}})
+
     def sized_for(self, pool_size: int | None = None) -> "PortPlan":
         """Enough env-host worker ports for ``pool_size`` desktop actors, the reaper and idle workers, and
         enough head worker ports for ``driver_workers`` (never fewer than the file gives either side)."""

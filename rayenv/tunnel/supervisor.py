@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
@@ -239,7 +239,7 @@ class Supervisor:
         self._log(f"tunnel up (pid {self.ssh.pid})" + (f" after {outage}s down" if outage else ""))
         self._keep_node(lambda: self.ssh.poll() is None)
 
-    def _keep_node(self, link_up=lambda: True) -> None:
+    def _keep_node(self, link_up: Callable[[], bool] = lambda: True) -> None:
         """Re-join Ray when the raylet is gone and restart the sidecar, while the link (the tunnel) holds."""
         while not self.stopping and link_up():
             self._ensure_ray()
