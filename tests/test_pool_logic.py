@@ -252,7 +252,7 @@ def test_a_lessee_whose_frozen_desktop_the_pool_replaced_gets_a_rayenv_error(pat
     lease = patient_pool.acquire(timeout=10)
     worker = lease.call("status")["details"]["worker_pid"]
     os.kill(worker, signal.SIGSTOP)  # the env actor's worker freezes past the grace: the pool kills it
-    try:  # silent past the grace, closed (unanswered), killed; then the slot boots its next generation
+    try:  # silent past the grace, killed without a close it could not answer; the slot boots its next generation
         wait_for(patient_pool, lambda s: s.slots[0].generation > lease.generation, timeout=150)
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -128,11 +128,15 @@ class Slots:
             return None
         return slot
 
-    def _replace(self, slot: Slot, reason: str) -> list[Effect]:
+    def _replace(self, slot: Slot, reason: str, *, close: bool = True) -> list[Effect]:
+        """Retire ``slot``'s desktop and boot its successor; ``close=False`` skips asking a desktop that has not
+        answered for the whole grace to close (it would not answer that either: its successor would wait
+        ``close_timeout`` for nothing, and the reaper removes what it left)."""
         if slot.state not in HEALTHY_STATES or self.closing:
             return []
         logger.warning("slot %d: replacing %s: %s", slot.index, slot.env_name, reason)
-        retire = Retire(slot.handle, slot.actor_id, reap=True, slot=slot.index, generation=slot.generation)
+        retire = Retire(slot.handle, slot.actor_id, close=close, reap=True, slot=slot.index,
+                        generation=slot.generation)
         self._set(slot, "replacing")
         slot.last_error, slot.leased_at, slot.lessee, slot.unreachable_since = reason, None, None, None
         slot.replacements += 1
@@ -154,7 +158,7 @@ class Slots:
             logger.warning("slot %d: %s is %s; replaced if still silent in %.0fs", slot.index, slot.env_name,
                            slot.last_error, self.unreachable_grace)
         elif now - slot.unreachable_since >= self.unreachable_grace:
-            return self._replace(slot, f"unreachable for {now - slot.unreachable_since:.0f}s")
+            return self._replace(slot, f"unreachable for {now - slot.unreachable_since:.0f}s", close=False)
         return []
 
     # -- the pool's life ------------------------------------------------------------------------
