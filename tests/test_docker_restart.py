@@ -26,7 +26,7 @@ from rayenv import DesktopUnavailable, EnvPool
 from rayenv.engine.containers import LABEL_OWNER
 from rayenv.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.exclusive]
 
 NAMESPACE = "rayenv-dockerd"
 POOL = "dockerd"

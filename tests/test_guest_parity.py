@@ -50,7 +50,7 @@ def _vm_spec() -> DesktopSpec:
                        docker_memory="2G", docker_cpus=2, screen_width=WIDTH, screen_height=HEIGHT)
 
 
-@pytest.fixture(scope="module", params=["lite", "vm"])
+@pytest.fixture(scope="module", params=["lite", pytest.param("vm", marks=pytest.mark.vm)])
 def desktop(request):
     spec = {"lite": _lite_spec, "vm": _vm_spec}[request.param]()
     provider = make_provider(spec, Ownership(owner="guest-parity", env_name=f"parity-{request.param}"))

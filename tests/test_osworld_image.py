@@ -116,6 +116,7 @@ def episode_windows(env) -> str:
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 def test_the_disk_boots_itself_as_user_with_systemd_and_starts_from_its_golden_state(env):
     ray.get(env.reset.remote(TASK))
     container = docker.from_env().containers.get(container_name(env))
@@ -129,6 +130,7 @@ def test_the_disk_boots_itself_as_user_with_systemd_and_starts_from_its_golden_s
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 def test_a_reset_takes_back_the_episodes_file_window_and_clipboard_without_restarting_the_vm(env):
     ray.get(env.reset.remote(TASK))
     booted = container_id(env)
@@ -147,6 +149,7 @@ def test_a_reset_takes_back_the_episodes_file_window_and_clipboard_without_resta
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 def test_the_guest_clock_after_a_revert_is_the_hosts(env):
     ray.get(env.reset.remote(TASK))
     ray.get(env.step.remote("WAIT"))
@@ -159,6 +162,7 @@ def test_the_guest_clock_after_a_revert_is_the_hosts(env):
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 def test_twenty_consecutive_cycles_of_a_sample_task_all_score_one(env):
     scores = []
     for _ in range(20):
@@ -171,6 +175,7 @@ def test_twenty_consecutive_cycles_of_a_sample_task_all_score_one(env):
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 def test_the_accelerator_reported_is_what_a_kvm_probe_with_the_containers_own_kernel_says(image_and_pool, env):
     image = image_and_pool[0]
     probed = kvm_status(image)
@@ -181,6 +186,7 @@ def test_the_accelerator_reported_is_what_a_kvm_probe_with_the_containers_own_ke
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 def test_a_snapshot_that_cannot_be_loaded_falls_back_to_a_restart_and_the_episode_still_works(env):
     ray.get(env.reset.remote(TASK))
     details = ray.get(env.status.remote())["details"]

@@ -226,6 +226,7 @@ def test_on_lite_the_solved_task_scores_1_and_the_untouched_one_0(lite, task_id,
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.vm
 @pytest.mark.parametrize("task_id", VM_SUBSET)
 def test_on_the_vm_the_solved_task_scores_1_and_the_untouched_one_0(vm, task_id):
     task = TASKS[task_id]

@@ -9,7 +9,7 @@ import pytest
 from test_pool_leaks import leftovers, nothing_left
 from vm_guest import snapshot_pool
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
 OWNER = "leakvm"
 

@@ -34,7 +34,7 @@ from rayenv.providers.docker import GUEST_PORT
 from rayenv.tools.localcluster import ray_cluster
 from rayenv.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
 REPO = Path(__file__).resolve().parents[1]
 OWNER = "vm-e2e"
