@@ -14,6 +14,7 @@ private download cache before any desktop is touched, as ``rayenv suite prefetch
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import threading
@@ -151,17 +152,19 @@ def download_cache(tmp_path_factory) -> str:
     files = tmp_path_factory.mktemp("served")
     for name, make in SERVED.items():
         (files / name).write_bytes(make())
-    server = ThreadingHTTPServer(SERVER, partial(_QuietHandler, directory=str(files)))
-    thread = threading.Thread(target=server.serve_forever, name="task-files", daemon=True)
-    thread.start()
     cache = DownloadCache(tmp_path_factory.mktemp("download-cache"))
-    try:
-        for task in TASKS.values():
-            for download in downloads_of(TaskConfig.model_validate(task)):
-                cache.fetch(download, timeout=30)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with open(f"/tmp/rayenv-task-files-{SERVER[1]}.lock", "w") as port_lock:  # the lite and VM halves may run
+        fcntl.flock(port_lock, fcntl.LOCK_EX)                                   # at once (scripts/test.sh)
+        server = ThreadingHTTPServer(SERVER, partial(_QuietHandler, directory=str(files)))
+        thread = threading.Thread(target=server.serve_forever, name="task-files", daemon=True)
+        thread.start()
+        try:
+            for task in TASKS.values():
+                for download in downloads_of(TaskConfig.model_validate(task)):
+                    cache.fetch(download, timeout=30)
+        finally:
+            server.shutdown()
+            server.server_close()
     return str(cache.root)
 
 
