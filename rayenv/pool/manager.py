@@ -29,6 +29,7 @@ from .reaper import reap_cluster
 from .lease import Lease
 from .slots import HEALTHY_STATES, STATES, Slots
 from .status import PoolStatus
+from .status_endpoint import StatusEndpoint
 
 logger = logging.getLogger("rayenv.pool.manager")
 
@@ -67,6 +68,7 @@ class PoolManager:
         self._lease_wait = metrics.Histogram("rayenv_lease_wait_seconds", "Time a lessee (the trainer) waited for a "
                                              "desktop", boundaries=[0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900],
                                              tag_keys=("pool",))
+        self._endpoint = StatusEndpoint(self.status, ray.get_runtime_context().gcs_address)
 
     # -- the one place slots change ------------------------------------------------------------------
     def _apply_locked(self, event: Event, background: bool = True) -> list[Effect]:
@@ -218,6 +220,7 @@ class PoolManager:
 
     # -- the pool's life -------------------------------------------------------------------------------
     async def start(self) -> PoolStatus:
+        await self._endpoint.start()  # `rayenv status` on the head reads it without a Ray driver
         await self._apply(Start())
         await self._settled({s.index for s in self.slots})
         self._spawn(self._health_loop())
@@ -254,6 +257,7 @@ class PoolManager:
         Ray is killed too, and the reap is repeated until a round finds nothing: a container a killed
         actor was creating (a revert's restart) reaches Docker after the actor is gone.
         """
+        self._endpoint.close()
         effects = await self._apply(Closing(), background=False)
         for task in list(self._tasks):
             task.cancel()
@@ -339,26 +343,45 @@ class PoolManager:
 
     # -- leasing ---------------------------------------------------------------------------------------
     async def acquire(self, timeout: float | None = None, lessee: dict[str, str] | None = None) -> Lease:
-        async def idle_slot() -> Lease:
+        return (await self.acquire_many(1, timeout, lessee))[0]
+
+    async def acquire_many(self, count: int, timeout: float | None = None,
+                           lessee: dict[str, str] | None = None) -> list[Lease]:
+        """Lease up to ``count`` desktops to one lessee: once any is idle, every idle one up to ``count`` (at least
+        one). A process's concurrent acquires arrive as one call (:mod:`rayenv.pool.batching`)."""
+        async def idle_slots() -> list[Lease]:
             async with self._freed:
                 await self._freed.wait_for(lambda: self.slots.closing or self.slots.leasable() is not None)
                 if self.slots.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
-                slot = self.slots.leasable()
-                self._apply_locked(Leased(slot.index, lessee))
-                return Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
+                chosen = self.slots.leasable_many(count)
+                self._apply_all_locked([Leased(slot.index, lessee) for slot in chosen])  # one wake-up for the lot
+                return [Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
+                        for slot in chosen]
 
         asked = asyncio.get_running_loop().time()
         try:
-            lease = await asyncio.wait_for(idle_slot(), timeout)
+            leases = await asyncio.wait_for(idle_slots(), timeout)
         except asyncio.TimeoutError:
             raise PoolError(f"no desktop of pool {self.config.name!r} became free within {timeout}s", phase="lease",
                             hint=f"pool status: {self.status().counts}; grow the pool or release leases") from None
-        self._lease_wait.observe(asyncio.get_running_loop().time() - asked, tags={"pool": self.config.name})
-        return lease
+        waited = asyncio.get_running_loop().time() - asked
+        for _ in leases:
+            self._lease_wait.observe(waited, tags={"pool": self.config.name})
+        return leases
 
     async def release(self, slot_index: int, generation: int, broken: bool = False) -> None:
         await self._apply(Released(slot_index, generation, broken))
+
+    async def release_many(self, releases: Sequence[tuple[int, int, bool]],
+                           unused: Sequence[tuple[int, int]] = ()) -> None:
+        """Give back many leases in one call: ``releases`` as (slot, generation, broken), reverted as ``release``
+        does; ``unused`` as (slot, generation), leases that were granted but never lent to a rollout (their
+        waiter had left), idle again at once: their desktop is as clean as when it was leased."""
+        events: list[Event] = [Released(slot, generation, broken) for slot, generation, broken in releases]
+        events += [Released(slot, generation, unused=True) for slot, generation in unused]
+        async with self.changed:
+            self._apply_all_locked(events)
 
     # -- inspection ------------------------------------------------------------------------------------
     def status(self, detail: bool = True) -> PoolStatus:
