@@ -9,8 +9,11 @@ events. A health round therefore never waits for a boot or a replacement.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +71,10 @@ class PoolManager:
         self._lease_wait = metrics.Histogram("rayenv_lease_wait_seconds", "Time a lessee (the trainer) waited for a "
                                              "desktop", boundaries=[0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900],
                                              tag_keys=("pool",))
+        self._answers: list[tuple[Revert, concurrent.futures.Future]] = []  # reverts answered, not yet applied
+        self._answers_lock = threading.Lock()
+        self._answers_due = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the actor's event loop, where the answers are applied
         self._endpoint = StatusEndpoint(self.status, ray.get_runtime_context().gcs_address)
 
     # -- the one place slots change ------------------------------------------------------------------
@@ -88,7 +95,10 @@ class PoolManager:
             self._gauge_due = True
             asyncio.get_running_loop().call_later(GAUGE_PERIOD, self._export_gauge)
         if effects and background:
-            self._spawn(self._perform(effects))
+            reverts = [effect for effect in effects if isinstance(effect, Revert)]
+            self._start_reverts(reverts)  # a batch of releases: its reverts go out at once, not task by task
+            if len(reverts) < len(effects):
+                self._spawn(self._perform([effect for effect in effects if not isinstance(effect, Revert)]))
             return []
         return effects
 
@@ -117,7 +127,7 @@ class PoolManager:
             elif isinstance(effect, Retire):
                 await self._retire(effect)
             elif isinstance(effect, Revert):
-                await self._revert(effect)
+                self._start_reverts([effect])
 
     async def _settled(self, indices: set[int]) -> None:
         """Wait until each of these slots has booted or given up (retries included)."""
@@ -181,17 +191,30 @@ class PoolManager:
         if retire.slot is not None:
             await self._apply(Retired(retire.slot, retire.generation))
 
-    async def _revert(self, revert: Revert) -> None:
-        try:
-            await revert.handle.revert.remote()
-        except Exception as exc:  # noqa: BLE001 - rayenv.failures decides what it means
-            if classify(exc) is Failure.UNREACHABLE:  # its next reset reverts it; the health loop decides
-                why = _short(exc) if str(exc) else "revert timed out"
-                await self._apply(RevertSilent(revert.slot, revert.generation, why))
-            else:
-                await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
-        else:
-            await self._apply(RevertDone(revert.slot, revert.generation))
+    def _start_reverts(self, reverts: Sequence[Revert]) -> None:
+        """Send each revert; their answers come back through :meth:`_revert_answered` and are applied in batches.
+
+        Not one awaiting coroutine per revert: at hundreds of releases per second, each await of a Ray
+        reference costs the manager a cross-thread hand-off and each result a pass through the lock, and
+        the reverts are the one Ray call a lease+release cycle still makes per desktop."""
+        self._loop = asyncio.get_running_loop()
+        for revert in reverts:
+            revert.handle.revert.remote().future().add_done_callback(functools.partial(self._revert_answered, revert))
+
+    def _revert_answered(self, revert: Revert, answer: concurrent.futures.Future) -> None:
+        """A revert's answer (called on Ray's thread): queued, and the event loop woken once per batch."""
+        with self._answers_lock:
+            self._answers.append((revert, answer))
+            if self._answers_due:
+                return
+            self._answers_due = True
+        self._loop.call_soon_threadsafe(lambda: self._spawn(self._apply_reverts()))
+
+    async def _apply_reverts(self) -> None:
+        with self._answers_lock:
+            answers, self._answers, self._answers_due = self._answers, [], False
+        async with self.changed:
+            self._apply_all_locked([_revert_event(revert, answer) for revert, answer in answers])
 
     async def _reap(self, doomed: Sequence[str] = (), everything: bool = False) -> list[str]:
         """Remove this pool's desktops whose actor is gone (see :mod:`rayenv.pool.reaper`) on every env host."""
@@ -421,6 +444,17 @@ def _answers(refs: list[ray.ObjectRef], timeout: float) -> list[Any]:
         except Exception as exc:  # noqa: BLE001 - the caller sorts silent from broken
             results.append(exc)
     return results
+
+
+def _revert_event(revert: Revert, answer: concurrent.futures.Future) -> Event:
+    """What a revert's answer means for its slot: clean again, silent (its next reset reverts it; the health
+    loop decides), or failed (replaced)."""
+    error = answer.exception()
+    if error is None:
+        return RevertDone(revert.slot, revert.generation)
+    if classify(error) is Failure.UNREACHABLE:
+        return RevertSilent(revert.slot, revert.generation, _short(error) if str(error) else "revert timed out")
+    return RevertFailed(revert.slot, revert.generation, _short(error))
 
 
 def _lessee_key(lessee: dict[str, str]) -> str:
