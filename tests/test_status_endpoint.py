@@ -17,7 +17,7 @@ import pytest
 
 from rayenv.pool.slots import Slots
 from rayenv.pool.status import PoolStatus
-from rayenv.pool.status_endpoint import STATUS_PORTS, StatusEndpoint, _get, read_statuses, status_ports
+from rayenv.pool.status_endpoint import StatusEndpoint, _get, free_status_block, read_statuses, same_cluster, status_ports
 
 
 class _Config:
@@ -32,30 +32,10 @@ class _Config:
         require_a11y_tree = False
 
 
-def free_block(size: int = STATUS_PORTS) -> int:
-    """The first of ``size`` consecutive ports nothing listens on."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + size < 65536 and all(_free(port) for port in range(first, first + size)):
-            return first
-    raise RuntimeError("no free block of ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def served():
     """Two pools' endpoints (one of another cluster) on a free block, served from a loop in a thread."""
-    first = free_block()
+    first = free_status_block()
     slots = Slots("demo", 3, boot_attempts=1, revert_on_release=True, unreachable_grace=60)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -92,6 +72,13 @@ def test_a_reader_keeps_only_its_own_clusters_pools_and_rebuilds_their_status(se
     assert read_statuses("10.9.9.9:6379", ports=status_ports(first)) == []
 
 
+def test_an_address_of_this_machine_with_the_same_port_is_the_same_cluster():
+    assert same_cluster("127.0.0.1:6379", "127.0.0.1:6379")
+    assert same_cluster("127.0.0.1:6379", "localhost:6379")
+    assert not same_cluster("127.0.0.1:6379", "127.0.0.1:6380")
+    assert not same_cluster("127.0.0.1:6379", "203.0.113.7:6379")  # TEST-NET-3: no interface of this machine
+
+
 def test_anything_but_get_status_is_not_found(served):
     first, _, _ = served
     with socket.create_connection(("127.0.0.1", first), timeout=2) as connection:
@@ -100,7 +87,7 @@ def test_anything_but_get_status_is_not_found(served):
 
 
 def test_a_full_block_leaves_the_pool_without_an_endpoint():
-    first = free_block()
+    first = free_status_block()
     holders = []
     for port in status_ports(first):
         holder = socket.socket()
@@ -122,14 +109,15 @@ def test_rayenv_status_answers_from_the_endpoint_without_importing_ray(monkeypat
     from rayenv.pool.config import PoolConfig
     from rayenv.tools.simfleet import SimBehaviour, start_sim_fleet
 
-    first = free_block()
+    first = free_status_block()
     monkeypatch.setenv("RAYENV_POOL_STATUS_PORT", str(first))  # the local Ray's raylet (and the manager) inherit it
     ray.init(num_cpus=1, include_dashboard=False, namespace="rayenv-tests", log_to_driver=False)
     try:
         node = ray.get_runtime_context().get_node_id()
         fleet = start_sim_fleet(PoolConfig(name="statusep", namespace="rayenv-tests", size=8, resource="rayenv_sim",
                                            health_interval=3600), [node], 2, SimBehaviour(death_rate=0))
-        cluster = ray.get_runtime_context().gcs_address
+        gcs = ray.get_runtime_context().gcs_address  # the node's IP: one asks as 127.0.0.1 on the head
+        cluster = f"127.0.0.1:{gcs.rpartition(':')[2]}"
         command = [sys.executable, "-X", "importtime", "-m", "rayenv.cli.main", "--debug", "status",
                    "--address", cluster, "--json"]
         begun = time.perf_counter()

@@ -87,7 +87,7 @@ class RayenvTyper(typer.Typer):
 def debug(line: str) -> None:
     """One line on stderr under ``rayenv --debug`` (which path a command took, say); nothing otherwise."""
     if _debug["on"]:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def explain(exc: BaseException) -> tuple[int, str]:

@@ -52,6 +52,28 @@ def status_ports(first: int | None = None) -> range:
     return range(first, first + STATUS_PORTS)
 
 
+def free_status_block(attempts: int = 50) -> int:
+    """The first port of :data:`STATUS_PORTS` consecutive loopback ports nothing listens on: a block of its own
+    for a cluster that runs beside others on one machine (the tests, the scale bench), set as
+    ``$RAYENV_POOL_STATUS_PORT`` before its Ray starts."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + STATUS_PORTS <= 65536 and all(_free(port) for port in status_ports(first)):
+            return first
+    raise OSError(f"no {STATUS_PORTS} consecutive free ports on 127.0.0.1")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class StatusEndpoint:
     """Serves ``status(detail)`` of one pool (its manager's) on the manager's own event loop."""
 
@@ -110,9 +132,28 @@ def read_statuses(cluster: str, detail: bool = False, ports: range | None = None
     found: list[PoolStatus] = []
     for port in status_ports() if ports is None else ports:
         answer = _get(port, "/status?slots=1" if detail else "/status", timeout)
-        if answer is not None and answer.get("cluster") == cluster:
+        if answer is not None and same_cluster(cluster, str(answer.get("cluster", ""))):
             found.append(PoolStatus.from_dict(answer["pool"]))
     return found
+
+
+def same_cluster(asked: str, served: str) -> bool:
+    """Whether the GCS address a reader was given and the one an endpoint serves name one cluster. The endpoint
+    is on this machine, so its GCS is too: an address of this machine with the same port is the same GCS
+    (``ray start`` advertises the node's IP while one connects as 127.0.0.1)."""
+    if asked == served:
+        return True
+    asked_host, _, asked_port = asked.rpartition(":")
+    served_host, _, served_port = served.rpartition(":")
+    return asked_port == served_port and _is_local(asked_host) and _is_local(served_host)
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost" or host.startswith("127."):
+        return True
+    import psutil  # here: only a reader comparing a non-loopback address needs it
+
+    return any(address.address == host for addresses in psutil.net_if_addrs().values() for address in addresses)
 
 
 def _get(port: int, target: str, timeout: float) -> dict[str, Any] | None:
