@@ -145,3 +145,23 @@ def test_a_manager_error_reaches_every_waiter_of_that_call():
 
     errors = run(scenario())
     assert all(isinstance(error, PoolError) and "shutting down" in str(error) for error in errors)
+
+
+def test_a_reverts_answer_makes_its_slot_clean_silent_or_failed():
+    """The manager applies reverts' answers in batches (rayenv.pool.manager._revert_event): what each one means."""
+    import concurrent.futures
+
+    from rayenv.errors import DesktopUnreachable, RayEnvError
+    from rayenv.pool.events import Revert, RevertDone, RevertFailed, RevertSilent
+    from rayenv.pool.manager import _revert_event
+
+    def answered(error: Exception | None) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result("ready") if error is None else future.set_exception(error)
+        return future
+
+    revert = Revert(slot=3, generation=2, handle=None)
+    assert _revert_event(revert, answered(None)) == RevertDone(3, 2)
+    assert isinstance(_revert_event(revert, answered(DesktopUnreachable("no answer", env="e"))), RevertSilent)
+    failed = _revert_event(revert, answered(RayEnvError("snapshot missing", env="e")))
+    assert isinstance(failed, RevertFailed) and "snapshot missing" in failed.error
