@@ -212,7 +212,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             "manager_cpu_ms_per_cycle", "driver_cpu_ms_per_cycle", "machine_cpu_ms_per_cycle",
             "lease_release_per_s_processes", "health_round_s", "status_s", "status_summary_bytes", "status_detail_bytes",
             "history_entries", "manager_rss_mib", "load_avg_1m"]
+    loads = [row["load_avg_1m"] for row in rows]
     lines = ["# Scale: one pool manager, 128 to a thousand+ slots", "",
+             f"## Run at {time.strftime('%Y-%m-%d %H:%M')}, sizes {' '.join(map(str, args.sizes))}, machine load "
+             f"{min(loads)} to {max(loads)}", "",
              f"`{' '.join(['bench/scale.py', *sys.argv[1:]])}`: simulated desktops (rayenv.tools.simfleet) on "
              f"{args.nodes} env nodes of a local Ray cluster plus its head; the manager, leases, events, health "
              f"rounds, status and gauge are the real ones. {args.lessees} concurrent lessees for {args.seconds:.0f} s "
@@ -227,6 +230,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
                       f"`ray.init`): {cli[0]['status_cli_ray_s']} s; `python -c \"import ray\"` alone: "
                       f"{cli[0]['import_ray_s']} s."]
     lines += ["", "![scale](scale.png)", ""]
+    earlier = (RESULTS / "scale.md").read_text() if (RESULTS / "scale.md").exists() else ""
+    if "\n## " in earlier:  # earlier runs stay below, newest first (their plot is this run's now)
+        lines += [earlier[earlier.index("\n## ") + 1:].replace("![scale](scale.png)", "(plot: replaced by a later run)")]
     (RESULTS / "scale.md").write_text("\n".join(lines))
 
 
