@@ -13,8 +13,7 @@ from typing import Any
 import ray
 from ray._private import state as _gcs
 
-#: The Ray node label an env host's node carries (``rayenv worker start`` sets it): which host a desktop runs on.
-HOST_LABEL = "rayenv-host"
+from .types import HOST_LABEL  # noqa: F401 - the label, re-exported where Ray is asked about it
 
 
 def host_of(node_id: str) -> str:

@@ -26,6 +26,10 @@ class StepResult(TypedDict):
     info: dict[str, Any]
 
 
+#: The Ray node label an env host's node carries (``rayenv worker start`` sets it): which host a desktop runs on.
+#: Here, not in :mod:`rayenv.cluster_state`, so the port plan (and the CLI) name it without importing Ray.
+HOST_LABEL = "rayenv-host"
+
 DesktopState = Literal["booting", "ready", "dirty", "broken", "closed"]
 
 

@@ -68,6 +68,28 @@ def test_leases_beyond_the_pool_size_wait_and_then_time_out_with_advice(pool):
     pool.release(second), pool.release(third)
 
 
+def test_concurrent_async_leases_of_one_process_share_the_desktops_and_each_gets_its_own(pool):
+    """Six rollouts of one event loop on two desktops (their acquires reach the manager batched): never more
+    than two at once, every one served, every desktop given back."""
+    held: set[int] = set()
+    most = [0]
+
+    async def rollout() -> None:
+        async with pool.lease_async(timeout=30) as lease:
+            assert lease.slot not in held
+            held.add(lease.slot)
+            most[0] = max(most[0], len(held))
+            await asyncio.sleep(0.05)
+            held.discard(lease.slot)
+
+    async def rollouts() -> None:
+        await asyncio.gather(*(rollout() for _ in range(6)))
+
+    asyncio.run(rollouts())
+    assert most[0] == 2
+    wait_until(lambda: pool.status().counts.get("idle") == 2, 10, what="both desktops idle again")
+
+
 def test_a_malformed_action_is_rejected_and_the_desktop_stays_usable(pool):
     with pool.lease(timeout=10) as lease:
         env = lease.env

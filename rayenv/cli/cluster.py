@@ -23,7 +23,6 @@ import typer
 from ..errors import RayEnvError
 from ..pool.config import DEFAULT_NAMESPACE
 from ..tunnel import head as head_side
-from ..tunnel import worker as worker_side
 from ..tunnel.plan import PortPlan
 from ..tunnel.ssh import SshTarget, permanent_failure
 from .common import RayenvTyper, console, either, flag, hidden_alias, json_option, print_json
@@ -175,6 +174,8 @@ def worker_start(
         raise RayEnvError("Give exactly one of --ssh USER@HOST (join through an ssh tunnel) and --address HEAD:PORT "
                           "(join directly over a LAN or overlay).", phase="worker start",
                           hint="rayenv worker start --help")
+    from ..tunnel import worker as worker_side  # here: it imports Ray, which `rayenv status` and --help need not
+
     resolved = PortPlan.load(_tunnel_config(tunnel_config, config, short_config), pool_size=size,
                              host_index=host_index, driver_workers=drivers).model_copy(
         update={"host_id": worker_side.host_id()})
@@ -214,5 +215,7 @@ def _direct_plan(plan: PortPlan, address: str) -> PortPlan:
 def worker_stop(keep_pool: bool = flag("--keep-pool", "leave the pool's actors (they die with the node)")) -> None:
     """Take this host's desktops out of the pool (the pool goes when none are left), stop the supervisor, the
     tunnel, the sidecar and this node's Ray processes."""
+    from ..tunnel import worker as worker_side
+
     stopped = worker_side.stop(shutdown_pool=not keep_pool)
     console.print("stopped" if stopped else "no worker was running")

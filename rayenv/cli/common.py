@@ -84,6 +84,12 @@ class RayenvTyper(typer.Typer):
             sys.exit(code)
 
 
+def debug(line: str) -> None:
+    """One line on stderr under ``rayenv --debug`` (which path a command took, say); nothing otherwise."""
+    if _debug["on"]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def explain(exc: BaseException) -> tuple[int, str]:
     """The exit code and the sentences for ``exc``."""
     if isinstance(exc, RayEnvError):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import typer
 
 from . import cluster, demo, desktop, ops, pool, suite, vm
@@ -15,6 +13,8 @@ app = RayenvTyper(help="rayenv: a Ray-based pool of OSWorld desktops for trainin
 
 def _print_version(value: bool) -> None:
     if value:
+        from importlib import metadata  # here: it costs every other command ~0.05 s
+
         print(f"rayenv {metadata.version('rayenv')}")
         raise typer.Exit()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,9 @@ from rich.table import Table
 
 from ..pool.config import DEFAULT_NAMESPACE, manager_name
 from ..pool.status import PoolStatus
-from .common import connect_ray, json_option, print_json
+from ..pool.status_endpoint import PORT_ENV, read_statuses, status_ports
+from ..tunnel.raynode import HeadInfo
+from .common import connect_ray, debug, flag, json_option, print_json
 
 
 def sidecar(
@@ -35,16 +38,14 @@ def status(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray head address (host:port)"),
     as_json: bool = json_option("every pool's status"),
     slots: bool = typer.Option(False, "--slots", help="one row per slot too (its env, node, lease, last error)"),
+    via_ray: bool = flag("--ray", "ask the pools' managers through Ray, not their status endpoints on this machine"),
 ) -> None:
     """Every rayenv pool of the cluster: desktops per env host and state, replacements, failed slots' errors;
-    each slot with ``--slots``."""
-    import ray
-
-    connect_ray(address)
-    prefix = manager_name("")
-    managers = [ray.get_actor(actor["name"], namespace=actor["namespace"])
-                for actor in ray.util.list_named_actors(all_namespaces=True) if actor["name"].startswith(prefix)]
-    pools: list[PoolStatus] = ray.get([manager.status.remote(slots) for manager in managers])  # asked together
+    each slot with ``--slots``. On the head it reads the managers' status endpoints (no Ray driver: well under a
+    second); elsewhere, or when none answers, it asks Ray."""
+    pools = None if via_ray else _from_endpoints(address, slots)
+    if pools is None:
+        pools = _from_ray(address, slots)
     if as_json:
         print_json([pool.to_dict() for pool in pools])
         return
@@ -66,6 +67,54 @@ def status(
                           "" if slot.leased_for is None else str(slot.leased_for), str(slot.replacements),
                           slot.last_error or "")
         console.print(table)
+
+
+def _from_endpoints(address: Optional[str], slots: bool) -> Optional[list[PoolStatus]]:
+    """The pools of the cluster at ``address`` (else the one this machine last started) whose managers serve a
+    status endpoint here (:mod:`rayenv.pool.status_endpoint`); None when that cluster is unknown or none answers."""
+    cluster = address or _current_cluster()
+    ports = status_ports(_planned_status_port())
+    if not cluster:
+        debug("status: no --address, $RAY_ADDRESS or local cluster on record; asking Ray")
+        return None
+    pools = read_statuses(cluster, detail=slots, ports=ports)
+    if not pools:
+        debug(f"status: no status endpoint of cluster {cluster} on 127.0.0.1:{ports[0]}..{ports[-1]}; asking Ray")
+        return None
+    debug(f"status: read {len(pools)} pool(s) of cluster {cluster} from 127.0.0.1:{ports[0]}..{ports[-1]}")
+    return pools
+
+
+def _current_cluster() -> Optional[str]:
+    """The GCS address of the cluster ``ray start`` last started on this machine (where ``ray.init("auto")``
+    looks first, under Ray's temp dir: ``$RAY_TMPDIR``, else ``$TMPDIR``, else /tmp)."""
+    temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    try:
+        return (Path(temp) / "ray" / "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _planned_status_port() -> Optional[int]:
+    """The status block of the head ``rayenv head start`` runs on this machine (its port plan), unless
+    ``$RAYENV_POOL_STATUS_PORT`` says otherwise; None: the default block."""
+    if os.environ.get(PORT_ENV):
+        return None
+    try:
+        return HeadInfo.model_validate_json(HeadInfo.path().read_text()).plan.head.pool_status
+    except (OSError, ValueError):
+        return None
+
+
+def _from_ray(address: Optional[str], slots: bool) -> list[PoolStatus]:
+    """Every pool's status, asked of its manager through Ray (all managers in one round)."""
+    import ray
+
+    connect_ray(address)
+    prefix = manager_name("")
+    managers = [ray.get_actor(actor["name"], namespace=actor["namespace"])
+                for actor in ray.util.list_named_actors(all_namespaces=True) if actor["name"].startswith(prefix)]
+    return ray.get([manager.status.remote(slots) for manager in managers])
 
 
 def _per_host(pool: PoolStatus) -> str:

@@ -17,10 +17,7 @@ from rich.table import Table
 from ..env.download_cache import DownloadCache
 from ..env.tasks import validate_task
 from ..errors import RayEnvError
-from ..suite.checker import APP_PROGRAMS, Checker, Verdict, needed_programs, programs_in_image, programs_on_host
 from ..suite.examples import SuiteTask, select
-from ..suite.prefetch import prefetch as prefetch_files
-from ..suite.runner import run_tasks, summary
 
 app = typer.Typer(help="Check, prefetch and run OSWorld's task suite (an evaluation_examples directory).",
                   no_args_is_help=True)
@@ -40,6 +37,8 @@ def _chosen(examples: Path, domains: list[str], ids: Optional[str], index: str) 
 
 
 def _programs(tasks: list[SuiteTask], apps: Optional[str], image: Optional[str], host: bool) -> set[str] | None:
+    from ..suite.checker import APP_PROGRAMS, needed_programs, programs_in_image, programs_on_host
+
     """The programs the desktop has: listed, asked of an image, or this host's PATH; None when not asked."""
     if apps is not None:
         return {a for a in apps.split(",") if a}
@@ -64,6 +63,8 @@ def check(
     as_json: bool = AS_JSON,
 ) -> None:
     """Say which tasks can run here and why the others cannot; nothing is started."""
+    from ..suite.checker import Checker
+
     try:
         tasks = _chosen(examples, domain, ids, index)
         programs = _programs(tasks, apps, image, host)
@@ -91,6 +92,8 @@ def prefetch(
     as_json: bool = AS_JSON,
 ) -> None:
     """Download every file the tasks' setup and evaluators fetch into the cache (run where there is internet)."""
+    from ..suite.prefetch import prefetch as prefetch_files
+
     try:
         tasks = _chosen(examples, domain, ids, index)
     except RayEnvError as exc:
@@ -127,6 +130,8 @@ def run(
 
     from ..pool.config import PoolConfig
     from ..pool.handle import EnvPool
+    from ..suite.checker import Checker
+    from ..suite.runner import run_tasks, summary
 
     try:
         tasks = _chosen(examples, domain, ids, index)

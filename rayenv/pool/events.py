@@ -84,9 +84,11 @@ class BootFailed(SlotEvent):
 
 @dataclass(frozen=True)
 class Released(SlotEvent):
-    """The lessee gave the desktop back; ``broken``: it found the desktop gone."""
+    """The lessee gave the desktop back; ``broken``: it found the desktop gone; ``unused``: it was never lent to
+    a rollout (granted to a waiter that had left), so it needs no revert."""
 
     broken: bool = False
+    unused: bool = False
 
 
 class LesseeDied(SlotEvent):

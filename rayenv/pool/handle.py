@@ -39,8 +39,10 @@ gives the desktop back as if it had been released, so a restarted trainer finds 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -50,6 +52,7 @@ from ray.actor import ActorHandle
 from ..errors import PoolError
 from ..failures import replaces_now, typed
 from ..waiting import wait_until
+from .batching import LeaseBatcher
 from .capacity import check_cluster
 from .config import DEFAULT_NAMESPACE, PoolConfig
 from .lease import Lease
@@ -73,6 +76,7 @@ class EnvPool:
         self.namespace = namespace
         self._manager = manager
         self.config = PoolConfig.model_validate(config)
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeaseBatcher] = weakref.WeakKeyDictionary()
 
     # -- creating and attaching ----------------------------------------------------------------
     @classmethod
@@ -196,10 +200,21 @@ class EnvPool:
             self.release(lease, broken=broken)
 
     async def acquire_async(self, timeout: float | None = None) -> Lease:
-        return await self._manager.acquire.remote(timeout, _lessee())
+        """The asyncio form of :meth:`acquire`. The acquires pending on one event loop at once reach the manager
+        as one call (:mod:`rayenv.pool.batching`): a worker running many rollouts costs it a call per batch."""
+        return await self._batcher().acquire(timeout)
 
     async def release_async(self, lease: Lease, broken: bool = False) -> None:
-        await self._manager.release.remote(lease.slot, lease.generation, broken)
+        """The asyncio form of :meth:`release`, coalesced as :meth:`acquire_async` is."""
+        await self._batcher().release(lease, broken)
+
+    def _batcher(self) -> LeaseBatcher:
+        """This event loop's batcher (its futures belong to the loop; a new loop gets its own)."""
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = LeaseBatcher(self._manager, self.name, _lessee())
+        return batcher
 
     @contextlib.asynccontextmanager
     async def lease_async(self, timeout: float | None = None) -> AsyncIterator[Lease]:

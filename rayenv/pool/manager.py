@@ -9,8 +9,11 @@ events. A health round therefore never waits for a boot or a replacement.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +32,7 @@ from .reaper import reap_cluster
 from .lease import Lease
 from .slots import HEALTHY_STATES, STATES, Slots
 from .status import PoolStatus
+from .status_endpoint import StatusEndpoint
 
 logger = logging.getLogger("rayenv.pool.manager")
 
@@ -67,6 +71,11 @@ class PoolManager:
         self._lease_wait = metrics.Histogram("rayenv_lease_wait_seconds", "Time a lessee (the trainer) waited for a "
                                              "desktop", boundaries=[0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900],
                                              tag_keys=("pool",))
+        self._answers: list[tuple[Revert, concurrent.futures.Future]] = []  # reverts answered, not yet applied
+        self._answers_lock = threading.Lock()
+        self._answers_due = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the actor's event loop, where the answers are applied
+        self._endpoint = StatusEndpoint(self.status, ray.get_runtime_context().gcs_address)
 
     # -- the one place slots change ------------------------------------------------------------------
     def _apply_locked(self, event: Event, background: bool = True) -> list[Effect]:
@@ -86,7 +95,10 @@ class PoolManager:
             self._gauge_due = True
             asyncio.get_running_loop().call_later(GAUGE_PERIOD, self._export_gauge)
         if effects and background:
-            self._spawn(self._perform(effects))
+            reverts = [effect for effect in effects if isinstance(effect, Revert)]
+            self._start_reverts(reverts)  # a batch of releases: its reverts go out at once, not task by task
+            if len(reverts) < len(effects):
+                self._spawn(self._perform([effect for effect in effects if not isinstance(effect, Revert)]))
             return []
         return effects
 
@@ -115,7 +127,7 @@ class PoolManager:
             elif isinstance(effect, Retire):
                 await self._retire(effect)
             elif isinstance(effect, Revert):
-                await self._revert(effect)
+                self._start_reverts([effect])
 
     async def _settled(self, indices: set[int]) -> None:
         """Wait until each of these slots has booted or given up (retries included)."""
@@ -179,17 +191,30 @@ class PoolManager:
         if retire.slot is not None:
             await self._apply(Retired(retire.slot, retire.generation))
 
-    async def _revert(self, revert: Revert) -> None:
-        try:
-            await revert.handle.revert.remote()
-        except Exception as exc:  # noqa: BLE001 - rayenv.failures decides what it means
-            if classify(exc) is Failure.UNREACHABLE:  # its next reset reverts it; the health loop decides
-                why = _short(exc) if str(exc) else "revert timed out"
-                await self._apply(RevertSilent(revert.slot, revert.generation, why))
-            else:
-                await self._apply(RevertFailed(revert.slot, revert.generation, _short(exc)))
-        else:
-            await self._apply(RevertDone(revert.slot, revert.generation))
+    def _start_reverts(self, reverts: Sequence[Revert]) -> None:
+        """Send each revert; their answers come back through :meth:`_revert_answered` and are applied in batches.
+
+        Not one awaiting coroutine per revert: at hundreds of releases per second, each await of a Ray
+        reference costs the manager a cross-thread hand-off and each result a pass through the lock, and
+        the reverts are the one Ray call a lease+release cycle still makes per desktop."""
+        self._loop = asyncio.get_running_loop()
+        for revert in reverts:
+            revert.handle.revert.remote().future().add_done_callback(functools.partial(self._revert_answered, revert))
+
+    def _revert_answered(self, revert: Revert, answer: concurrent.futures.Future) -> None:
+        """A revert's answer (called on Ray's thread): queued, and the event loop woken once per batch."""
+        with self._answers_lock:
+            self._answers.append((revert, answer))
+            if self._answers_due:
+                return
+            self._answers_due = True
+        self._loop.call_soon_threadsafe(lambda: self._spawn(self._apply_reverts()))
+
+    async def _apply_reverts(self) -> None:
+        with self._answers_lock:
+            answers, self._answers, self._answers_due = self._answers, [], False
+        async with self.changed:
+            self._apply_all_locked([_revert_event(revert, answer) for revert, answer in answers])
 
     async def _reap(self, doomed: Sequence[str] = (), everything: bool = False) -> list[str]:
         """Remove this pool's desktops whose actor is gone (see :mod:`rayenv.pool.reaper`) on every env host."""
@@ -218,6 +243,7 @@ class PoolManager:
 
     # -- the pool's life -------------------------------------------------------------------------------
     async def start(self) -> PoolStatus:
+        await self._endpoint.start()  # `rayenv status` on the head reads it without a Ray driver
         await self._apply(Start())
         await self._settled({s.index for s in self.slots})
         self._spawn(self._health_loop())
@@ -254,6 +280,7 @@ class PoolManager:
         Ray is killed too, and the reap is repeated until a round finds nothing: a container a killed
         actor was creating (a revert's restart) reaches Docker after the actor is gone.
         """
+        self._endpoint.close()
         effects = await self._apply(Closing(), background=False)
         for task in list(self._tasks):
             task.cancel()
@@ -339,26 +366,45 @@ class PoolManager:
 
     # -- leasing ---------------------------------------------------------------------------------------
     async def acquire(self, timeout: float | None = None, lessee: dict[str, str] | None = None) -> Lease:
-        async def idle_slot() -> Lease:
+        return (await self.acquire_many(1, timeout, lessee))[0]
+
+    async def acquire_many(self, count: int, timeout: float | None = None,
+                           lessee: dict[str, str] | None = None) -> list[Lease]:
+        """Lease up to ``count`` desktops to one lessee: once any is idle, every idle one up to ``count`` (at least
+        one). A process's concurrent acquires arrive as one call (:mod:`rayenv.pool.batching`)."""
+        async def idle_slots() -> list[Lease]:
             async with self._freed:
                 await self._freed.wait_for(lambda: self.slots.closing or self.slots.leasable() is not None)
                 if self.slots.closing:
                     raise PoolError(f"pool {self.config.name!r} is shutting down", phase="lease")
-                slot = self.slots.leasable()
-                self._apply_locked(Leased(slot.index, lessee))
-                return Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
+                chosen = self.slots.leasable_many(count)
+                self._apply_all_locked([Leased(slot.index, lessee) for slot in chosen])  # one wake-up for the lot
+                return [Lease(slot=slot.index, generation=slot.generation, env_name=slot.env_name, env=slot.handle)
+                        for slot in chosen]
 
         asked = asyncio.get_running_loop().time()
         try:
-            lease = await asyncio.wait_for(idle_slot(), timeout)
+            leases = await asyncio.wait_for(idle_slots(), timeout)
         except asyncio.TimeoutError:
             raise PoolError(f"no desktop of pool {self.config.name!r} became free within {timeout}s", phase="lease",
                             hint=f"pool status: {self.status().counts}; grow the pool or release leases") from None
-        self._lease_wait.observe(asyncio.get_running_loop().time() - asked, tags={"pool": self.config.name})
-        return lease
+        waited = asyncio.get_running_loop().time() - asked
+        for _ in leases:
+            self._lease_wait.observe(waited, tags={"pool": self.config.name})
+        return leases
 
     async def release(self, slot_index: int, generation: int, broken: bool = False) -> None:
         await self._apply(Released(slot_index, generation, broken))
+
+    async def release_many(self, releases: Sequence[tuple[int, int, bool]],
+                           unused: Sequence[tuple[int, int]] = ()) -> None:
+        """Give back many leases in one call: ``releases`` as (slot, generation, broken), reverted as ``release``
+        does; ``unused`` as (slot, generation), leases that were granted but never lent to a rollout (their
+        waiter had left), idle again at once: their desktop is as clean as when it was leased."""
+        events: list[Event] = [Released(slot, generation, broken) for slot, generation, broken in releases]
+        events += [Released(slot, generation, unused=True) for slot, generation in unused]
+        async with self.changed:
+            self._apply_all_locked(events)
 
     # -- inspection ------------------------------------------------------------------------------------
     def status(self, detail: bool = True) -> PoolStatus:
@@ -398,6 +444,17 @@ def _answers(refs: list[ray.ObjectRef], timeout: float) -> list[Any]:
         except Exception as exc:  # noqa: BLE001 - the caller sorts silent from broken
             results.append(exc)
     return results
+
+
+def _revert_event(revert: Revert, answer: concurrent.futures.Future) -> Event:
+    """What a revert's answer means for its slot: clean again, silent (its next reset reverts it; the health
+    loop decides), or failed (replaced)."""
+    error = answer.exception()
+    if error is None:
+        return RevertDone(revert.slot, revert.generation)
+    if classify(error) is Failure.UNREACHABLE:
+        return RevertSilent(revert.slot, revert.generation, _short(error) if str(error) else "revert timed out")
+    return RevertFailed(revert.slot, revert.generation, _short(error))
 
 
 def _lessee_key(lessee: dict[str, str]) -> str:

@@ -24,6 +24,7 @@ that is gone, or one that does not fit the slot's state, changes nothing and ask
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +106,10 @@ class Slots:
         costs the same in a pool of 8 slots and of 4,000."""
         return next((slot for index in self._idle if (slot := self._by_index[index]).leasable), None)
 
+    def leasable_many(self, count: int) -> list[Slot]:
+        """Up to ``count`` of the idle slots that answer their pings, idle longest first."""
+        return list(itertools.islice((slot for index in self._idle if (slot := self._by_index[index]).leasable), count))
+
     def idle_count(self) -> int:
         return len(self._idle)
 
@@ -143,9 +148,9 @@ class Slots:
         slot.handle, slot.actor_id, slot.attempt = None, "", 0
         return [retire]
 
-    def _give_back(self, slot: Slot) -> list[Effect]:
+    def _give_back(self, slot: Slot, revert: bool = True) -> list[Effect]:
         slot.leased_at, slot.lessee = None, None
-        if self.revert_on_release:
+        if revert and self.revert_on_release:
             self._set(slot, "reverting")
             return [Revert(slot.index, slot.generation, slot.handle)]
         self._set(slot, "idle")
@@ -271,7 +276,7 @@ class Slots:
             return []  # this desktop was already replaced (or its host left the pool): nothing to give back
         if event.broken:
             return self._replace(slot, "released as broken")
-        return self._give_back(slot)
+        return self._give_back(slot, revert=not event.unused)
 
     def _on_LesseeDied(self, event: LesseeDied) -> list[Effect]:
         return self._on_Released(Released(event.slot, event.generation))

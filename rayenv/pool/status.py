@@ -88,3 +88,8 @@ class PoolStatus:
         data = asdict(self)
         data["slots"] = list(data["slots"])
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolStatus:
+        """The status :meth:`to_dict` gave (as the status endpoint serves it, :mod:`rayenv.pool.status_endpoint`)."""
+        return cls(**{**data, "slots": tuple(SlotStatus(**slot) for slot in data.get("slots", ()))})

@@ -44,8 +44,11 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
-from ..cluster_state import HOST_LABEL
+from ..types import HOST_LABEL
 from ..errors import ConfigError
+from ..pool.status_endpoint import DEFAULT_PORT as DEFAULT_STATUS_PORT
+from ..pool.status_endpoint import PORT_ENV as STATUS_PORT_ENV
+from ..pool.status_endpoint import STATUS_PORTS, status_ports
 from ..strict import StrictModel, explain, read_yaml_section
 
 #: Host K's fixed ports (node manager .. runtime-env agent) are host 0's + K x this.
@@ -98,9 +101,11 @@ class HeadPorts(NodePorts):
     gcs: int = 6379
     dashboard: int = 8265
     client_server: int = 10001
+    pool_status: int = Field(DEFAULT_STATUS_PORT, description="first of the pool managers' status endpoints "
+                             f"({STATUS_PORTS} ports, loopback only; `rayenv status` reads them)")
 
     def all_ports(self) -> set[int]:
-        return super().all_ports() | {self.gcs, self.dashboard, self.client_server}
+        return super().all_ports() | {self.gcs, self.dashboard, self.client_server, *status_ports(self.pool_status)}
 
 
 def default_head() -> HeadPorts:
@@ -235,10 +240,12 @@ class PortPlan(StrictModel):
         return ["-o", f"ServerAliveInterval={self.keepalive_interval}", "-o", f"ServerAliveCountMax={self.keepalive_count}"]
 
     def head_env(self) -> dict[str, str]:
-        """Health checks that tolerate ``outage_tolerance`` seconds of silence before declaring the node dead."""
+        """Health checks that tolerate ``outage_tolerance`` seconds of silence before declaring the node dead; where
+        the pool managers serve their status."""
         period_ms = 3000
         return {"RAY_health_check_period_ms": str(period_ms),
-                "RAY_health_check_failure_threshold": str(-(-self.outage_tolerance * 1000 // period_ms))}
+                "RAY_health_check_failure_threshold": str(-(-self.outage_tolerance * 1000 // period_ms)),
+                STATUS_PORT_ENV: str(self.head.pool_status)}  # the pool managers' status endpoints
 
     def worker_env(self) -> dict[str, str]:
         """The env host's raylet keeps retrying the GCS through an outage instead of exiting after 60 s."""
