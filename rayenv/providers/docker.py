@@ -21,7 +21,10 @@ from Debian packages. What this provider adds:
   sets the guest's clock, which the snapshot took back in time. A snapshot that cannot be loaded
   raises :class:`~rayenv.errors.SnapshotError`, and the desktop restarts instead;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
-* the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase.
+* the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
+* on images whose guest draws its desktop on QEMU's display (label ``rayenv.vm.display=qemu``: rayenv's own
+  small-profile disk), screenshots are QMP ``screendump``s into the work directory
+  (:class:`~rayenv.providers.screens.QemuDisplay`), not the guest's ``/screenshot``.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ import requests
 
 from ..engine import containers
 from ..engine.containers import LABEL_WORKDIR
+from ..desktop_vm.build import DISPLAY_LABEL
 from ..engine.kvm import KERNEL_LABEL, KvmStatus, kvm_status
 from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
 from .golden import GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore
 from .qmp import Monitor
+from .screens import QemuDisplay
 from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ logger = logging.getLogger(__name__)
 GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT = 5000, 9222, 8006, 8080
 #: Where the image keeps the overlay (``boot.qcow2``) and QMP socket (``qmp.sock``).
 WORK_MOUNT = "/run/vm"
+#: QEMU's screendump of the display, in the work directory.
+SCREEN_DUMP = "screen.ppm"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -78,6 +85,7 @@ class DockerProvider(ContainerProvider):
         self._snapshot_resets = False
         self._golden: str | None = None  # digest of the golden state this desktop started from
         self._endpoint: GuestEndpoint | None = None
+        self._draws: bool | None = None  # whether the image's guest draws on QEMU's display (read once)
         self.store = GoldenStore()
 
     def start(self) -> GuestEndpoint:
@@ -217,6 +225,18 @@ class DockerProvider(ContainerProvider):
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir, self._endpoint, self._golden = None, None, None
 
+    def display(self) -> QemuDisplay | None:
+        """QEMU's display, where the image says its guest draws the desktop (else the guest's screenshots)."""
+        if self._endpoint is None or self.work_dir is None or self.qmp_socket is None:
+            return None
+        if self._draws is None:
+            labels = containers.client().images.get(self.spec.docker_image).labels or {}
+            self._draws = labels.get(DISPLAY_LABEL) == "qemu"
+        if not self._draws:
+            return None
+        return QemuDisplay(Monitor(self.qmp_socket, env=self.ownership.env_name), f"{WORK_MOUNT}/{SCREEN_DUMP}",
+                           self.work_dir / SCREEN_DUMP)
+
     @property
     def qmp_socket(self) -> Path | None:
         """QEMU's monitor for this desktop (host side), for snapshot control; None when not started."""
@@ -230,4 +250,6 @@ class DockerProvider(ContainerProvider):
             facts["work_dir"] = str(self.work_dir)
         if self._golden is not None:
             facts["golden_state"] = self._golden
+        if self._draws is not None:
+            facts["screenshots"] = "QEMU's display (QMP screendump)" if self._draws else "guest GET /screenshot"
         return facts
