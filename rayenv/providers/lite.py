@@ -3,33 +3,23 @@
 Starts in about a second, needs no KVM and no 10 GB image, and is driven exactly like an OSWorld
 VM; see ``OSWorld/image/`` for what is inside and :mod:`rayenv.desktop_lite.build` for the build.
 Its Xvfb keeps the screen in a file of a host directory on tmpfs (``FRAMEBUFFER_DIR``, bind-mounted),
-which screenshots read (:class:`~rayenv.providers.screens.XwdFramebuffer`); the directory is the
-container's work directory, removed with it.
+which screenshots read (:class:`~rayenv.providers.screens.XwdFramebuffer`); the directory goes with
+the container.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..desktop_lite.build import default_image_tag
-from ..engine.containers import LABEL_WORKDIR
+from ..engine.containers import LABEL_SCREENDIR
 from .base import APP_PORTS, GuestEndpoint
 from .container_provider import ContainerProvider
-from .screens import FRAMEBUFFER_MOUNT, XVFB_SCREEN_FILE, XwdFramebuffer
+from .screens import SCREEN_MOUNT, XVFB_SCREEN_FILE, XwdFramebuffer, make_screen_dir
 
 GUEST_PORT = 5000
-
-
-def framebuffer_root() -> Path:
-    """Parent of the desktops' framebuffer directories: tmpfs (``/dev/shm``), so X's drawing never reaches a disk."""
-    configured = os.environ.get("RAYENV_FRAMEBUFFER_DIR")
-    if configured:
-        return Path(configured)
-    return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
 class LiteProvider(ContainerProvider):
@@ -37,21 +27,18 @@ class LiteProvider(ContainerProvider):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.framebuffer_dir: Path | None = None
+        self.screen_dir: Path | None = None
 
     def container_options(self) -> dict[str, Any]:
-        framebuffer_root().mkdir(parents=True, exist_ok=True)
-        self.framebuffer_dir = Path(tempfile.mkdtemp(prefix=f"rayenv-screen-{self.ownership.owner}-"
-                                                             f"{self.ownership.env_name}-", dir=framebuffer_root()))
-        self.framebuffer_dir.chmod(0o777)  # the osworld profile's X server runs as `user`
+        self.screen_dir = make_screen_dir(self.ownership.owner, self.ownership.env_name)
         return {"image": self.spec.lite_image or default_image_tag(self.spec.profile),
                 "ports": [GUEST_PORT, *APP_PORTS.values()], "shm_size": "256m", "init": True,
-                "labels": {LABEL_WORKDIR: str(self.framebuffer_dir)},
-                "volumes": {str(self.framebuffer_dir): {"bind": FRAMEBUFFER_MOUNT, "mode": "rw"}},
+                "labels": {LABEL_SCREENDIR: str(self.screen_dir)},
+                "volumes": {str(self.screen_dir): {"bind": SCREEN_MOUNT, "mode": "rw"}},
                 "environment": {"SCREEN_WIDTH": str(self.spec.screen_width),
                                 "SCREEN_HEIGHT": str(self.spec.screen_height),
                                 "CLIENT_PASSWORD": self.spec.client_password,
-                                "FRAMEBUFFER_DIR": FRAMEBUFFER_MOUNT}}
+                                "FRAMEBUFFER_DIR": SCREEN_MOUNT}}
 
     def endpoint(self, ports: dict[int, int]) -> GuestEndpoint:
         """The guest API and the app ports of ``APP_PORTS``, each published on a loopback port Docker chose."""
@@ -61,16 +48,16 @@ class LiteProvider(ContainerProvider):
     def display(self) -> XwdFramebuffer | None:
         """Xvfb's screen file, once the container runs and its X server made it (an image from before
         ``FRAMEBUFFER_DIR`` makes none: its screenshots come from the guest)."""
-        if self._container is None or self.framebuffer_dir is None:
+        if self._container is None or self.screen_dir is None:
             return None
-        framebuffer = XwdFramebuffer(self.framebuffer_dir / XVFB_SCREEN_FILE, env=self.ownership.env_name)
+        framebuffer = XwdFramebuffer(self.screen_dir / XVFB_SCREEN_FILE, env=self.ownership.env_name)
         return framebuffer if framebuffer.available() else None
 
     def stop(self) -> None:
-        super().stop()  # removes the framebuffer directory with the container (its work directory label)
-        if self.framebuffer_dir is not None:  # also when the container never started
-            shutil.rmtree(self.framebuffer_dir, ignore_errors=True)
-            self.framebuffer_dir = None
+        super().stop()  # removes the screen directory with the container (its label)
+        if self.screen_dir is not None:  # also when the container never started
+            shutil.rmtree(self.screen_dir, ignore_errors=True)
+            self.screen_dir = None
 
     def describe(self) -> dict[str, Any]:
         facts = super().describe()
