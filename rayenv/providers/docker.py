@@ -257,6 +257,6 @@ class DockerProvider(ContainerProvider):
             facts["work_dir"] = str(self.work_dir)
         if self._golden is not None:
             facts["golden_state"] = self._golden
-        if self._draws is not None:
-            facts["screenshots"] = "QEMU's display (QMP screendump)" if self._draws else "guest GET /screenshot"
+        if self._endpoint is not None:
+            facts["screenshots"] = "QEMU's display (QMP screendump)" if self.display() else "guest GET /screenshot"
         return facts
