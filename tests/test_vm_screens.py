@@ -21,7 +21,7 @@ from PIL import Image, ImageChops
 from rayenv.env.desktop import Desktop
 from rayenv.providers import DesktopSpec, Ownership
 from rayenv.providers.qmp import Monitor
-from rayenv.providers.screens import SCREEN_MOUNT, Frame, draw_pointer, read_ppm
+from rayenv.providers.screens import SCREEN_MOUNT, Frame, encode_png, read_ppm
 from rayenv.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -62,9 +62,7 @@ def screendump(desktop: Desktop) -> Image.Image:
 
 
 def with_pointer(screen: Image.Image, position: tuple[int, int]) -> Image.Image:
-    frame = Frame(screen.width, screen.height, bytearray(screen.tobytes()))
-    draw_pointer(frame, position)
-    return frame.image()
+    return png(encode_png(Frame(screen.width, screen.height, screen.tobytes()), position))
 
 
 def same(first: Image.Image, second: Image.Image) -> bool:

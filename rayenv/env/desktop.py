@@ -23,7 +23,6 @@ from typing import Any, Callable, TypeVar
 
 from ..errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
 from ..providers import DesktopSpec, GuestEndpoint, Ownership, Provider, make_provider
-from ..providers.screens import screenshot_png
 from ..types import DesktopState, EnvStatus, Observation, StepResult
 from .actions import parse_action
 from .download_cache import DownloadCache
@@ -255,6 +254,8 @@ class Desktop:
         display = self.provider.display()
         if display is None:
             return client.screenshot()
+        from ..providers.screens import screenshot_png  # env hosts only: Pillow and ISA-L are not cluster-side installs
+
         return screenshot_png(display, client.cursor_position, self._pointer_reader)
 
     def _require_client(self, phase: str) -> GuestClient:

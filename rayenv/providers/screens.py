@@ -13,8 +13,8 @@ pixels exist outside the guest already:
 Neither X server draws a pointer (both run with ``-nocursor``); :func:`screenshot_png` draws it
 where the guest says the pointer is, as OSWorld's guest draws it (the arrow of
 ``OSWorld/guest/osworld_guest/screen.py``), and encodes it once as PNG (:func:`encode_png`). The
-pixels stay one buffer of RGB rows from the read to the encoder: at 1920x1080 every extra pass
-over its 6 MB costs milliseconds.
+pixels stay one buffer of RGB rows from the read to the encoder, which draws the pointer on a copy
+of the rows it covers: at 1920x1080 every extra pass over the screen's 6 MB costs milliseconds.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ _XWD_COLOR_SIZE = 12
 
 @dataclass
 class Frame:
-    """What a screen shows: ``width`` x ``height`` pixels as 8-bit RGB rows without padding, writable in place."""
+    """What a screen shows: ``width`` x ``height`` pixels as 8-bit RGB rows without padding."""
 
     width: int
     height: int
-    rgb: bytearray | memoryview
+    rgb: bytes | memoryview
 
     def image(self) -> Image.Image:
         return Image.frombuffer("RGB", (self.width, self.height), bytes(self.rgb), "raw", "RGB", 0, 1)
@@ -71,29 +71,29 @@ class Display(Protocol):
         """What the screen shows now, without a pointer."""
 
 
-def draw_pointer(frame: Frame, position: tuple[int, int]) -> None:
-    """Draw OSWorld's guest's arrow with its tip at ``position``, in place: on the few rows it covers only, as a
-    patch with the same pixels as the arrow drawn on the whole screen (the polygon is moved by whole pixels)."""
+def pointer_rows(frame: Frame, position: tuple[int, int]) -> dict[int, bytes]:
+    """The rows of ``frame`` the pointer covers, by index, with OSWorld's guest's arrow drawn in with its tip at
+    ``position``: drawn on that band of rows alone, which gives the same pixels as drawing on the whole screen
+    (the polygon only moves up by whole rows)."""
     x, y = position
-    left, top = max(x, 0), max(y, 0)
-    right, bottom = min(x + POINTER_SIZE[0], frame.width), min(y + POINTER_SIZE[1], frame.height)
-    if right <= left or bottom <= top:
-        return
-    span = (right - left) * 3
-    starts = [(row * frame.width + left) * 3 for row in range(top, bottom)]
-    patch = Image.frombytes("RGB", (right - left, bottom - top), b"".join(frame.rgb[start:start + span] for start in starts))
-    ImageDraw.Draw(patch).polygon([(x - left + dx, y - top + dy) for dx, dy in POINTER], fill="white", outline="black")
-    drawn = patch.tobytes()
-    for index, start in enumerate(starts):
-        frame.rgb[start:start + span] = drawn[index * span:(index + 1) * span]
+    top, bottom = max(y, 0), min(y + POINTER_SIZE[1], frame.height)
+    if bottom <= top:
+        return {}
+    stride = frame.width * 3
+    band = Image.frombytes("RGB", (frame.width, bottom - top), bytes(frame.rgb[top * stride:bottom * stride]))
+    ImageDraw.Draw(band).polygon([(x + dx, y - top + dy) for dx, dy in POINTER], fill="white", outline="black")
+    drawn = band.tobytes()
+    return {top + index: drawn[index * stride:(index + 1) * stride] for index in range(bottom - top)}
 
 
-def encode_png(frame: Frame) -> bytes:
-    """The frame as PNG: rows unfiltered, deflated by ISA-L at :data:`COMPRESS_LEVEL` (one pass over 6 MB at
-    1920x1080 in ~2 ms, where zlib's level 1, Pillow's encoder, takes 20-60 ms)."""
+def encode_png(frame: Frame, pointer: tuple[int, int] | None = None) -> bytes:
+    """The frame as PNG, with the pointer drawn at ``pointer`` if given: rows unfiltered, deflated by ISA-L at
+    :data:`COMPRESS_LEVEL` (one pass over 6 MB at 1920x1080 in ~2 ms, where zlib's level 1, Pillow's encoder,
+    takes 20-60 ms). The rows are gathered once, the pointer's from their drawn copies."""
     stride = frame.width * 3
     pixels = memoryview(frame.rgb)
-    rows = b"\0" + b"\0".join(pixels[offset:offset + stride] for offset in range(0, stride * frame.height, stride))
+    drawn = pointer_rows(frame, pointer) if pointer is not None else {}
+    rows = b"\0" + b"\0".join(drawn.get(row) or pixels[row * stride:(row + 1) * stride] for row in range(frame.height))
     header = struct.pack(">IIBBBBB", frame.width, frame.height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", isal_zlib.compress(rows, COMPRESS_LEVEL)) + _chunk(b"IEND", b"")
 
@@ -107,8 +107,7 @@ def screenshot_png(display: Display, pointer: Callable[[], tuple[int, int]], hel
     on ``helper`` while the screen is read, so the slower of the two sets the latency, not their sum."""
     position = helper.submit(pointer)
     frame = display.grab()
-    draw_pointer(frame, position.result())
-    return encode_png(frame)
+    return encode_png(frame, position.result())
 
 
 def screen_dir_root() -> Path:
@@ -151,12 +150,16 @@ class XwdFramebuffer:
                                              "pixel; only 24-bit screens are read", env=self.env, phase="observe",
                                              hint="start Xvfb with -screen 0 WxHx24")
                 offset = header_size + colors * _XWD_COLOR_SIZE
-                screen = Image.frombuffer("RGB", (width, height), mapped[offset:offset + bytes_per_line * height],
-                                          "raw", "BGRX", bytes_per_line, 1)
+                view = memoryview(mapped)  # released before the mapping closes
+                try:
+                    screen = Image.frombuffer("RGB", (width, height), view[offset:offset + bytes_per_line * height],
+                                              "raw", "BGRX", bytes_per_line, 1)
+                finally:
+                    view.release()
         except (OSError, ValueError, struct.error) as exc:
             raise DesktopUnavailable(f"cannot read the desktop's framebuffer {self.path}: {exc}", env=self.env,
                                      phase="observe", hint="its X server is gone; the pool replaces the desktop") from None
-        return Frame(width, height, bytearray(screen.tobytes()))
+        return Frame(width, height, screen.tobytes())
 
 
 class QemuDisplay:
@@ -183,12 +186,10 @@ class QemuDisplay:
 
 def read_ppm(path: Path) -> Frame:
     """A binary PPM (``P6``, 8-bit) as QEMU writes it: ``P6\\n<width> <height>\\n255\\n`` and RGB rows."""
-    with open(path, "rb") as file:
-        data = bytearray(os.fstat(file.fileno()).st_size)
-        file.readinto(data)
-    fields = bytes(data[:32]).split(maxsplit=4)
+    data = path.read_bytes()
+    fields = data[:32].split(maxsplit=4)
     if len(fields) < 4 or fields[0] != b"P6" or fields[3] != b"255":
-        raise ValueError(f"not an 8-bit binary PPM (it starts {bytes(data[:16])!r})")
+        raise ValueError(f"not an 8-bit binary PPM (it starts {data[:16]!r})")
     width, height = int(fields[1]), int(fields[2])
     offset = len(data) - width * height * 3
     return Frame(width, height, memoryview(data)[offset:])
