@@ -39,8 +39,9 @@ from .qmp import Monitor
 #: polygon as ``OSWorld/guest/osworld_guest/screen.py`` draws (tests/test_screens.py holds them equal).
 POINTER = [(0, 0), (0, 16), (4, 12), (7, 18), (9, 17), (6, 11), (11, 11)]
 POINTER_SIZE = (max(x for x, _ in POINTER) + 1, max(y for _, y in POINTER) + 1)
-#: ISA-L's deflate level for the PNG, chosen by measurement (bench/results/screens.md): at 1920x1080 levels 0-2
-#: take ~2 ms, level 3 fifteen times that; 1 and 2 make the same size, a quarter smaller than 0.
+#: ISA-L's deflate level for the PNG, chosen by measurement (bench/results/screens.md, a desktop with three apps at
+#: 1920x1080): levels 0-2 take ~2 ms, level 3 37 ms; 1 and 2 make 103 KiB, 0 makes 144 (Pillow's level 1, the
+#: guest's encoder: 44 ms, 94 KiB).
 COMPRESS_LEVEL = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Where a desktop's screen file is, inside its container: Xvfb's ``-fbdir`` (``FRAMEBUFFER_DIR``), QEMU's dump.
