@@ -78,11 +78,13 @@ def main() -> None:
     if args.cold:
         results["cold_build_s"] = timed_rayenv("desktop", "build", "--force")
     results["cached_build_s"] = timed_rayenv("desktop", "build")
+    results["load_average_before"] = os.getloadavg()[0]
     results["lite"] = measure_desktop("lite", args.shots)
     results["process"] = measure_desktop("process", args.shots)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "desktop_lite.json").write_text(json.dumps(results, indent=2))
-    lines = ["# desktop-lite (1920x1080)", ""]
+    lines = ["# desktop-lite (1920x1080)", "",
+             f"Host load average (2 cores) before: {results['load_average_before']:.1f}.", ""]
     if "cold_build_s" in results:
         lines.append(f"- cold build (debootstrap + import + guest layer): **{results['cold_build_s']:.0f} s**")
     lines += [f"- cached build (nothing changed): **{results['cached_build_s']:.2f} s**", "",
