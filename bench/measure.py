@@ -1,4 +1,5 @@
-"""What the benches share: timing a `rayenv` command as a user runs it, screenshot latency, a container's memory."""
+"""What the benches share: timing a `rayenv` command as a user runs it, screenshot latency (through the guest
+or from outside it), a container's memory."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import math
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from rayenv.engine.containers import client
 from rayenv.env.guest_client import GuestClient
+from rayenv.providers import Provider
+from rayenv.providers.screens import screenshot_png
 
 
 def timed_rayenv(*args: str) -> float:
@@ -31,11 +36,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
 
 
-def screenshot_latencies(client: GuestClient, shots: int) -> tuple[list[float], list[int]]:
-    """Seconds and PNG bytes of ``shots`` screenshots in a row through the guest API."""
+def screenshot_latencies(take: Callable[[], bytes], shots: int) -> tuple[list[float], list[int]]:
+    """Seconds and PNG bytes of ``shots`` screenshots in a row, each taken by ``take`` (e.g. a guest client's
+    ``screenshot``: through the guest API)."""
     seconds, sizes = [], []
     for _ in range(shots):
         begun = time.perf_counter()
-        sizes.append(len(client.screenshot()))
+        sizes.append(len(take()))
         seconds.append(time.perf_counter() - begun)
     return seconds, sizes
+
+
+def outside_screenshot(provider: Provider, client: GuestClient, helper: ThreadPoolExecutor) -> Callable[[], bytes]:
+    """A screenshot as a trainer's observation takes it: from the display outside the guest (QEMU's, Xvfb's
+    framebuffer file), the pointer the guest reports drawn in."""
+    display = provider.display()
+    assert display is not None, f"{provider.label()} has no display the host can read"
+    return lambda: screenshot_png(display, client.cursor_position, helper)

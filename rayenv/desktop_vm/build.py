@@ -64,20 +64,30 @@ from ..errors import ProviderUnavailable
 
 VM_DIR = OSWORLD_DIR / "vm"
 REPOSITORY = "rayenv/osworld-vm"
-#: The guest: desktop-lite's desktop plus what booting it as a VM needs (PID 1 uses ip and modprobe).
-KERNEL_PACKAGES = ("linux-image-amd64", "initramfs-tools", "iproute2", "kmod")
+#: The guest: desktop-lite's desktop plus what booting it as a VM needs (PID 1 uses ip and modprobe; Xorg draws
+#: the desktop on the emulated graphics card, see ``OSWorld/vm/Xvfb``).
+KERNEL_PACKAGES = ("linux-image-amd64", "initramfs-tools", "iproute2", "kmod", "xserver-xorg-core")
 GUEST_PACKAGES = (*PACKAGES, *KERNEL_PACKAGES)
 #: The container around the VM: QEMU, qemu-img for the overlay, noVNC for a browser view
 #: (python3-cffi-backend: debootstrap does not resolve the virtual package python3-cryptography needs),
 #: OVMF for disks that boot with UEFI.
 QEMU_PACKAGES = ("qemu-system-x86", "qemu-utils", "novnc", "websockify", "python3-cffi-backend", "procps", "ovmf")
+#: The image label saying where the guest's desktop is drawn: ``qemu`` (QEMU's display: Xorg on the emulated card,
+#: so the docker provider's screenshots are QMP screendumps) or ``guest`` (an Xvfb only the guest can read).
+DISPLAY_LABEL = "rayenv.vm.display"
+#: Profiles whose desktop is on QEMU's display: the small profile's session runs as root, which Xorg needs for the
+#: card and the console; the osworld profile's runs as ``user``, whom ``OSWorld/vm/Xvfb`` leaves on Xvfb.
+QEMU_DISPLAY_PROFILES = ("small",)
 #: The guest disk's size per profile (the osworld profile's apps take about 2.5 GB).
 DISK_SIZES = {"small": "4G", "osworld": "10G"}
 #: What the container layer adds from ``OSWorld/vm`` (the entry point picks the boot mode with boot-mode).
 LAYER_FILES = ("Dockerfile", "entrypoint", "boot-mode")
-#: Where the guest's files go; ``init=`` on the kernel command line names the first; init runs the second.
-GUEST_PATHS = {"init": "opt/rayenv/vm/init", "desktop-session": "opt/rayenv/image/desktop-session",
-               "guest": "opt/rayenv/guest"}
+#: Where the guest's files go; ``init=`` on the kernel command line names the first; init runs the session, whose
+#: ``Xvfb`` is the one in ``/opt/rayenv/vm/bin`` (Xorg on the emulated card, with ``xorg.conf`` beside it).
+GUEST_PATHS = {"init": "opt/rayenv/vm/init", "Xvfb": "opt/rayenv/vm/bin/Xvfb", "xorg.conf": "opt/rayenv/vm/bin/xorg.conf",
+               "desktop-session": "opt/rayenv/image/desktop-session", "guest": "opt/rayenv/guest"}
+#: The files of ``GUEST_PATHS`` that come from ``OSWorld/vm``.
+VM_GUEST_FILES = ("init", "Xvfb", "xorg.conf")
 #: The session script init runs, per profile (installed at ``GUEST_PATHS["desktop-session"]``).
 SESSIONS = {"small": IMAGE_DIR / "desktop-session", "osworld": OSWORLD_PROFILE_DIR / "osworld-session"}
 #: Where the osworld profile's recipe (``setup-profile`` and its files) goes in the guest.
@@ -121,7 +131,7 @@ def qemu_base_tag() -> str:
 
 
 def _disk_files(profile: str) -> list[Path]:
-    files = [VM_DIR / "init", SESSIONS[profile], *sorted(GUEST_DIR.rglob("*.py"))]
+    files = [*(VM_DIR / name for name in VM_GUEST_FILES), SESSIONS[profile], *sorted(GUEST_DIR.rglob("*.py"))]
     if profile != DEFAULT_PROFILE:
         files += sorted(path for path in OSWORLD_PROFILE_DIR.rglob("*") if path.is_file())
     return files
@@ -180,7 +190,8 @@ def _build(force: bool, console: Console | None, profile: str) -> VmDesktop:
         kernel = json.loads((disk_dir(profile) / "manifest.json").read_text())["kernel"]
         task = progress.add_task(f"container layer (docker build {tag})", total=1)
         docker_build(tag, functools.partial(_layer_context, profile=profile), log,
-                     buildargs={"BASE": qemu_base_tag(), "KERNEL": kernel})
+                     buildargs={"BASE": qemu_base_tag(), "KERNEL": kernel,
+                                "DISPLAY_SOURCE": "qemu" if profile in QEMU_DISPLAY_PROFILES else "guest"})
         progress.update(task, completed=1)
     _remove_stale()
     result = built(profile)
@@ -306,8 +317,8 @@ def _install_guest_files(rootfs: Path, profile: str, log: io.TextIOBase) -> None
         if name == "guest":
             shutil.copytree(GUEST_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(VM_DIR / name if name == "init" else SESSIONS[profile], target)
-            target.chmod(0o755)
+            shutil.copy2(VM_DIR / name if name in VM_GUEST_FILES else SESSIONS[profile], target)
+            target.chmod(0o644 if name == "xorg.conf" else 0o755)
     if profile != DEFAULT_PROFILE:
         shutil.copytree(OSWORLD_PROFILE_DIR, rootfs / PROFILE_PATH, ignore=shutil.ignore_patterns("Dockerfile"))
         with chroot_mounts(rootfs):

@@ -21,6 +21,8 @@ LABEL_ACTOR = "rayenv.actor"
 LABEL_PROVIDER = "rayenv.provider"
 #: A host directory a container uses and owns (a VM's overlay and monitor socket): removed with it.
 LABEL_WORKDIR = "rayenv.workdir"
+#: A host directory on tmpfs where the desktop's screen is read (see rayenv.providers.screens), removed with it.
+LABEL_SCREENDIR = "rayenv.screendir"
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,16 +94,17 @@ def is_running(container: Any) -> bool:
 
 
 def remove(container: Any) -> None:
-    """Remove the container, its anonymous volumes and its work directory, whatever state it is in."""
+    """Remove the container, its anonymous volumes and its work and screen directories, whatever state it is in."""
     import docker.errors
 
     try:
         container.remove(force=True, v=True)
     except docker.errors.NotFound:
         pass
-    work_dir = (container.labels or {}).get(LABEL_WORKDIR)
-    if work_dir:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    for label in (LABEL_WORKDIR, LABEL_SCREENDIR):
+        directory = (container.labels or {}).get(label)
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def owned(owner: str | None = None) -> list[Any]:

@@ -57,6 +57,8 @@ class Desktop:
         self._last_step: tuple[Any, StepResult] | None = None
         self._closing = False
         self._recorder = TrajectoryRecorder(self.options.record_dir, self.env_name) if self.options.record_dir else None
+        #: asks the guest where the pointer is while a screenshot reads the display
+        self._pointer_reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.env_name}-pointer")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -131,6 +133,7 @@ class Desktop:
         self._closing = True
         self._stop_quietly()
         self._enter("closed")
+        self._pointer_reader.shutdown(wait=False)
 
     def _enter(self, state: DesktopState, error: RayEnvError | None = None) -> bool:
         """The one place the state changes; ``closed`` is final. Returns whether the change was made."""
@@ -211,7 +214,7 @@ class Desktop:
     def observe(self) -> Observation:
         client = self._require_client("observe")
         return self._guarded(lambda: Observation(
-            screenshot=client.screenshot(),
+            screenshot=self._screenshot(client),
             accessibility_tree=client.accessibility_tree() if self.options.require_a11y_tree else None,
             terminal=client.terminal() if self.options.require_terminal else None,
             instruction=self.task.instruction if self.task else None,
@@ -245,6 +248,16 @@ class Desktop:
                          details=self.provider.describe())
 
     # -- helpers -----------------------------------------------------------------------------
+    def _screenshot(self, client: GuestClient) -> bytes:
+        """From the desktop's display where the host can read it (QEMU's display, Xvfb's framebuffer), with the
+        pointer the guest reports drawn in; else the guest's own ``/screenshot``."""
+        display = self.provider.display()
+        if display is None:
+            return client.screenshot()
+        from ..providers.screens import screenshot_png  # env hosts only: Pillow and ISA-L are not cluster-side installs
+
+        return screenshot_png(display, client.cursor_position, self._pointer_reader)
+
     def _require_client(self, phase: str) -> GuestClient:
         if self._client is None or self.state in ("broken", "closed"):
             raise DesktopUnavailable(f"desktop is {self.state}", env=self.env_name, phase=phase,

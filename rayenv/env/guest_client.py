@@ -70,6 +70,17 @@ class GuestClient:
                                      env=self.env, phase="observe", hint="the desktop's X server may be down")
         return response.content
 
+    def cursor_position(self) -> tuple[int, int]:
+        """Where the pointer is (screen pixels): what a screenshot taken outside the guest draws it at."""
+        response = self._request("GET", "/cursor_position", phase="observe")
+        try:
+            x, y = response.json()
+            return int(x), int(y)
+        except (ValueError, TypeError) as exc:
+            raise DesktopUnavailable(f"/cursor_position answered HTTP {response.status_code} without a position: "
+                                     f"{exc}", env=self.env, phase="observe",
+                                     hint="the desktop's X server may be down") from None
+
     def accessibility_tree(self) -> str | None:
         response = self._request("GET", "/accessibility", phase="observe")
         return response.json().get("AT") if response.ok else None

@@ -28,6 +28,14 @@ from .bridge import bridge_router
 
 EnvState = Literal["initialized", "degraded", "not_initialized"]
 
+#: Where a provider's screenshots come from (each desktop's EnvStatus details say which it uses).
+GUEST_SCREENSHOTS = "guest API GET /screenshot (PNG bytes through Ray)"
+SCREENSHOT_SOURCES = {
+    "docker": "QEMU's display (QMP screendump) on rayenv's VM image, else the guest API's GET /screenshot; the guest's "
+              "pointer drawn in, PNG bytes through Ray",
+    "lite": "Xvfb's framebuffer file read on the env host, the guest's pointer drawn in (PNG bytes through Ray)",
+}
+
 
 class Health(BaseModel):
     """``GET /health``. The first eight keys are the old bridge's, with the same meanings."""
@@ -128,7 +136,7 @@ def create_app(pool: str = "default", namespace: str = DEFAULT_NAMESPACE, addres
             status="ok" if env_status == "initialized" else "degraded",
             provider=status.provider if status else None,
             observation_type=("screenshot_a11y_tree" if status and status.require_a11y_tree else "screenshot"),
-            screenshot_source="guest API GET /screenshot (PNG bytes through Ray)",
+            screenshot_source=SCREENSHOT_SOURCES.get(status.provider if status else "", GUEST_SCREENSHOTS),
             kvm_available=kvm.available, kvm_device=kvm.device, env_status=env_status, message="; ".join(parts),
             ray_connected=connected, ray_address=address, node_id=node_id, pool=pool, namespace=namespace,
             pool_size=size, healthy=healthy, leased=counts.get("leased", 0),

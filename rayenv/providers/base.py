@@ -13,12 +13,15 @@ import abc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER
 from ..strict import StrictModel, did_you_mean
+
+if TYPE_CHECKING:
+    from .screens import Display
 
 #: The providers rayenv ships; any other must be named ``package.module:ProviderClass``.
 BUILTIN_PROVIDERS = ("process", "lite", "docker")
@@ -189,6 +192,11 @@ class Provider(abc.ABC):
         Raises a :class:`~rayenv.errors.RayEnvError` when it tried and failed (the caller restarts too).
         """
         return False
+
+    def display(self) -> "Display | None":
+        """The desktop's screen as the host can read it (see :mod:`rayenv.providers.screens`), or None: screenshots
+        come from the guest (``GET /screenshot``). Only while the desktop runs."""
+        return None
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -21,7 +21,10 @@ from Debian packages. What this provider adds:
   sets the guest's clock, which the snapshot took back in time. A snapshot that cannot be loaded
   raises :class:`~rayenv.errors.SnapshotError`, and the desktop restarts instead;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
-* the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase.
+* the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
+* on images whose guest draws its desktop on QEMU's display (label ``rayenv.vm.display=qemu``: rayenv's own
+  small-profile disk), screenshots are QMP ``screendump``s into a host directory on tmpfs mounted at
+  ``/run/rayenv/screen`` (:class:`~rayenv.providers.screens.QemuDisplay`), not the guest's ``/screenshot``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,15 @@ from typing import Any
 import requests
 
 from ..engine import containers
-from ..engine.containers import LABEL_WORKDIR
+from ..engine.containers import LABEL_SCREENDIR, LABEL_WORKDIR
+from ..desktop_vm.build import DISPLAY_LABEL
 from ..engine.kvm import KERNEL_LABEL, KvmStatus, kvm_status
 from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
 from .golden import GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore
 from .qmp import Monitor
+from .screens import SCREEN_MOUNT, QemuDisplay, make_screen_dir
 from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ logger = logging.getLogger(__name__)
 GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT = 5000, 9222, 8006, 8080
 #: Where the image keeps the overlay (``boot.qcow2``) and QMP socket (``qmp.sock``).
 WORK_MOUNT = "/run/vm"
+#: QEMU's screendump of the display, in the screen directory.
+SCREEN_DUMP = "screen.ppm"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -78,6 +85,8 @@ class DockerProvider(ContainerProvider):
         self._snapshot_resets = False
         self._golden: str | None = None  # digest of the golden state this desktop started from
         self._endpoint: GuestEndpoint | None = None
+        self._draws: bool | None = None  # whether the image's guest draws on QEMU's display (read once)
+        self.screen_dir: Path | None = None
         self.store = GoldenStore()
 
     def start(self) -> GuestEndpoint:
@@ -187,7 +196,9 @@ class DockerProvider(ContainerProvider):
             environment["KVM"] = "N"
             logger.warning("%s: running QEMU without KVM (slow): %s", env_name, kvm.message)
         self._prepare_work_dir()
+        self.screen_dir = make_screen_dir(self.ownership.owner, self.ownership.env_name)
         labels = {LABEL_WORKDIR: str(self.work_dir)} if self._given_work_dir is None else {}
+        labels[LABEL_SCREENDIR] = str(self.screen_dir)
         if self._golden is not None:  # its overlay, copied from the golden state, holds the snapshot to load
             environment["LOADVM"] = GOLDEN_SNAPSHOT
             labels[LABEL_GOLDEN] = self._golden
@@ -196,7 +207,8 @@ class DockerProvider(ContainerProvider):
                 "devices": [f"{kvm.device}:/dev/kvm:rwm"] if kvm.available else [],
                 "labels": labels,
                 "volumes": {str(qcow2): {"bind": "/System.qcow2", "mode": "ro"},
-                            str(self.work_dir): {"bind": WORK_MOUNT, "mode": "rw"}}}
+                            str(self.work_dir): {"bind": WORK_MOUNT, "mode": "rw"},
+                            str(self.screen_dir): {"bind": SCREEN_MOUNT, "mode": "rw"}}}
 
     def endpoint(self, ports: dict[int, int]) -> GuestEndpoint:
         return GuestEndpoint("127.0.0.1", ports[GUEST_PORT], extra_ports={
@@ -215,7 +227,22 @@ class DockerProvider(ContainerProvider):
         super().stop()
         if self.work_dir is not None and self._given_work_dir is None:  # also when the container never started
             shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self.screen_dir is not None:
+            shutil.rmtree(self.screen_dir, ignore_errors=True)
+            self.screen_dir = None
         self.work_dir, self._endpoint, self._golden = None, None, None
+
+    def display(self) -> QemuDisplay | None:
+        """QEMU's display, where the image says its guest draws the desktop (else the guest's screenshots)."""
+        if self._endpoint is None or self.screen_dir is None or self.qmp_socket is None:
+            return None
+        if self._draws is None:
+            labels = containers.client().images.get(self.spec.docker_image).labels or {}
+            self._draws = labels.get(DISPLAY_LABEL) == "qemu"
+        if not self._draws:
+            return None
+        return QemuDisplay(Monitor(self.qmp_socket, env=self.ownership.env_name), f"{SCREEN_MOUNT}/{SCREEN_DUMP}",
+                           self.screen_dir / SCREEN_DUMP)
 
     @property
     def qmp_socket(self) -> Path | None:
@@ -230,4 +257,6 @@ class DockerProvider(ContainerProvider):
             facts["work_dir"] = str(self.work_dir)
         if self._golden is not None:
             facts["golden_state"] = self._golden
+        if self._endpoint is not None:
+            facts["screenshots"] = "QEMU's display (QMP screendump)" if self.display() else "guest GET /screenshot"
         return facts

@@ -2,7 +2,10 @@
 
 Xvfb has no hardware cursor, so a raw grab would show no pointer; agents need to see where it is.
 Capturing through python-xlib avoids a subprocess per screenshot, and PNG compression level 1 keeps
-encoding cheap at 1920x1080 (it runs on every RL step).
+encoding cheap at 1920x1080 (it runs on every RL step). The server keeps one X connection for all its
+request threads (each request may come on a new thread, and opening a connection costs ~0.1 s in a
+VM under TCG, where ``/cursor_position`` is asked for every screenshot the host takes), used under a
+lock: python-xlib connections are not thread-safe.
 """
 
 from __future__ import annotations
@@ -13,33 +16,37 @@ import threading
 from PIL import Image, ImageDraw
 from Xlib import X, Xatom, display
 
-_local = threading.local()
+_lock = threading.RLock()
+_connection: display.Display | None = None
 
 # A classic arrow, 12x19 pixels, tip at (0, 0).
 _ARROW = [(0, 0), (0, 16), (4, 12), (7, 18), (9, 17), (6, 11), (11, 11)]
 
 
 def _display() -> display.Display:
-    """One X connection per server thread (python-xlib connections are not thread-safe)."""
-    if getattr(_local, "display", None) is None:
-        _local.display = display.Display()
-    return _local.display
+    """The server's X connection; call with ``_lock`` held."""
+    global _connection
+    if _connection is None:
+        _connection = display.Display()
+    return _connection
 
 
 def screen_size() -> tuple[int, int]:
-    screen = _display().screen()
-    return screen.width_in_pixels, screen.height_in_pixels
+    with _lock:
+        screen = _display().screen()
+        return screen.width_in_pixels, screen.height_in_pixels
 
 
 def pointer_position() -> tuple[int, int]:
-    pointer = _display().screen().root.query_pointer()
-    return pointer.root_x, pointer.root_y
+    with _lock:
+        pointer = _display().screen().root.query_pointer()
+        return pointer.root_x, pointer.root_y
 
 
 def grab() -> Image.Image:
-    root = _display().screen().root
     width, height = screen_size()
-    raw = root.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+    with _lock:
+        raw = _display().screen().root.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
     image = Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX")
     x, y = pointer_position()
     draw = ImageDraw.Draw(image)
@@ -81,16 +88,17 @@ def paint_wallpaper(path: str) -> int:
 
 def root_pixmap() -> int | None:
     """The pixmap the desktop's background shows (``_XROOTPMAP_ID``), or None when none is set."""
-    connection = _display()
-    prop = connection.screen().root.get_full_property(connection.intern_atom("_XROOTPMAP_ID"), Xatom.PIXMAP)
+    with _lock:
+        connection = _display()
+        prop = connection.screen().root.get_full_property(connection.intern_atom("_XROOTPMAP_ID"), Xatom.PIXMAP)
     return int(prop.value[0]) if prop is not None and len(prop.value) else None
 
 
 def pixmap_png(pixmap_id: int) -> bytes:
     """A root-sized pixmap's pixels as PNG."""
-    connection = _display()
     width, height = screen_size()
-    raw = connection.create_resource_object("pixmap", pixmap_id).get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+    with _lock:
+        raw = _display().create_resource_object("pixmap", pixmap_id).get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
     buffer = io.BytesIO()
     Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX").save(buffer, format="PNG")
     return buffer.getvalue()
