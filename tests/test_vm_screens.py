@@ -24,7 +24,7 @@ from rayenv.providers.qmp import Monitor
 from rayenv.providers.screens import SCREEN_MOUNT, Frame, encode_png, read_ppm
 from rayenv.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
 VIEWER = Path(__file__).with_name("rfb_view.py")
 WINDOW = (200, 150, 800, 500)  # where the test's xterm is: left, top, right, bottom
