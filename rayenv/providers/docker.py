@@ -50,7 +50,7 @@ from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
 from ..waiting import wait_until
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
-from .golden import DEVICE_STATE, GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore
+from .golden import DEVICE_STATE, GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore, copy_sparse
 from .qmp import Monitor
 from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 
@@ -63,6 +63,9 @@ WORK_MOUNT = "/run/vm"
 GOLDEN_MOUNT, GOLDEN_RAM_MOUNT = "/golden", "/golden-ram"
 #: Created in the work dir before QEMU is quit: the entrypoint then starts the next QEMU from the template.
 RESTART_REQUEST = "restart"
+#: In the work dir: the entrypoint's next QEMU runs on NEXT_OVERLAY if it is there (a fork's branch);
+#: a saved fork (FORK_DIR: FORK_STATE + a copy of the overlay).
+NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -110,7 +113,8 @@ class DockerProvider(ContainerProvider):
         try:
             with self.store.held(key, self._make_golden):
                 self._golden = key.digest
-                self.reset_path = "template" if self.store.has_template(key.digest) else "loadvm"
+                self.reset_path = ("template" if self.spec.vm_template and self.store.has_template(key.digest)
+                                   else "loadvm")
                 if self.reset_path == "loadvm":
                     self.store.copy_overlay(key.digest, self._work())
                 try:
@@ -133,16 +137,20 @@ class DockerProvider(ContainerProvider):
 
     def container_started(self) -> None:
         if self.reset_path == "template":
-            self._resume_from_template()
+            self._resume_from(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
 
-    def _resume_from_template(self) -> None:
-        """Migrate the template's device state into the new QEMU (waiting with ``-incoming defer`` over a
-        private mapping of the template's RAM) and run it."""
+    def _wait_ready(self, endpoint: GuestEndpoint, interval: float | None = None) -> None:
+        """A clone answers a fraction of a second after its state is loaded: poll it closely, not once a second."""
+        super()._wait_ready(endpoint, interval or (0.01 if self.reset_path == "template" else None))
+
+    def _resume_from(self, state: str) -> None:
+        """Migrate ``state`` (a path in the container) into the new QEMU, waiting with ``-incoming defer`` over a
+        private mapping of the template's RAM, and run it."""
         monitor = self._monitor()
         wait_until(monitor.listening, LOAD_TIMEOUT, interval=0.005, what=f"{self.ownership.env_name}'s QEMU monitor",
                    error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
                                                        hint="the desktop is restarted"))
-        monitor.load_devices(f"{GOLDEN_MOUNT}/{DEVICE_STATE}", timeout=LOAD_TIMEOUT)
+        monitor.load_devices(state, timeout=LOAD_TIMEOUT)
 
     def revert(self) -> bool:
         """Put the VM back to its golden state: a fresh QEMU from the template in the same container (the
@@ -153,18 +161,65 @@ class DockerProvider(ContainerProvider):
         if self.reset_path == "template":
             if self._golden is None or not self.store.has_template(self._golden):
                 return False  # restarted: start() then takes the snapshot path
-            monitor = self._monitor()
-            (self._work() / RESTART_REQUEST).touch()  # the entrypoint starts the next QEMU when this one quits
-            monitor.quit()
-            wait_until(lambda: not monitor.listening(), 30, interval=0.005, what="the episode's QEMU exiting",
-                       error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
-                                                           hint="the desktop is restarted"))
-            self._resume_from_template()
+            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
         else:
             self._monitor().load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
-        self._wait_ready(self._endpoint, interval=0.01)  # the guest answers ~0.3 s after a load
-        self._set_guest_clock()
+            self._ready_now()
         return True
+
+    def save_fork(self) -> Path:
+        """Save the running clone's whole state (devices, all its RAM, a copy of its disk overlay) for
+        :meth:`load_fork` of desktops on this host; the VM is paused meanwhile and then runs on. The saved
+        state is a directory in this desktop's work dir, replaced by its next fork and removed with it."""
+        if self.reset_path != "template" or self.work_dir is None:
+            raise ProviderUnavailable("only a VM desktop started from a template (copy-on-write RAM) can fork",
+                                      env=self.ownership.env_name, phase="fork",
+                                      hint=f"this desktop resets by {self.reset_path or 'restarting'}")
+        fork = self.work_dir / FORK_DIR
+        shutil.rmtree(fork, ignore_errors=True)
+        fork.mkdir()
+        monitor = self._monitor()
+        monitor.execute("stop")
+        try:  # its RAM is a private mapping: a migration writes all of it, not only the device state
+            monitor.save_devices(f"{WORK_MOUNT}/{FORK_DIR}/{FORK_STATE}", timeout=SAVE_TIMEOUT)
+            copy_sparse(self.work_dir / "boot.qcow2", fork / "boot.qcow2", env=self.ownership.env_name)
+        finally:
+            monitor.execute("cont")  # also takes the disk back, which the finished migration let go
+        return fork
+
+    def load_fork(self, fork: Path) -> None:
+        """Become a branch of the fork saved in ``fork`` (by :meth:`save_fork` of a desktop on this host, of
+        the same shape): a fresh QEMU in this container on a copy of its overlay, with its RAM and devices."""
+        if self.reset_path != "template" or self.work_dir is None:
+            raise ProviderUnavailable("only a VM desktop started from a template can take a fork's state",
+                                      env=self.ownership.env_name, phase="fork",
+                                      hint=f"this desktop resets by {self.reset_path or 'restarting'}")
+        if not (fork / FORK_STATE).exists():
+            raise ProviderUnavailable(f"no saved fork in {fork} on this host", env=self.ownership.env_name,
+                                      phase="fork", hint="fork into desktops on the forked desktop's env host")
+        copy_sparse(fork / "boot.qcow2", self.work_dir / NEXT_OVERLAY, env=self.ownership.env_name)
+        state = self.work_dir / FORK_STATE
+        shutil.copyfile(fork / FORK_STATE, state)
+        try:
+            self._next_qemu(f"{WORK_MOUNT}/{FORK_STATE}")
+        finally:
+            state.unlink(missing_ok=True)
+
+    def _next_qemu(self, state: str) -> None:
+        """Quit this QEMU; the entrypoint starts the next one (-incoming defer), which loads ``state``."""
+        monitor = self._monitor()
+        (self._work() / RESTART_REQUEST).touch()
+        monitor.quit()
+        wait_until(lambda: not monitor.listening(), 30, interval=0.005, what="the episode's QEMU exiting",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="the desktop is restarted"))
+        self._resume_from(state)
+        self._ready_now()
+
+    def _ready_now(self) -> None:
+        assert self._endpoint is not None
+        self._wait_ready(self._endpoint, interval=0.01)  # the guest answers ~0.2 s after a load
+        self._set_guest_clock()
 
     def _monitor(self) -> Monitor:
         assert self.qmp_socket is not None

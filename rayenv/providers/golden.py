@@ -140,13 +140,7 @@ class GoldenStore:
 
     def copy_overlay(self, digest: str, directory: Path) -> Path:
         """A private copy in ``directory`` of golden state ``digest``'s overlay (hold its lock: :meth:`held`)."""
-        target = directory / OVERLAY
-        copied = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(self.overlay(digest)), str(target)],
-                                capture_output=True, text=True)
-        if copied.returncode != 0:
-            raise SnapshotError(f"could not copy golden state {digest} to {directory}: {copied.stderr.strip()}",
-                                phase="boot", hint=f"check free space in {directory.parent}")
-        return target
+        return copy_sparse(self.overlay(digest), directory / OVERLAY)
 
     def discard(self, digest: str) -> None:
         """Delete one golden state (it failed to load: the next desktop makes it anew)."""
@@ -183,3 +177,13 @@ class GoldenStore:
                 yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def copy_sparse(source: Path, target: Path, *, env: str | None = None) -> Path:
+    """Copy a qcow2 (a reflink where the filesystem can, holes kept); ``target``."""
+    copied = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(source), str(target)],
+                            capture_output=True, text=True)
+    if copied.returncode != 0:
+        raise SnapshotError(f"could not copy {source} to {target}: {copied.stderr.strip()}", env=env, phase="boot",
+                            hint=f"check free space in {target.parent}")
+    return target
