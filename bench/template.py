@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -209,8 +210,12 @@ def main() -> None:
     spec = DesktopSpec(provider="docker", docker_image=vm.image, vm_path=str(vm.qcow2), docker_memory="2G",
                        docker_cpus=2, boot_timeout=900, screen_width=1920, screen_height=1080)
     booting = spec.model_copy(update={"snapshot_reset": False})
+    # a golden store of its own: made (and timed) in this run, removed after it, other desktops' states untouched
+    os.environ["RAYENV_GOLDEN_DIR"] = str(Path.home() / ".cache" / "rayenv" / "bench-template-golden")
+    os.environ["RAYENV_GOLDEN_RAM_DIR"] = "/dev/shm/rayenv-bench-template"
     store = GoldenStore()
-    store.remove_unused(in_use=[])  # made in this run, and timed
+    for directory in (store.root, store.ram_root):
+        shutil.rmtree(directory, ignore_errors=True)
     results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message}}
     results["golden_make_s"] = timed(lambda: starts(spec, 1, "golden"))
     digest = next(p.name for p in store.ram_root.iterdir() if p.is_dir() and not p.name.endswith(".making"))
@@ -229,7 +234,8 @@ def main() -> None:
     results["memory"]["loadvm"] = memory(spec, 1, "memory-loadvm")
     results["reset"]["restart"] = resets(booting, args.restarts * 2, "reset-restart")
     results["start"]["restart"] = starts(booting, args.restarts, "start-restart")
-    store.remove_unused(in_use=[])
+    for directory in (store.root, store.ram_root):
+        shutil.rmtree(directory, ignore_errors=True)
     results["load_average"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "template.json").write_text(json.dumps(results, indent=2))

@@ -128,13 +128,15 @@ class Desktop:
             raise DesktopUnavailable(f"the fork was saved on node {fork.node_id}, this desktop runs on "
                                      f"{self.ownership.node_id}", env=self.env_name, phase="fork",
                                      hint="fork into desktops of the forked desktop's env host")
-        self._enter("dirty")
+        self._enter("booting")  # its QEMU is replaced: the pool's health checks wait, as for a revert
         self._guarded(lambda: self.provider.load_fork(Path(fork.directory)), "fork")
         if self._client is not None:
             self._client.close()  # the old QEMU took its kept-alive connections with it
         self._connect(runner.endpoint)
         self.task, self.action_history, self._last_step = fork.task, list(fork.action_history), None
         self.episodes += 1
+        self._enter("dirty")
+        self._started_while_closing()
 
     def alive(self) -> bool:
         """Up, or on its way up: a desktop mid-revert is not dead (its boot has its own timeout)."""

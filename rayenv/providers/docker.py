@@ -182,6 +182,7 @@ class DockerProvider(ContainerProvider):
         monitor.execute("stop")
         try:  # its RAM is a private mapping: a migration writes all of it, not only the device state
             monitor.save_devices(f"{WORK_MOUNT}/{FORK_DIR}/{FORK_STATE}", timeout=SAVE_TIMEOUT)
+            self._written(fork / FORK_STATE)
             copy_sparse(self.work_dir / "boot.qcow2", fork / "boot.qcow2", env=self.ownership.env_name)
         finally:
             monitor.execute("cont")  # also takes the disk back, which the finished migration let go
@@ -199,17 +200,26 @@ class DockerProvider(ContainerProvider):
                                       phase="fork", hint="fork into desktops on the forked desktop's env host")
         copy_sparse(fork / "boot.qcow2", self.work_dir / NEXT_OVERLAY, env=self.ownership.env_name)
         state = self.work_dir / FORK_STATE
-        shutil.copyfile(fork / FORK_STATE, state)
+        copy_sparse(fork / FORK_STATE, state, env=self.ownership.env_name)
         try:
             self._next_qemu(f"{WORK_MOUNT}/{FORK_STATE}")
         finally:
             state.unlink(missing_ok=True)
 
+    def _written(self, path: Path) -> None:
+        """Wait until a saved state is whole at ``path`` on the host (see :meth:`Monitor.save_devices`)."""
+        wait_until(path.exists, SAVE_TIMEOUT, interval=0.005, what=f"{path.name} written",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="is the host's disk full?"))
+
     def _next_qemu(self, state: str) -> None:
         """Quit this QEMU; the entrypoint starts the next one (-incoming defer), which loads ``state``."""
         monitor = self._monitor()
         (self._work() / RESTART_REQUEST).touch()
-        monitor.quit()
+        try:
+            monitor.execute("quit", timeout=10)
+        except SnapshotError:
+            pass  # QEMU may close the connection before it answers; the wait below tells whether it exited
         wait_until(lambda: not monitor.listening(), 30, interval=0.005, what="the episode's QEMU exiting",
                    error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
                                                        hint="the desktop is restarted"))
@@ -257,6 +267,7 @@ class DockerProvider(ContainerProvider):
             monitor.execute("stop")
             monitor.save_snapshot(GOLDEN_SNAPSHOT, timeout=SAVE_TIMEOUT)
             monitor.save_devices(f"{WORK_MOUNT}/{DEVICE_STATE}", timeout=SAVE_TIMEOUT)
+            maker._written(directory / DEVICE_STATE)
             monitor.quit()
             maker._container.wait(timeout=60)
         finally:

@@ -72,11 +72,12 @@ class Monitor:
 
     def save_devices(self, path: str, *, timeout: float | None = None) -> None:
         """Write the stopped VM's state except RAM in a shared file to ``path`` (QEMU's view): the device state
-        of a template's golden VM; devices and all RAM of a clone (its mapping is private: a fork)."""
+        of a template's golden VM; devices and all RAM of a clone (its mapping is private: a fork). QEMU says
+        the migration completed before ``cat`` has drained the pipe: ``path`` appears (renamed) only once it has."""
         async def work(client: QMPClient) -> None:
             await client.execute("migrate-set-capabilities", IGNORE_SHARED)
             await client.execute("migrate-set-parameters", UNTHROTTLED)
-            await client.execute("migrate", {"uri": f"exec:cat > {path}"})
+            await client.execute("migrate", {"uri": f"exec:cat > {path}.part && mv {path}.part {path}"})
             await _migrated(client, self.env)
 
         self._run("saving the device state", work, timeout or self.timeout)
