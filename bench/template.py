@@ -149,12 +149,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"template": "#2e7d32", "loadvm": "#f9a825", "restart": "#c62828"}
+    ways = [way for way in colors if way in results["reset"]]
     bars = []
-    for way in ("template", "loadvm", "restart"):
+    for way in ways:
         bars.append((f"reset (observed), {way}", results["reset"][way]["reset_observed"]["p50_s"], colors[way]))
-    for way in ("template", "loadvm", "restart"):
+    for way in ways:
         bars.append((f"revert alone, {way}", results["reset"][way]["revert"]["p50_s"], colors[way]))
-    for way in ("template", "loadvm", "restart"):
+    for way in ways:
         bars.append((f"new desktop, {way}", results["start"][way]["p50_s"], colors[way]))
     if "fork" in results:
         bars.append(("fork into 3 (sequential loads)", results["fork"]["fork_into_3_sequential"]["p50_s"], "#1565c0"))
@@ -172,6 +173,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def report(results: dict[str, Any]) -> str:
     accelerator = "KVM" if results["kvm"]["available"] else "TCG (software emulation)"
+    ways = [way for way in ("template", "loadvm", "restart") if way in results["reset"]]
     lines = ["# Copy-on-write VM desktops: template vs loadvm vs restart", "",
              f"`{results['image']}`, 2 GB RAM, 2 vCPUs, 1920x1080, {accelerator}, on a 2-core host shared with other "
              f"work. One run of `bench/template.py`; load average (1, 5, 15 min) at its end: "
@@ -179,12 +181,12 @@ def report(results: dict[str, Any]) -> str:
              f"Making the golden state (boot, settle, `savevm` + device state, then the first start from it): "
              f"{results['golden_make_s']:.1f} s; its RAM file in tmpfs: {results['ram_file_mib']:.0f} MiB "
              "(once per shape and host).", "",
-             "| what | template p50 s | loadvm p50 s | restart p50 s |", "| --- | ---: | ---: | ---: |"]
+             "| what | " + " | ".join(f"{way} p50 s" for way in ways) + " |", "| --- |" + " ---: |" * len(ways)]
     for label, pick in (("reset as a trainer sees it (revert + 1920x1080 observation)",
                          lambda way: results["reset"][way]["reset_observed"]["p50_s"]),
                         ("revert alone", lambda way: results["reset"][way]["revert"]["p50_s"]),
                         ("new desktop to first screenshot", lambda way: results["start"][way]["p50_s"])):
-        lines.append(f"| {label} | " + " | ".join(f"{pick(way):.2f}" for way in ("template", "loadvm", "restart")) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{pick(way):.2f}" for way in ways) + " |")
     mem = results["memory"]
     lines += ["", f"Memory (PSS of QEMU, after one episode's writes): {mem['template']['desktops']} template desktops "
                   f"p50 {mem['template']['pss_p50_mib']:.0f} MiB each ({mem['template']['pss_mib']}); one loadvm "
@@ -200,7 +202,7 @@ def report(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resets", type=int, default=20)
-    parser.add_argument("--restarts", type=int, default=2, help="each is a full VM boot")
+    parser.add_argument("--restarts", type=int, default=2, help="each is a full VM boot (0: skip the restart way)")
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--clones", type=int, default=8)
     parser.add_argument("--forks", type=int, default=3)
@@ -232,8 +234,9 @@ def main() -> None:
     results["reset"]["loadvm"] = resets(spec, max(args.resets // 2, 2), "reset-loadvm")
     results["start"]["loadvm"] = starts(spec, args.starts, "start-loadvm")
     results["memory"]["loadvm"] = memory(spec, 1, "memory-loadvm")
-    results["reset"]["restart"] = resets(booting, args.restarts * 2, "reset-restart")
-    results["start"]["restart"] = starts(booting, args.restarts, "start-restart")
+    if args.restarts:
+        results["reset"]["restart"] = resets(booting, args.restarts * 2, "reset-restart")
+        results["start"]["restart"] = starts(booting, args.restarts, "start-restart")
     for directory in (store.root, store.ram_root):
         shutil.rmtree(directory, ignore_errors=True)
     results["load_average"] = os.getloadavg()
