@@ -44,9 +44,9 @@ def workdir(tmp_path: Path, name: str) -> Path:
 
 
 def test_concurrent_desktops_make_the_golden_state_once_and_each_gets_a_private_copy(base, tmp_path):
-    store, made = GoldenStore(tmp_path / "golden"), []
+    store, made = GoldenStore(tmp_path / "golden", tmp_path / "ram"), []
 
-    def make(directory: Path) -> None:
+    def make(directory: Path, ram: Path) -> None:
         made.append(directory)
         time.sleep(0.3)  # a boot: the other desktops wait for it instead of booting too
         (directory / "boot.qcow2").write_bytes(b"overlay with a snapshot")
@@ -65,27 +65,27 @@ def test_concurrent_desktops_make_the_golden_state_once_and_each_gets_a_private_
 
 
 def test_a_failed_make_leaves_nothing_and_the_next_desktop_tries_again(base, tmp_path):
-    store = GoldenStore(tmp_path / "golden")
+    store = GoldenStore(tmp_path / "golden", tmp_path / "ram")
 
-    def broken(directory: Path) -> None:
+    def broken(directory: Path, ram: Path) -> None:
         (directory / "boot.qcow2").write_bytes(b"half")
         raise RuntimeError("the VM never answered")
 
     with pytest.raises(RuntimeError):
         store.checkout(key(base), broken, workdir(tmp_path, "env-0"))
     assert [p.name for p in (tmp_path / "golden").iterdir() if not p.name.endswith(".lock")] == []
-    copy = store.checkout(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"ok"), workdir(tmp_path, "env-1"))
+    copy = store.checkout(key(base), lambda d, _: (d / "boot.qcow2").write_bytes(b"ok"), workdir(tmp_path, "env-1"))
     assert copy.read_bytes() == b"ok"
 
 
 def test_the_reaper_removes_states_no_container_uses_and_spares_one_being_made(base, tmp_path):
-    store = GoldenStore(tmp_path / "golden")
-    store.checkout(key(base), lambda d: (d / "boot.qcow2").write_bytes(b"1"), workdir(tmp_path, "env-0"))
-    store.checkout(key(base, memory="4G"), lambda d: (d / "boot.qcow2").write_bytes(b"2"), workdir(tmp_path, "env-1"))
+    store = GoldenStore(tmp_path / "golden", tmp_path / "ram")
+    store.checkout(key(base), lambda d, _: (d / "boot.qcow2").write_bytes(b"1"), workdir(tmp_path, "env-0"))
+    store.checkout(key(base, memory="4G"), lambda d, _: (d / "boot.qcow2").write_bytes(b"2"), workdir(tmp_path, "env-1"))
     used, unused = store.overlay(key(base).digest), store.overlay(key(base, memory="4G").digest)
     making, release = threading.Event(), threading.Event()
 
-    def slow(directory: Path) -> None:
+    def slow(directory: Path, ram: Path) -> None:
         making.set()
         release.wait(10)
         (directory / "boot.qcow2").write_bytes(b"3")
@@ -99,3 +99,34 @@ def test_the_reaper_removes_states_no_container_uses_and_spares_one_being_made(b
     assert used.exists() and not unused.exists() and store.overlay(key(base, cpus=4).digest).exists()
     assert sorted(store.remove_unused(in_use=[])) == sorted([key(base).digest, key(base, cpus=4).digest])
     assert not any(p.suffix == ".qcow2" for p in (tmp_path / "golden").rglob("*"))
+
+
+def test_a_template_is_the_ram_file_and_device_state_of_one_make_and_goes_with_its_golden_state(base, tmp_path):
+    store = GoldenStore(tmp_path / "golden", tmp_path / "ram")
+
+    def make(directory: Path, ram: Path) -> None:
+        (directory / "boot.qcow2").write_bytes(b"overlay")
+        (directory / "devices.state").write_bytes(b"devices")
+        (ram / "memory").write_bytes(b"guest RAM")
+
+    with store.held(key(base), make) as golden:
+        assert (golden / "boot.qcow2").read_bytes() == b"overlay"
+        assert store.has_template(key(base).digest)
+        assert store.remove_unused(in_use=[]) == [], "held: the reaper waits for the container to be labelled"
+    (store.ram_directory(key(base).digest) / "memory").unlink()  # a reboot cleared the tmpfs
+    assert not store.has_template(key(base).digest), "the snapshot in the overlay is then the fallback"
+    assert store.remove_unused(in_use=[]) == [key(base).digest]
+    assert not store.directory(key(base).digest).exists() and not store.ram_directory(key(base).digest).exists()
+
+
+def test_a_failed_make_leaves_no_ram_file_behind(base, tmp_path):
+    store = GoldenStore(tmp_path / "golden", tmp_path / "ram")
+
+    def broken(directory: Path, ram: Path) -> None:
+        (ram / "memory").write_bytes(b"half a RAM")
+        raise RuntimeError("the migration failed")
+
+    with pytest.raises(RuntimeError):
+        with store.held(key(base), broken):
+            pass
+    assert list((tmp_path / "ram").iterdir()) == []

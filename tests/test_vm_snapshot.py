@@ -33,7 +33,8 @@ def pool(tmp_path_factory):
     from rayenv.desktop_vm.build import build_vm_desktop
 
     vm = build_vm_desktop()
-    with snapshot_pool(tmp_path_factory.mktemp("snap"), 26000, OWNER, NAMESPACE, vm.image, vm.qcow2) as pool:
+    with snapshot_pool(tmp_path_factory.mktemp("snap"), 26000, OWNER, NAMESPACE, vm.image, vm.qcow2,
+                       vm_template=False) as pool:  # the loadvm path (test_vm_template.py has the template's)
         yield pool
 
 
@@ -83,6 +84,7 @@ def test_twenty_consecutive_cycles_of_a_sample_task_all_score_one(env):
 def test_a_snapshot_that_cannot_be_loaded_falls_back_to_a_restart_and_the_episode_still_works(env):
     ray.get(env.reset.remote(TASK))
     details = ray.get(env.status.remote())["details"]
+    assert details["reset_path"] == "loadvm"
     Monitor(Path(details["work_dir"]) / "qmp.sock", env="test").human("delvm golden")  # gone under the desktop
     ray.get(env.reset.remote(TASK))
     status = ray.get(env.status.remote())

@@ -47,13 +47,14 @@ def owned_containers(owner: str) -> list:
 
 @contextlib.contextmanager
 def snapshot_pool(temp_dir: Path, base_port: int, owner: str, namespace: str, image: str, qcow2: Path,
-                  revert_on_release: bool = False, **desktop: Any) -> Iterator[EnvPool]:
-    """A one-desktop docker pool of a VM disk at 800x600 (every observation is a PNG encoded under TCG) on its own
-    local Ray cluster; afterwards nothing of it may be left: no container, golden state or desktop overlay."""
+                  revert_on_release: bool = False, size: int = 1, **desktop: Any) -> Iterator[EnvPool]:
+    """A docker pool of ``size`` desktops of one VM disk at 800x600 (every observation is a PNG encoded under TCG) on
+    its own local Ray cluster; afterwards nothing of it may be left: no container, golden state (overlay or template
+    RAM) or desktop overlay."""
     with ray_cluster(temp_dir, base_port=base_port, head_python=sys.executable, env_python=sys.executable,
-                     env_units=1) as cluster:
+                     env_units=size) as cluster:
         ray.init(address=cluster.address, namespace=namespace, log_to_driver=False)
-        pool = EnvPool.create(name=owner, size=1, namespace=namespace, health_interval=2.0,
+        pool = EnvPool.create(name=owner, size=size, namespace=namespace, health_interval=2.0,
                               revert_on_release=revert_on_release,
                               desktop={"provider": "docker", "docker_image": image, "vm_path": str(qcow2),
                                        "docker_memory": "2G", "docker_cpus": 2, "screen_width": 800,
@@ -71,4 +72,5 @@ def snapshot_pool(temp_dir: Path, base_port: int, owner: str, namespace: str, im
     assert owned_containers(owner) == []
     assert goldens, "the desktop started from a golden state"
     assert not any(GoldenStore().overlay(digest).exists() for digest in goldens), "no golden state outlives the pool"
+    assert not any(GoldenStore().ram_directory(digest).exists() for digest in goldens), "nor its template's RAM"
     assert not [d for d in work_dirs if os.path.exists(d)], "no desktop overlay outlives the pool"

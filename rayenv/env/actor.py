@@ -45,7 +45,7 @@ from ..cluster_state import host_label
 from ..errors import DesktopUnavailable, RayEnvError
 from ..providers import DesktopSpec, Ownership
 from ..types import EnvStatus, Observation, StepResult
-from .desktop import Desktop
+from .desktop import Desktop, ForkState
 from .options import EnvOptions
 
 logger = logging.getLogger("rayenv.env")
@@ -126,6 +126,14 @@ class OSWorldEnv:
 
     def observe(self) -> Observation:
         return self._timed("observe", self.desktop.observe)
+
+    def fork_save(self) -> ForkState:
+        """Save this desktop's state mid-episode (``EnvPool.fork`` then loads it into other desktops)."""
+        return self._timed("fork", self.desktop.save_fork)
+
+    def fork_load(self, fork: ForkState) -> None:
+        """Continue the episode ``fork`` was saved in, from where it was saved."""
+        self._timed("fork", lambda: self.desktop.load_fork(fork))
 
     def revert(self) -> str:
         """Revert a used desktop ahead of its next lease (the pool does this on release); returns its state."""

@@ -19,6 +19,8 @@ import concurrent.futures
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..errors import DesktopUnavailable, EnvTimeout, EvaluationError, RayEnvError
@@ -34,6 +36,17 @@ from .tasks import TaskConfig, validate_task
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ForkState:
+    """A desktop's state saved mid-episode by :meth:`Desktop.save_fork`: where its VM state lies on its env
+    host, and the episode it is in (a branch is scored against the same task, with the same history)."""
+
+    directory: str
+    node_id: str
+    task: TaskConfig | None
+    action_history: tuple[str, ...]
 
 
 class Desktop:
@@ -103,6 +116,29 @@ class Desktop:
             return
         self._stop_quietly()
         self.start()
+
+    def save_fork(self) -> ForkState:
+        """This desktop's state now, mid-episode, for :meth:`load_fork` of desktops of its pool on its host."""
+        self._require_client("fork")
+        directory = self._guarded(self.provider.save_fork, "fork")
+        return ForkState(str(directory), self.ownership.node_id, self.task, tuple(self.action_history))
+
+    def load_fork(self, fork: ForkState) -> None:
+        """Become a branch of ``fork``: its VM state, task and action history; the episode goes on from there."""
+        runner = self._require_runner("fork")
+        if fork.node_id != self.ownership.node_id:
+            raise DesktopUnavailable(f"the fork was saved on node {fork.node_id}, this desktop runs on "
+                                     f"{self.ownership.node_id}", env=self.env_name, phase="fork",
+                                     hint="fork into desktops of the forked desktop's env host")
+        self._enter("booting")  # its QEMU is replaced: the pool's health checks wait, as for a revert
+        self._guarded(lambda: self.provider.load_fork(Path(fork.directory)), "fork")
+        if self._client is not None:
+            self._client.close()  # the old QEMU took its kept-alive connections with it
+        self._connect(runner.endpoint)
+        self.task, self.action_history, self._last_step = fork.task, list(fork.action_history), None
+        self.episodes += 1
+        self._enter("dirty")
+        self._started_while_closing()
 
     def alive(self) -> bool:
         """Up, or on its way up: a desktop mid-revert is not dead (its boot has its own timeout)."""

@@ -199,6 +199,28 @@ class EnvPool:
         finally:
             self.release(lease, broken=broken)
 
+    def fork(self, lease: Lease, k: int, timeout: float | None = None) -> list[Lease]:
+        """``k`` more desktops of this pool, each leased to the caller and put in the state ``lease``'s desktop
+        is in now, mid-episode (its task and action history too), for tree-shaped rollouts; ``lease`` runs on
+        unchanged. Release each branch like any lease. Forks VM desktops started from a template (a pause of
+        the parent while its RAM and devices are saved, then one fresh QEMU per branch), on one env host."""
+        if k < 1:
+            raise PoolError(f"cannot fork into {k} desktops", phase="fork", hint="ask for one branch or more")
+        branches: list[Lease] = []
+        try:
+            branches = [self.acquire(timeout) for _ in range(k)]
+            saved = lease.call("fork_save")
+            for branch, loading in [(b, b.env.fork_load.remote(saved)) for b in branches]:
+                try:
+                    ray.get(loading)
+                except Exception as exc:  # noqa: BLE001 - typed() re-raises what did not come from the call
+                    raise typed(exc, branch.env_name, phase="fork") from exc
+        except BaseException:
+            for branch in branches:
+                self.release(branch)
+            raise
+        return branches
+
     async def acquire_async(self, timeout: float | None = None) -> Lease:
         """The asyncio form of :meth:`acquire`. The acquires pending on one event loop at once reach the manager
         as one call (:mod:`rayenv.pool.batching`): a worker running many rollouts costs it a call per batch."""

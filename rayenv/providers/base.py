@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_NODE, LABEL_OWNER, LABEL_PROVIDER
+from ..errors import ProviderUnavailable
 from ..strict import StrictModel, did_you_mean
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ class DesktopSpec(StrictModel):
     require_kvm: bool = Field(False, description="fail instead of falling back to software emulation")
     snapshot_reset: bool = Field(True, description="docker provider on rayenv/osworld-vm: start new desktops from a "
                                  "golden RAM + disk snapshot and reset by loading it (false: boot, restart)")
+    vm_template: bool = Field(True, description="with snapshot_reset: start and reset VM desktops as copy-on-write "
+                              "clones of the golden state's RAM file (false: load its snapshot, today's slower way)")
     memory_limit: str | None = Field(None, description="the container's hard memory limit (docker's mem_limit, e.g. "
                                      "'6g'); the kernel kills a desktop above it [default: docker: docker_memory + 1g; "
                                      "lite: none]")
@@ -197,6 +200,16 @@ class Provider(abc.ABC):
         """The desktop's screen as the host can read it (see :mod:`rayenv.providers.screens`), or None: screenshots
         come from the guest (``GET /screenshot``). Only while the desktop runs."""
         return None
+
+    def save_fork(self) -> Path:
+        """Save the running desktop's whole state (mid-episode) into a directory on this host; return it."""
+        raise ProviderUnavailable(f"the {self.name} provider cannot fork a desktop", env=self.ownership.env_name,
+                                  phase="fork", hint="fork VM desktops started from a template (provider: docker)")
+
+    def load_fork(self, fork: Path) -> None:
+        """Replace the running desktop's state by the one :meth:`save_fork` left in ``fork``."""
+        raise ProviderUnavailable(f"the {self.name} provider cannot fork a desktop", env=self.ownership.env_name,
+                                  phase="fork", hint="fork VM desktops started from a template (provider: docker)")
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

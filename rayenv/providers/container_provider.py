@@ -51,11 +51,15 @@ class ContainerProvider(Provider):
         try:  # stop() also removes what container_options() made (a work directory) if the container never ran
             self._container = containers.run_labelled(name=f"rayenv-{env_name}", labels=labels, env=env_name, **options)
             endpoint = self.endpoint(containers.published_ports(self._container))
+            self.container_started()
             self._wait_ready(endpoint)
         except BaseException:
             self.stop()
             raise
         return endpoint
+
+    def container_started(self) -> None:
+        """Called once the container runs, before waiting for its guest API (a VM waiting for its state)."""
 
     def _wait_ready(self, endpoint: GuestEndpoint, interval: float | None = None) -> None:
         """Poll the guest API (every ``interval``, default :attr:`poll_interval`) until it answers; log

@@ -20,6 +20,12 @@ from Debian packages. What this provider adds:
   ``-loadvm`` (seconds, not a boot), and :meth:`revert` loads that snapshot back (under a second) and
   sets the guest's clock, which the snapshot took back in time. A snapshot that cannot be loaded
   raises :class:`~rayenv.errors.SnapshotError`, and the desktop restarts instead;
+* where the golden state is also a *template* (its RAM in a tmpfs file, :mod:`rayenv.providers.golden`),
+  a desktop is a clone of it instead: QEMU maps that file privately (copy-on-write) and loads only the
+  device state, so a new desktop starts in about a second and a reset is a fresh QEMU from the template
+  in the same container (the episode's RAM and overlay go with the old one) in well under a second,
+  with the RAM every desktop of the shape has not written shared among them. ``describe()`` (so
+  ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
 * on images whose guest draws its desktop on QEMU's display (label ``rayenv.vm.display=qemu``: rayenv's own
@@ -45,9 +51,10 @@ from ..engine.containers import LABEL_SCREENDIR, LABEL_WORKDIR
 from ..desktop_vm.build import DISPLAY_LABEL
 from ..engine.kvm import KERNEL_LABEL, KvmStatus, kvm_status
 from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
+from ..waiting import wait_until
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
-from .golden import GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore
+from .golden import DEVICE_STATE, GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore, copy_sparse
 from .qmp import Monitor
 from .screens import SCREEN_MOUNT, QemuDisplay, make_screen_dir
 from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
@@ -59,6 +66,13 @@ GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT = 5000, 9222, 8006, 8080
 WORK_MOUNT = "/run/vm"
 #: QEMU's screendump of the display, in the screen directory.
 SCREEN_DUMP = "screen.ppm"
+#: Where a clone sees its golden state's directory (overlay, device state) and the template's RAM directory.
+GOLDEN_MOUNT, GOLDEN_RAM_MOUNT = "/golden", "/golden-ram"
+#: Created in the work dir before QEMU is quit: the entrypoint then starts the next QEMU from the template.
+RESTART_REQUEST = "restart"
+#: In the work dir: the entrypoint's next QEMU runs on NEXT_OVERLAY if it is there (a fork's branch);
+#: a saved fork (FORK_DIR: FORK_STATE + a copy of the overlay).
+NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -76,54 +90,163 @@ class DockerProvider(ContainerProvider):
     name = "docker"
     poll_interval = 1.0
 
-    def __init__(self, *args: Any, work_dir: Path | None = None, **kwargs: Any) -> None:
-        """``work_dir``: use (and keep) this directory instead of a private one (a golden state being made)."""
+    def __init__(self, *args: Any, work_dir: Path | None = None, template_ram: Path | None = None, **kwargs: Any) -> None:
+        """``work_dir``: use (and keep) this directory instead of a private one (a golden state being made);
+        ``template_ram``: keep the VM's RAM in a file there, shared (the golden VM of a template)."""
         super().__init__(*args, **kwargs)
         self._kvm: KvmStatus | None = None
         self._given_work_dir = work_dir
         self.work_dir: Path | None = None
         self._snapshot_resets = False
         self._golden: str | None = None  # digest of the golden state this desktop started from
+        self._template_ram = template_ram
+        #: how this desktop starts and resets: ``template`` (a clone of its golden state's copy-on-write RAM),
+        #: ``loadvm`` (its golden snapshot), or None (restarts); said in ``EnvStatus`` details
+        self.reset_path: str | None = None
         self._endpoint: GuestEndpoint | None = None
         self._draws: bool | None = None  # whether the image's guest draws on QEMU's display (read once)
         self.screen_dir: Path | None = None
         self.store = GoldenStore()
 
     def start(self) -> GuestEndpoint:
-        """Boot the VM, or start it from this VM shape's golden state where the image supports snapshots."""
+        """Boot the VM, or start it from this VM shape's golden state where the image supports snapshots:
+        a clone of its template (copy-on-write RAM) where the template's RAM file is there, else a copy
+        of its overlay loaded with ``-loadvm``."""
         self._snapshot_resets = self._snapshots()
         if not self._snapshot_resets:
             self._endpoint = super().start()
             return self._endpoint
         key = self._golden_key()
         self._prepare_work_dir()
-        assert self.work_dir is not None
+        failure: RayEnvError | None = None
         try:
-            self.store.checkout(key, self._make_golden, self.work_dir)
+            with self.store.held(key, self._make_golden):
+                self._golden = key.digest
+                self.reset_path = ("template" if self.spec.vm_template and self.store.has_template(key.digest)
+                                   else "loadvm")
+                if self.reset_path == "loadvm":
+                    self.store.copy_overlay(key.digest, self._work())
+                try:
+                    self._endpoint = super().start()
+                    self._set_guest_clock()
+                except RayEnvError as exc:
+                    failure = exc
         except BaseException:
             self.stop()
             raise
-        self._golden = key.digest
-        try:
-            self._endpoint = super().start()
-            self._set_guest_clock()
-        except RayEnvError as exc:
+        if failure is not None:
             logger.warning("%s: starting from golden state %s failed (%s); discarding it and booting instead",
-                           self.ownership.env_name, key.digest, exc.message)
+                           self.ownership.env_name, key.digest, failure.message)
             self.stop()
             self.store.discard(key.digest)
             self._endpoint = super().start()
             self._save(GOLDEN_SNAPSHOT)  # this desktop's own snapshot: its resets still load one
+            self.reset_path = "loadvm"
         return self._endpoint
 
+    def container_started(self) -> None:
+        if self.reset_path == "template":
+            self._resume_from(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
+
+    def _wait_ready(self, endpoint: GuestEndpoint, interval: float | None = None) -> None:
+        """A clone answers a fraction of a second after its state is loaded: poll it closely, not once a second."""
+        super()._wait_ready(endpoint, interval or (0.01 if self.reset_path == "template" else None))
+
+    def _resume_from(self, state: str) -> None:
+        """Migrate ``state`` (a path in the container) into the new QEMU, waiting with ``-incoming defer`` over a
+        private mapping of the template's RAM, and run it."""
+        monitor = self._monitor()
+        wait_until(monitor.listening, LOAD_TIMEOUT, interval=0.005, what=f"{self.ownership.env_name}'s QEMU monitor",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="the desktop is restarted"))
+        monitor.load_devices(state, timeout=LOAD_TIMEOUT)
+
     def revert(self) -> bool:
-        """Load the golden snapshot into the running VM; False on an image without snapshot resets."""
+        """Put the VM back to its golden state: a fresh QEMU from the template in the same container (the
+        episode's RAM and disk overlay are dropped with the old one), or the snapshot loaded into the running
+        VM; False on an image without snapshot resets, or a clone whose template's RAM file is gone."""
         if not self._snapshot_resets or self._endpoint is None or self.qmp_socket is None:
             return False
-        Monitor(self.qmp_socket, env=self.ownership.env_name).load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
-        self._wait_ready(self._endpoint, interval=0.05)  # the guest answers ~0.4 s after a load
-        self._set_guest_clock()
+        if self.reset_path == "template":
+            if self._golden is None or not self.store.has_template(self._golden):
+                return False  # restarted: start() then takes the snapshot path
+            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
+        else:
+            self._monitor().load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
+            self._ready_now()
         return True
+
+    def save_fork(self) -> Path:
+        """Save the running clone's whole state (devices, all its RAM, a copy of its disk overlay) for
+        :meth:`load_fork` of desktops on this host; the VM is paused meanwhile and then runs on. The saved
+        state is a directory in this desktop's work dir, replaced by its next fork and removed with it."""
+        if self.reset_path != "template" or self.work_dir is None:
+            raise ProviderUnavailable("only a VM desktop started from a template (copy-on-write RAM) can fork",
+                                      env=self.ownership.env_name, phase="fork",
+                                      hint=f"this desktop resets by {self.reset_path or 'restarting'}")
+        fork = self.work_dir / FORK_DIR
+        shutil.rmtree(fork, ignore_errors=True)
+        fork.mkdir()
+        monitor = self._monitor()
+        monitor.execute("stop")
+        try:  # its RAM is a private mapping: a migration writes all of it, not only the device state
+            monitor.save_devices(f"{WORK_MOUNT}/{FORK_DIR}/{FORK_STATE}", timeout=SAVE_TIMEOUT)
+            self._written(fork / FORK_STATE)
+            copy_sparse(self.work_dir / "boot.qcow2", fork / "boot.qcow2", env=self.ownership.env_name)
+        finally:
+            monitor.execute("cont")  # also takes the disk back, which the finished migration let go
+        return fork
+
+    def load_fork(self, fork: Path) -> None:
+        """Become a branch of the fork saved in ``fork`` (by :meth:`save_fork` of a desktop on this host, of
+        the same shape): a fresh QEMU in this container on a copy of its overlay, with its RAM and devices."""
+        if self.reset_path != "template" or self.work_dir is None:
+            raise ProviderUnavailable("only a VM desktop started from a template can take a fork's state",
+                                      env=self.ownership.env_name, phase="fork",
+                                      hint=f"this desktop resets by {self.reset_path or 'restarting'}")
+        if not (fork / FORK_STATE).exists():
+            raise ProviderUnavailable(f"no saved fork in {fork} on this host", env=self.ownership.env_name,
+                                      phase="fork", hint="fork into desktops on the forked desktop's env host")
+        copy_sparse(fork / "boot.qcow2", self.work_dir / NEXT_OVERLAY, env=self.ownership.env_name)
+        state = self.work_dir / FORK_STATE
+        copy_sparse(fork / FORK_STATE, state, env=self.ownership.env_name)
+        try:
+            self._next_qemu(f"{WORK_MOUNT}/{FORK_STATE}")
+        finally:
+            state.unlink(missing_ok=True)
+
+    def _written(self, path: Path) -> None:
+        """Wait until a saved state is whole at ``path`` on the host (see :meth:`Monitor.save_devices`)."""
+        wait_until(path.exists, SAVE_TIMEOUT, interval=0.005, what=f"{path.name} written",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="is the host's disk full?"))
+
+    def _next_qemu(self, state: str) -> None:
+        """Quit this QEMU; the entrypoint starts the next one (-incoming defer), which loads ``state``."""
+        monitor = self._monitor()
+        (self._work() / RESTART_REQUEST).touch()
+        try:
+            monitor.execute("quit", timeout=10)
+        except SnapshotError:
+            pass  # QEMU may close the connection before it answers; the wait below tells whether it exited
+        wait_until(lambda: not monitor.listening(), 30, interval=0.005, what="the episode's QEMU exiting",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="the desktop is restarted"))
+        self._resume_from(state)
+        self._ready_now()
+
+    def _ready_now(self) -> None:
+        assert self._endpoint is not None
+        self._wait_ready(self._endpoint, interval=0.01)  # the guest answers ~0.2 s after a load
+        self._set_guest_clock()
+
+    def _monitor(self) -> Monitor:
+        assert self.qmp_socket is not None
+        return Monitor(self.qmp_socket, env=self.ownership.env_name)
+
+    def _work(self) -> Path:
+        assert self.work_dir is not None
+        return self.work_dir
 
     def _snapshots(self) -> bool:
         """Snapshot resets are on and the image's entrypoint takes a work dir and ``LOADVM`` (ours does)."""
@@ -139,16 +262,22 @@ class DockerProvider(ContainerProvider):
                                 (self.spec.screen_width, self.spec.screen_height), "kvm" if kvm.available else "tcg",
                                 self.spec.vm_boot)
 
-    def _make_golden(self, directory: Path) -> None:
-        """Boot a desktop into ``directory``, let it settle, save its snapshot, stop its VM (the overlay stays)."""
+    def _make_golden(self, directory: Path, ram_directory: Path) -> None:
+        """Boot a desktop into ``directory`` with its RAM in ``ram_directory``, let it settle, stop it, save
+        its snapshot and its template's device state (one instant), quit its VM (overlay and RAM file stay)."""
         started = time.monotonic()
         maker = DockerProvider(self.spec.model_copy(update={"snapshot_reset": False}),
-                               replace(self.ownership, env_name=f"{self.ownership.env_name}-golden"), work_dir=directory)
+                               replace(self.ownership, env_name=f"{self.ownership.env_name}-golden"), work_dir=directory,
+                               template_ram=ram_directory)
         try:
             maker.start()
             time.sleep(SETTLE_SECONDS)
-            maker._save(GOLDEN_SNAPSHOT)
-            Monitor(directory / "qmp.sock", env=maker.ownership.env_name).quit()
+            monitor = Monitor(directory / "qmp.sock", env=maker.ownership.env_name)
+            monitor.execute("stop")
+            monitor.save_snapshot(GOLDEN_SNAPSHOT, timeout=SAVE_TIMEOUT)
+            monitor.save_devices(f"{WORK_MOUNT}/{DEVICE_STATE}", timeout=SAVE_TIMEOUT)
+            maker._written(directory / DEVICE_STATE)
+            monitor.quit()
             maker._container.wait(timeout=60)
         finally:
             maker.stop()
@@ -199,16 +328,24 @@ class DockerProvider(ContainerProvider):
         self.screen_dir = make_screen_dir(self.ownership.owner, self.ownership.env_name)
         labels = {LABEL_WORKDIR: str(self.work_dir)} if self._given_work_dir is None else {}
         labels[LABEL_SCREENDIR] = str(self.screen_dir)
-        if self._golden is not None:  # its overlay, copied from the golden state, holds the snapshot to load
-            environment["LOADVM"] = GOLDEN_SNAPSHOT
+        volumes = {str(qcow2): {"bind": "/System.qcow2", "mode": "ro"},
+                   str(self.work_dir): {"bind": WORK_MOUNT, "mode": "rw"},
+                   str(self.screen_dir): {"bind": SCREEN_MOUNT, "mode": "rw"}}
+        if self._template_ram is not None:
+            environment["TEMPLATE"] = "save"
+            volumes[str(self._template_ram)] = {"bind": GOLDEN_RAM_MOUNT, "mode": "rw"}
+        if self._golden is not None:
             labels[LABEL_GOLDEN] = self._golden
+            if self.reset_path == "template":  # a private mapping of the RAM file: QEMU opens it read-write
+                environment["TEMPLATE"] = "clone"
+                volumes[str(self.store.directory(self._golden))] = {"bind": GOLDEN_MOUNT, "mode": "ro"}
+                volumes[str(self.store.ram_directory(self._golden))] = {"bind": GOLDEN_RAM_MOUNT, "mode": "rw"}
+            else:  # its overlay, copied from the golden state, holds the snapshot to load
+                environment["LOADVM"] = GOLDEN_SNAPSHOT
         return {"image": self.spec.docker_image, "environment": environment, "cap_add": ["NET_ADMIN"], "init": True,
                 "ports": [GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT],
                 "devices": [f"{kvm.device}:/dev/kvm:rwm"] if kvm.available else [],
-                "labels": labels,
-                "volumes": {str(qcow2): {"bind": "/System.qcow2", "mode": "ro"},
-                            str(self.work_dir): {"bind": WORK_MOUNT, "mode": "rw"},
-                            str(self.screen_dir): {"bind": SCREEN_MOUNT, "mode": "rw"}}}
+                "labels": labels, "volumes": volumes}
 
     def endpoint(self, ports: dict[int, int]) -> GuestEndpoint:
         return GuestEndpoint("127.0.0.1", ports[GUEST_PORT], extra_ports={
@@ -230,7 +367,7 @@ class DockerProvider(ContainerProvider):
         if self.screen_dir is not None:
             shutil.rmtree(self.screen_dir, ignore_errors=True)
             self.screen_dir = None
-        self.work_dir, self._endpoint, self._golden = None, None, None
+        self.work_dir, self._endpoint, self._golden, self.reset_path = None, None, None, None
 
     def display(self) -> QemuDisplay | None:
         """QEMU's display, where the image says its guest draws the desktop (else the guest's screenshots)."""
@@ -259,4 +396,6 @@ class DockerProvider(ContainerProvider):
             facts["golden_state"] = self._golden
         if self._endpoint is not None:
             facts["screenshots"] = "QEMU's display (QMP screendump)" if self.display() else "guest GET /screenshot"
+        if self.reset_path is not None:
+            facts["reset_path"] = self.reset_path
         return facts

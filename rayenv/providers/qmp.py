@@ -9,13 +9,19 @@ connection (QEMU's QMP socket serves one client at a time, and a connection kept
 ``savevm``/``loadvm`` are the human monitor's commands, sent through QMP's
 ``human-monitor-command``: QEMU 7.2's QMP job equivalents (``snapshot-save``/``snapshot-load``)
 need every block node spelled out, and HMP reports failure as text, which is checked here.
+
+Templates (copy-on-write RAM, :mod:`rayenv.providers.golden`) move device state only: a migration
+with the ``x-ignore-shared`` capability skips RAM that lives in a shared file, so saving the golden
+VM's devices and loading them into a clone that maps the same file privately are each a
+sub-MiB stream (``exec:cat``: QEMU 7.2 has no ``file:`` URI), run on one connection while polled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from qemu.qmp import QMPClient, QMPError
 
@@ -43,12 +49,57 @@ class Monitor:
                                 hint=f"is QEMU running? its monitor socket is {self.socket_path}") from None
 
     async def _execute(self, command: str, arguments: dict[str, Any] | None) -> Any:
+        return await self._session(lambda client: client.execute(command, arguments))
+
+    async def _session(self, work: Callable[[QMPClient], Awaitable[Any]]) -> Any:
         client = QMPClient(self.env)
         await client.connect(str(self.socket_path))
         try:
-            return await client.execute(command, arguments)
+            return await work(client)
         finally:
             await client.disconnect()
+
+    def _run(self, what: str, work: Callable[[QMPClient], Awaitable[Any]], timeout: float) -> Any:
+        """``work`` on one connection, bounded by ``timeout``; errors typed as :meth:`execute`'s."""
+        try:
+            return asyncio.run(asyncio.wait_for(self._session(work), timeout))
+        except asyncio.TimeoutError:
+            raise SnapshotError(f"QEMU did not finish {what} within {timeout:.0f}s", env=self.env, phase="snapshot",
+                                hint="the VM is stuck or gone; the desktop is restarted") from None
+        except (QMPError, OSError, EOFError) as exc:
+            raise SnapshotError(f"QEMU's monitor refused {what}: {exc}", env=self.env, phase="snapshot",
+                                hint=f"is QEMU running? its monitor socket is {self.socket_path}") from None
+
+    def save_devices(self, path: str, *, timeout: float | None = None) -> None:
+        """Write the stopped VM's state except RAM in a shared file to ``path`` (QEMU's view): the device state
+        of a template's golden VM; devices and all RAM of a clone (its mapping is private: a fork). QEMU says
+        the migration completed before ``cat`` has drained the pipe: ``path`` appears (renamed) only once it has."""
+        async def work(client: QMPClient) -> None:
+            await client.execute("migrate-set-capabilities", IGNORE_SHARED)
+            await client.execute("migrate-set-parameters", UNTHROTTLED)
+            await client.execute("migrate", {"uri": f"exec:cat > {path}.part && mv {path}.part {path}"})
+            await _migrated(client, self.env)
+
+        self._run("saving the device state", work, timeout or self.timeout)
+
+    def load_devices(self, path: str, *, timeout: float | None = None) -> None:
+        """Load ``path`` into a VM started with ``-incoming defer`` over a copy of the template's RAM, and run it."""
+        async def work(client: QMPClient) -> None:
+            await client.execute("migrate-set-capabilities", IGNORE_SHARED)
+            await client.execute("migrate-incoming", {"uri": f"exec:cat {path}"})
+            await _migrated(client, self.env)
+            await client.execute("cont")  # the template was saved stopped, and a migration keeps the run state
+
+        self._run("loading the device state", work, timeout or self.timeout)
+
+    def listening(self) -> bool:
+        """A QEMU listens on the socket (a bare connect: it does not take the one QMP session)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket_path))
+            except OSError:
+                return False
+            return True
 
     def human(self, command_line: str, *, timeout: float | None = None) -> str:
         """A human-monitor command; its output is empty on success, an error message otherwise."""
@@ -84,3 +135,21 @@ class Monitor:
         except SnapshotError:
             if self.socket_path.exists():
                 raise
+
+
+IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}
+#: QEMU 7.2 throttles a migration to 32 MiB/s; a stopped VM saved to a file has no link to spare.
+UNTHROTTLED = {"max-bandwidth": 1 << 40}
+
+
+async def _migrated(client: QMPClient, env: str, interval: float = 0.005) -> None:
+    """Poll ``query-migrate`` until the migration completed; raise if it failed."""
+    while True:
+        state = await client.execute("query-migrate")
+        status = state.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise SnapshotError(f"QEMU's migration {status}: {state.get('error-desc', 'no reason given')}", env=env,
+                                phase="snapshot", hint="the golden state is discarded and made anew")
+        await asyncio.sleep(interval)
