@@ -23,8 +23,9 @@ if [ $# -gt 0 ]; then
 else
   # Two streams at once, then what must run alone. The VM desktops (TCG) and the network-namespace tests spend
   # most of their time waiting on guests and links; the rest waits on containers and Ray. Each stream keeps its
-  # own ports, namespaces and pytest temp dir; the slowest 20 of each and a JUnit file per stream show where CI
-  # time goes (results/ beside the image log).
+  # own ports and pytest temp dir; the slowest 20 of each and a JUnit file per stream show where CI time goes
+  # (results/ beside the image log). The netns tests stay in one stream: their testbeds share one user, whose
+  # home each testbed sets to its own.
   results=${RAYENV_CACHE:-$HOME/.cache/rayenv}/test-results
   mkdir -p "$results"
   stream() {  # NAME MARKERS: one pytest run of the tests MARKERS selects

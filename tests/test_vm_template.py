@@ -24,7 +24,7 @@ from rayenv.providers.golden import RAM_FILE, GoldenStore
 from rayenv.waiting import wait_until
 from vm_guest import bash, container_id, snapshot_pool
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
 REPO = Path(__file__).resolve().parents[1]
 OWNER = "vm-template"
