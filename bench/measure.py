@@ -4,12 +4,13 @@ or from outside it), a container's memory."""
 from __future__ import annotations
 
 import math
+import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rayenv.engine.containers import client
 from rayenv.env.guest_client import GuestClient
@@ -34,6 +35,19 @@ def percentile(values: list[float], fraction: float) -> float:
     """The nearest-rank percentile: the smallest value with at least ``fraction`` of the values at or below it."""
     ordered = sorted(values)
     return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """p50, p95, count and every sample of ``values`` (seconds), as the results JSON keeps them."""
+    return {"p50_s": statistics.median(values), "p95_s": percentile(values, 0.95), "n": len(values),
+            "all_s": [round(v, 3) for v in values]}
+
+
+def timed(call: Callable[[], Any]) -> float:
+    """Seconds ``call`` took."""
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def screenshot_latencies(take: Callable[[], bytes], shots: int) -> tuple[list[float], list[int]]:

@@ -26,11 +26,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from measure import percentile
+from measure import summary, timed
 
 from rayenv.desktop_vm.build import build_vm_desktop
 from rayenv.desktop_vm.standin import build_standin
@@ -43,17 +42,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 SCREEN = {"screen_width": 1280, "screen_height": 720}
 DISK_NAMES = {"vm": "rayenv VM disk (bare ext4, -kernel)", "standin": "OSWorld stand-in (whole disk, GRUB, systemd)"}
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"p50_s": statistics.median(values), "p95_s": percentile(values, 0.95), "n": len(values),
-            "all_s": [round(v, 3) for v in values]}
-
-
-def timed(call: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
 
 
 def dirty(desktop: Desktop) -> None:

@@ -28,9 +28,9 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from measure import percentile
+from measure import summary, timed
 
 from rayenv.desktop_vm.build import build_vm_desktop
 from rayenv.engine.containers import client
@@ -41,17 +41,6 @@ from rayenv.providers.golden import RAM_FILE, GoldenStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OWNER = "bench-template"
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"p50_s": statistics.median(values), "p95_s": percentile(values, 0.95), "n": len(values),
-            "all_s": [round(v, 3) for v in values]}
-
-
-def timed(call: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
 
 
 def dirty(desktop: Desktop) -> None:

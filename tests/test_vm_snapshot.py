@@ -17,8 +17,7 @@ import ray
 
 from rayenv.env.tasks import load_tasks
 from rayenv.providers.qmp import Monitor
-from rayenv.waiting import wait_until
-from vm_guest import bash, container_id, snapshot_pool
+from vm_guest import bash, container_id, episode_left_a_trace, reset_after_an_episode, snapshot_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
@@ -47,17 +46,9 @@ def env(pool):
 def test_a_reset_takes_back_the_episodes_files_and_windows_without_restarting_the_vm(env):
     ray.get(env.reset.remote(TASK))
     booted = container_id(env)
-    ray.get(env.step.remote("import subprocess; subprocess.run(['touch', '/root/left-by-the-episode']); "
-                            "subprocess.Popen(['xterm', '-T', 'episode-window'])"))
-    wait_until(lambda: "episode-window" in bash(env, "xdotool search --name episode-window getwindowname %@ || true"),
-               timeout=60, what="the episode's window")
-    assert "left-by-the-episode" in bash(env, "ls /root")
-    started = time.monotonic()
-    ray.get(env.reset.remote(TASK))
-    reset_seconds = time.monotonic() - started
+    reset_seconds = reset_after_an_episode(env, TASK)
     assert container_id(env) == booted, "the VM was reverted in place, not restarted"
-    assert "left-by-the-episode" not in bash(env, "ls /root")
-    assert "episode-window" not in bash(env, "xdotool search --name episode-window getwindowname %@ || true")
+    assert not episode_left_a_trace(env)
     assert reset_seconds < 30, f"a snapshot reset (with the task's setup) took {reset_seconds:.1f}s"
 
 

@@ -21,8 +21,7 @@ import ray
 
 from rayenv.env.tasks import load_tasks
 from rayenv.providers.golden import RAM_FILE, GoldenStore
-from rayenv.waiting import wait_until
-from vm_guest import bash, container_id, snapshot_pool
+from vm_guest import bash, container_id, episode_left_a_trace, reset_after_an_episode, snapshot_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
@@ -51,10 +50,6 @@ def envs(pool):
 
 def details(env) -> dict:
     return ray.get(env.status.remote())["details"]
-
-
-def windows(env, title: str) -> str:
-    return bash(env, f"xdotool search --name {title} getwindowname %@ || true")
 
 
 def cycles(env, solve: list[bool]) -> list[float]:
@@ -87,16 +82,9 @@ def test_a_reset_takes_back_the_episodes_file_and_window_in_the_same_container(e
     env = envs[0]
     ray.get(env.reset.remote(TASK))
     before = container_id(env)
-    ray.get(env.step.remote("import subprocess; subprocess.run(['touch', '/root/left-by-the-episode']); "
-                            "subprocess.Popen(['xterm', '-T', 'episode-window'])"))
-    wait_until(lambda: "episode-window" in windows(env, "episode-window"), timeout=60, what="the episode's window")
-    assert "left-by-the-episode" in bash(env, "ls /root")
-    started = time.monotonic()
-    ray.get(env.reset.remote(TASK))
-    reset_seconds = time.monotonic() - started
+    reset_seconds = reset_after_an_episode(env, TASK)
     assert container_id(env) == before, "a fresh QEMU in the same container, not a new container"
-    assert "left-by-the-episode" not in bash(env, "ls /root")
-    assert "episode-window" not in windows(env, "episode-window")
+    assert not episode_left_a_trace(env)
     assert reset_seconds < 30, f"a template reset (with the task's setup) took {reset_seconds:.1f}s"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,6 +18,7 @@ from rayenv.engine.containers import LABEL_OWNER, LABEL_WORKDIR
 from rayenv.providers.docker import GUEST_PORT
 from rayenv.providers.golden import LABEL_GOLDEN, GoldenStore
 from rayenv.tools.localcluster import ray_cluster
+from rayenv.waiting import wait_until
 
 
 def container_name(env) -> str:
@@ -39,6 +41,28 @@ def bash(env, script: str) -> str:
     done = guest(env).run_bash_script(script, timeout=30)
     assert done and done["status"] == "success", done
     return done["output"]
+
+
+def episode_windows(env) -> str:
+    """Titles of the windows an episode opened (see :func:`reset_after_an_episode`)."""
+    return bash(env, "xdotool search --name episode-window getwindowname %@ || true")
+
+
+def reset_after_an_episode(env, task: dict) -> float:
+    """Leave a file and a window behind as an episode would, then reset to ``task``: the reset's seconds. The
+    caller checks that :func:`episode_left_a_trace` is then False."""
+    ray.get(env.step.remote("import subprocess; subprocess.run(['touch', '/root/left-by-the-episode']); "
+                            "subprocess.Popen(['xterm', '-T', 'episode-window'])"))
+    wait_until(lambda: "episode-window" in episode_windows(env), timeout=60, what="the episode's window")
+    assert episode_left_a_trace(env)
+    started = time.monotonic()
+    ray.get(env.reset.remote(task))
+    return time.monotonic() - started
+
+
+def episode_left_a_trace(env) -> bool:
+    """Whether the file or the window of :func:`reset_after_an_episode` is there."""
+    return "left-by-the-episode" in bash(env, "ls /root") or "episode-window" in episode_windows(env)
 
 
 def owned_containers(owner: str) -> list:
