@@ -108,9 +108,9 @@ def judge_boot(device: KvmStatus, trace: BootTrace | None) -> KvmStatus:
     else:
         where = "QEMU exited before the kernel started"
     return KvmStatus(False, name, f"KVM_CREATE_VM works on {name}, but a Linux kernel booted with -enable-kvm does "
-                                  f"not run: {where} (after {trace.seconds:.0f}s the console's last line was "
-                                  f"{last!r}); this looks like nested virtualization that cannot run a guest "
-                                  "kernel, so VMs run under software emulation (TCG)")
+                                  f"not run: {where} (the console's last line was {last!r}); this looks like nested "
+                                  "virtualization that cannot run a guest kernel, so VMs run under software emulation "
+                                  "(TCG)")
 
 
 def boot_with_kvm(image: str, device: str = "/dev/kvm", timeout: float = BOOT_TIMEOUT) -> BootTrace:
