@@ -13,7 +13,7 @@ from rayenv import EnvPool
 from rayenv.desktop_lite.process import run_dir
 from rayenv.engine.containers import LABEL_OWNER
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]  # timing-sensitive races: see pyproject
 
 NAMESPACE = "rayenv-leaks"
 
