@@ -16,7 +16,7 @@ import yaml
 from rayenv.tools import netns
 import test_tunnel_e2e as e2e
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.exclusive]  # its task waits 20 s for a dialog: see pyproject
 
 
 @pytest.fixture
