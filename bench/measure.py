@@ -67,3 +67,19 @@ def outside_screenshot(provider: Provider, client: GuestClient, helper: ThreadPo
     display = provider.display()
     assert display is not None, f"{provider.label()} has no display the host can read"
     return lambda: screenshot_png(display, client.cursor_position, helper)
+
+
+def seconds_chart(bars: list[tuple[str, float, str]], title: str, path: Path) -> None:
+    """A horizontal bar per (label, seconds, color), on a log scale with each value written beside its bar."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(bars) + 1.2))
+    axis.barh([name for name, _, _ in bars], [value for _, value, _ in bars], color=[color for _, _, color in bars])
+    axis.set_xscale("log")
+    axis.set_xlabel("seconds (p50, log scale)")
+    for index, (_, value, _) in enumerate(bars):
+        axis.text(value * 1.05, index, f"{value:.2f} s", va="center")
+    axis.invert_yaxis()
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)

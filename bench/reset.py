@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from measure import summary, timed
+from measure import seconds_chart, summary, timed
 
 from rayenv.desktop_vm.build import build_vm_desktop
 from rayenv.desktop_vm.standin import build_standin
@@ -137,7 +137,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     bars = []
     for key, disk in results["disks"].items():
@@ -148,16 +147,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if "lite_now" in results:
         bars += [("lite 1st reset before", results["lite_before"]["first_reset_s"], "#c62828"),
                  ("lite 1st reset now", results["lite_now"]["first_reset_s"], "#2e7d32")]
-    figure, axis = plt.subplots(figsize=(8, 0.4 * len(bars) + 1.2))
-    axis.barh([name for name, _, _ in bars], [value for _, value, _ in bars], color=[color for _, _, color in bars])
-    axis.set_xscale("log")
-    axis.set_xlabel("seconds (p50, log scale)")
-    for index, (_, value, _) in enumerate(bars):
-        axis.text(value * 1.05, index, f"{value:.2f} s", va="center")
-    axis.invert_yaxis()
-    axis.set_title("VM desktop reset and start per disk (TCG, 2 cores) and desktop-lite reset")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    seconds_chart(bars, "VM desktop reset and start per disk (TCG, 2 cores) and desktop-lite reset", path)
 
 
 def main() -> None:

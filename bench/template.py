@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import summary, timed
+from measure import seconds_chart, summary, timed
 
 from rayenv.desktop_vm.build import build_vm_desktop
 from rayenv.engine.containers import client
@@ -135,7 +135,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     colors = {"template": "#2e7d32", "loadvm": "#f9a825", "restart": "#c62828"}
     ways = [way for way in colors if way in results["reset"]]
@@ -148,16 +147,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         bars.append((f"new desktop, {way}", results["start"][way]["p50_s"], colors[way]))
     if "fork" in results:
         bars.append(("fork into 3 (sequential loads)", results["fork"]["fork_into_3_sequential"]["p50_s"], "#1565c0"))
-    figure, axis = plt.subplots(figsize=(8, 0.4 * len(bars) + 1.2))
-    axis.barh([name for name, _, _ in bars], [value for _, value, _ in bars], color=[color for _, _, color in bars])
-    axis.set_xscale("log")
-    axis.set_xlabel("seconds (p50, log scale)")
-    for index, (_, value, _) in enumerate(bars):
-        axis.text(value * 1.05, index, f"{value:.2f} s", va="center")
-    axis.invert_yaxis()
-    axis.set_title("VM desktop at 1920x1080: template vs loadvm vs restart (TCG, 2 cores)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    seconds_chart(bars, "VM desktop at 1920x1080: template vs loadvm vs restart (TCG, 2 cores)", path)
 
 
 def report(results: dict[str, Any]) -> str:
