@@ -1,6 +1,7 @@
 """The guest server is the ``osworld_guest`` package: one ``GuestState`` per app, run with ``-m``, shipped whole.
 
-These need no X display: they use Flask's test client on routes that do not touch the screen.
+Most need no X display: they use Flask's test client on routes that do not touch the screen; the
+screen's own tests start a bare Xvfb of their own.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,50 @@ def test_the_server_runs_as_a_module_from_the_guest_dir_and_refuses_to_start_wit
     started = subprocess.run([sys.executable, "-m", "osworld_guest", "--port", "0"], env=environment,
                              capture_output=True, text=True, timeout=60, cwd="/")
     assert started.returncode == 1 and "DISPLAY is not set" in started.stderr, started.stderr
+
+
+@contextmanager
+def bare_x_server(display: str | None = None):
+    """An Xvfb alone (no session), on ``display`` or one it picks; yields its display name."""
+    reader, writer = os.pipe()
+    number = ["-displayfd", str(writer)] if display is None else [display]
+    server = subprocess.Popen(["Xvfb", *number, "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"],
+                              pass_fds=(writer,), stderr=subprocess.DEVNULL)
+    os.close(writer)
+    with os.fdopen(reader) as ready:  # Xvfb writes its display number once it accepts connections
+        picked = ready.readline().strip() if display is None else None
+    try:
+        if display is not None:  # no -displayfd: wait for its socket
+            from rayenv.waiting import wait_until
+
+            wait_until(lambda: Path(f"/tmp/.X11-unix/X{display.lstrip(':')}").exists(), 30, what="Xvfb starting")
+        yield display or f":{picked}"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_route_that_fails_answers_with_its_cause_not_flasks_html_page(guest, monkeypatch):
+    from osworld_guest import screen
+
+    monkeypatch.setattr(screen, "_connection", None)
+    monkeypatch.setenv("DISPLAY", ":9999")  # no X server there
+    response = guest.create_app(guest.GuestState()).test_client().get("/screenshot")
+    assert response.status_code == 500
+    assert response.json["status"] == "error" and "/screenshot failed: DisplayConnectionError" in response.json["message"]
+
+
+def test_screenshots_go_on_after_the_x_server_restarts(guest, monkeypatch):
+    from osworld_guest import screen
+
+    monkeypatch.setattr(screen, "_connection", None)
+    client = guest.create_app(guest.GuestState()).test_client()
+    with bare_x_server() as display:
+        monkeypatch.setenv("DISPLAY", display)
+        assert client.get("/screenshot").status_code == 200
+    with bare_x_server(display):  # the same display, a new server: the cached connection is dead
+        again = client.get("/screenshot")
+    assert again.status_code == 200 and again.data.startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("profile", ["small", "osworld"])

@@ -5,6 +5,8 @@
 prints every call's outcome (ok, or the error's type) and duration, so a test can check that calls
 across a tunnel outage complete or fail typed, never hang. It stops early, after its next call that
 succeeds, that starts after its standard input is closed: the test closes it when the tunnel has recovered.
+A desktop that cannot even be reset is released as broken and another leased, as a trainer does (at most
+twice, each said on stderr): the outage, not the desktop, is what the calls measure.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ray.exceptions import RayError
 
 from rayenv import EnvPool
 from rayenv.env.tasks import load_tasks
-from rayenv.errors import RayEnvError
+from rayenv.errors import DesktopUnavailable, RayEnvError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +48,25 @@ def _closed(stream, wait: float) -> bool:
     return bool(readable) and stream.buffer.read1(4096) == b""
 
 
+def _reset_desktop(pool: EnvPool, tries: int = 3):
+    """A lease whose desktop answered ``reset``; desktops that did not are released as broken."""
+    for attempt in range(1, tries + 1):
+        lease = pool.acquire(timeout=120)
+        try:
+            ray.get(lease.env.reset.remote(None))
+            return lease
+        except DesktopUnavailable as exc:  # Ray's task error is also an instance of its cause
+            print(f"reset attempt {attempt}: {exc}; releasing it as broken", file=sys.stderr, flush=True)
+            pool.release(lease, broken=True)
+            if attempt == tries:
+                raise
+
+
 def inflight(seconds: float, timeout: float) -> list[dict]:
     pool = EnvPool.connect("default")
     calls = []
-    lease = pool.acquire(timeout=120)
+    lease = _reset_desktop(pool)
     try:
-        ray.get(lease.env.reset.remote(None))
         deadline, stop_after = time.monotonic() + seconds, None
         while time.monotonic() < deadline and not (stop_after and calls[-1]["at"] >= stop_after
                                                    and calls[-1]["outcome"] == "ok"):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import InternalServerError
 
 from . import actions, files, observe, recording, wallpaper, windows
 from .state import EXTENSION, GuestState
@@ -18,4 +19,12 @@ def create_app(state: GuestState) -> Flask:
     app.extensions[EXTENSION] = state
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.register_error_handler(InternalServerError, _unexpected)
     return app
+
+
+def _unexpected(failure: InternalServerError) -> tuple[Response, int]:
+    """A route that raised answers with what went wrong (Flask has already logged the traceback), so the host's
+    error names the cause instead of quoting Flask's generic HTML page."""
+    cause = failure.original_exception or failure
+    return jsonify({"status": "error", "message": f"{request.path} failed: {cause!r}"}), 500

@@ -5,17 +5,20 @@ Capturing through python-xlib avoids a subprocess per screenshot, and PNG compre
 encoding cheap at 1920x1080 (it runs on every RL step). The server keeps one X connection for all its
 request threads (each request may come on a new thread, and opening a connection costs ~0.1 s in a
 VM under TCG, where ``/cursor_position`` is asked for every screenshot the host takes), used under a
-lock: python-xlib connections are not thread-safe.
+lock: python-xlib connections are not thread-safe. A connection the X server dropped is opened anew
+once, so one broken socket does not fail every later screenshot of a desktop that is otherwise fine.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from typing import Callable, TypeVar
 
 from PIL import Image, ImageDraw
-from Xlib import X, Xatom, display
+from Xlib import X, Xatom, display, error
 
+T = TypeVar("T")
 _lock = threading.RLock()
 _connection: display.Display | None = None
 
@@ -31,22 +34,36 @@ def _display() -> display.Display:
     return _connection
 
 
-def screen_size() -> tuple[int, int]:
+def _on_display(call: Callable[[display.Display], T]) -> T:
+    """``call(connection)`` under the lock; on a connection the X server closed, once more on a new one."""
+    global _connection
     with _lock:
-        screen = _display().screen()
+        try:
+            return call(_display())
+        except (error.ConnectionClosedError, ConnectionError):
+            _connection = None
+            return call(_display())
+
+
+def screen_size() -> tuple[int, int]:
+    def size(connection: display.Display) -> tuple[int, int]:
+        screen = connection.screen()
         return screen.width_in_pixels, screen.height_in_pixels
+
+    return _on_display(size)
 
 
 def pointer_position() -> tuple[int, int]:
-    with _lock:
-        pointer = _display().screen().root.query_pointer()
+    def position(connection: display.Display) -> tuple[int, int]:
+        pointer = connection.screen().root.query_pointer()
         return pointer.root_x, pointer.root_y
+
+    return _on_display(position)
 
 
 def grab() -> Image.Image:
     width, height = screen_size()
-    with _lock:
-        raw = _display().screen().root.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+    raw = _on_display(lambda connection: connection.screen().root.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF))
     image = Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX")
     x, y = pointer_position()
     draw = ImageDraw.Draw(image)
@@ -88,17 +105,16 @@ def paint_wallpaper(path: str) -> int:
 
 def root_pixmap() -> int | None:
     """The pixmap the desktop's background shows (``_XROOTPMAP_ID``), or None when none is set."""
-    with _lock:
-        connection = _display()
-        prop = connection.screen().root.get_full_property(connection.intern_atom("_XROOTPMAP_ID"), Xatom.PIXMAP)
+    prop = _on_display(lambda connection: connection.screen().root.get_full_property(
+        connection.intern_atom("_XROOTPMAP_ID"), Xatom.PIXMAP))
     return int(prop.value[0]) if prop is not None and len(prop.value) else None
 
 
 def pixmap_png(pixmap_id: int) -> bytes:
     """A root-sized pixmap's pixels as PNG."""
     width, height = screen_size()
-    with _lock:
-        raw = _display().create_resource_object("pixmap", pixmap_id).get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+    raw = _on_display(lambda connection: connection.create_resource_object("pixmap", pixmap_id).get_image(
+        0, 0, width, height, X.ZPixmap, 0xFFFFFFFF))
     buffer = io.BytesIO()
     Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX").save(buffer, format="PNG")
     return buffer.getvalue()
