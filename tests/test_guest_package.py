@@ -71,20 +71,15 @@ def test_the_server_runs_as_a_module_from_the_guest_dir_and_refuses_to_start_wit
 
 @contextmanager
 def bare_x_server(display: str | None = None):
-    """An Xvfb alone (no session), on ``display`` or one it picks; yields its display name."""
+    """An Xvfb alone (no session), on ``display`` or one it picks; yields its display name once it accepts."""
     reader, writer = os.pipe()
-    number = ["-displayfd", str(writer)] if display is None else [display]
-    server = subprocess.Popen(["Xvfb", *number, "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"],
-                              pass_fds=(writer,), stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(["Xvfb", *([display] if display else []), "-displayfd", str(writer), "-screen", "0",
+                               "640x480x24", "-nolisten", "tcp", "-noreset"], pass_fds=(writer,),
+                              stderr=subprocess.DEVNULL)
     os.close(writer)
-    with os.fdopen(reader) as ready:  # Xvfb writes its display number once it accepts connections
-        picked = ready.readline().strip() if display is None else None
     try:
-        if display is not None:  # no -displayfd: wait for its socket
-            from rayenv.waiting import wait_until
-
-            wait_until(lambda: Path(f"/tmp/.X11-unix/X{display.lstrip(':')}").exists(), 30, what="Xvfb starting")
-        yield display or f":{picked}"
+        with os.fdopen(reader) as ready:  # Xvfb writes its display number when it accepts connections
+            yield f":{ready.readline().strip()}"
     finally:
         server.kill()
         server.wait()
