@@ -66,3 +66,11 @@ def test_the_provider_flag_overrides_the_files_provider():
 def test_a_value_out_of_range_in_an_override_is_still_refused():
     with pytest.raises(ConfigError, match="screen_width"):
         PoolConfig.load(None, desktop={"screen_width": 10})
+
+
+def test_a_warm_spare_is_refused_for_process_desktops_and_counts_twice_for_memory():
+    with pytest.raises(ConfigError, match="warm_spare needs a container provider"):
+        PoolConfig.load(None, provider="process", desktop={"warm_spare": True})
+    one, spared = (PoolConfig.load(None, provider="lite", desktop={"warm_spare": spare}).desktop.memory_need()
+                   for spare in (False, True))
+    assert spared == 2 * one

@@ -95,6 +95,7 @@ def test_a_route_that_fails_answers_with_its_cause_not_flasks_html_page(guest, m
     assert response.json["status"] == "error" and "/screenshot failed: DisplayConnectionError" in response.json["message"]
 
 
+@pytest.mark.slow
 def test_screenshots_go_on_after_the_x_server_restarts(guest, monkeypatch):
     from osworld_guest import screen
 

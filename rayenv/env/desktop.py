@@ -93,8 +93,8 @@ class Desktop:
                                   client_password=self.spec.client_password)
 
     def revert(self) -> None:
-        """Bring the desktop back to its pristine state, dropping the current task: in place where the
-        provider can (a VM's snapshot), else by restarting it from its image."""
+        """Bring the desktop back to its pristine state, dropping the current task: without a restart where the
+        provider can (a VM's snapshot, a swap to a warm spare), else by restarting it from its image."""
         self._enter("booting")
         self.task, self.action_history, self._last_step = None, [], None
         started = time.monotonic()
@@ -108,10 +108,10 @@ class Desktop:
             assert self._runner is not None
             if self._client is not None:
                 self._client.close()  # the revert cut its kept-alive connections
-            self._connect(self._runner.endpoint)
+            self._connect(self.provider.current_endpoint() or self._runner.endpoint)
             self._enter("ready")
             self._started_while_closing()
-            logger.info("desktop %s reverted to its snapshot in %.2fs", self.provider.label(),
+            logger.info("desktop %s reverted without a restart in %.2fs", self.provider.label(),
                         time.monotonic() - started)
             return
         self._stop_quietly()

@@ -35,7 +35,13 @@ def provider_class(name: str) -> type[Provider]:
 
 
 def make_provider(spec: DesktopSpec, ownership: Ownership) -> Provider:
-    return provider_class(spec.provider)(spec, ownership)
+    """The spec's provider; with ``warm_spare``, wrapped so that each incarnation's container has its own name."""
+    cls = provider_class(spec.provider)
+    if not spec.warm_spare:
+        return cls(spec, ownership)
+    from .spare import WarmSpare
+
+    return WarmSpare(lambda incarnation: cls(spec, ownership, name_suffix=f"-{incarnation}"))
 
 
 __all__ = ["DesktopSpec", "GuestEndpoint", "Ownership", "Provider", "PROVIDER_NAMES", "make_provider",

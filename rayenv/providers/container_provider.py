@@ -26,8 +26,10 @@ class ContainerProvider(Provider):
     #: seconds between readiness probes (a VM boots in minutes, desktop-lite in a second)
     poll_interval: float = 0.05
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
+        """``name_suffix``: after the container's name ``rayenv-<env>``, when one desktop has two (a warm spare)."""
         super().__init__(*args, **kwargs)
+        self.container_name = f"rayenv-{self.ownership.env_name}{name_suffix}"
         self._container: Any = None
         self._started_at = 0
         self._oom_killed = False
@@ -49,7 +51,7 @@ class ContainerProvider(Provider):
         labels = {**self.ownership.labels(self.name), **options.pop("labels", {})}
         self._started_at, self._oom_killed = int(time.time()), False
         try:  # stop() also removes what container_options() made (a work directory) if the container never ran
-            self._container = containers.run_labelled(name=f"rayenv-{env_name}", labels=labels, env=env_name, **options)
+            self._container = containers.run_labelled(name=self.container_name, labels=labels, env=env_name, **options)
             endpoint = self.endpoint(containers.published_ports(self._container))
             self.container_started()
             self._wait_ready(endpoint)
@@ -101,10 +103,11 @@ class ContainerProvider(Provider):
 
     def oom_killed(self) -> bool:
         """Docker saw the kernel kill for memory in this container: ``State.OOMKilled`` once it exited (its
-        main process died), an ``oom`` event while it still runs (a child died)."""
+        main process died), an ``oom`` event while it still runs (a child died). The events are read up to now (a
+        fractional timestamp): a whole second in the future made the daemon hold every check open until then."""
         if not self._oom_killed and self._container is not None:
             self._oom_killed = bool(self._container.attrs.get("State", {}).get("OOMKilled")) or any(
-                True for _ in containers.client().events(since=self._started_at, until=int(time.time()) + 1,
+                True for _ in containers.client().events(since=self._started_at, until=time.time(),
                                                          filters={"container": self._container.id, "event": "oom"},
                                                          decode=True))
         return self._oom_killed
