@@ -11,13 +11,21 @@ dialog, exactly as with ``wmctrl -c``; nothing is destroyed.
 
 from __future__ import annotations
 
+import select
+import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from Xlib import X, Xatom, display, error
 from Xlib.protocol import event
 
 #: "Source indication" of a pager (EWMH): the window manager honours it without focus-stealing checks.
 FROM_PAGER = 2
+#: Longest wait between two looks at the windows while :func:`wait_for` waits: a title set after its window was
+#: listed changes a property of that window, not of the root window the wait listens to.
+LOOK_AGAIN = 0.25
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,39 @@ def _describe(connection: display.Display, window_id: int) -> Window | None:
     return Window(window_id, title, tuple(wm_class or ()))
 
 
+def _listed(connection: display.Display) -> list[Window]:
+    prop = connection.screen().root.get_full_property(connection.intern_atom("_NET_CLIENT_LIST"), X.AnyPropertyType)
+    found = (_describe(connection, window_id) for window_id in (prop.value if prop is not None else []))
+    return [window for window in found if window is not None]
+
+
 def windows() -> list[Window]:
     """Every window the window manager manages (``_NET_CLIENT_LIST``), oldest first; [] before one runs."""
     connection = display.Display()
     try:
-        prop = connection.screen().root.get_full_property(connection.intern_atom("_NET_CLIENT_LIST"), X.AnyPropertyType)
-        found = (_describe(connection, window_id) for window_id in (prop.value if prop is not None else []))
-        return [window for window in found if window is not None]
+        return _listed(connection)
+    finally:
+        connection.close()
+
+
+def wait_for(pick: Callable[[list[Window]], T | None], timeout: float) -> T | None:
+    """``pick(windows)`` once it is not None, or None after ``timeout`` seconds.
+
+    It looks again as soon as the window manager changes its list (a property of the root window: the wait
+    listens for it on one connection), not on a fixed poll: a task's setup waits for its app's window on every
+    reset, and a poll's interval was added to each one."""
+    deadline = time.monotonic() + timeout
+    connection = display.Display()
+    try:
+        connection.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
+        while True:
+            while connection.pending_events():  # what has changed until now is in the next look
+                connection.next_event()
+            picked = pick(_listed(connection))
+            left = deadline - time.monotonic()
+            if picked is not None or left <= 0:
+                return picked
+            select.select([connection.fileno()], [], [], min(left, LOOK_AGAIN))
     finally:
         connection.close()
 
