@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from rayenv.env.actions import parse_action
+from rayenv.env.guest_client import reported_pointer
 from rayenv.errors import ActionFailed, DesktopUnavailable, InvalidAction
 from rayenv.rollout.episode import EpisodeFailed
 
@@ -55,3 +56,14 @@ def test_errors_survive_pickling_with_their_fields():
     assert "env=e" in str(error) and "-> h" in str(error)
     failed = pickle.loads(pickle.dumps(EpisodeFailed(DesktopUnavailable("gone", env="e", phase="evaluate"))))
     assert failed.reason == "DesktopUnavailable in evaluate: gone" and failed.error.env == "e"
+
+
+@pytest.mark.parametrize("output, own, pointer", [
+    ("rayenv-pointer-after-action 640 360\n", "", (640, 360)),
+    ("hello\nrayenv-pointer-after-action 0 -1\n", "hello\n", (0, -1)),
+    ("hello\n", "hello\n", None),  # exited before reporting: the screenshot asks the guest
+    ("rayenv-pointer-after-action 640\n", "rayenv-pointer-after-action 640\n", None),
+    ("", "", None),
+])
+def test_the_pointer_an_action_reports_is_split_from_its_own_output(output, own, pointer):
+    assert reported_pointer(output) == (own, pointer)

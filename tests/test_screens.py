@@ -129,10 +129,11 @@ def test_a_lite_desktops_screenshot_is_the_guests_pixel_for_pixel():
         framebuffer = desktop.provider.screen_dir
         assert desktop.status()["details"]["screenshots"] == "Xvfb's framebuffer file"
         desktop.step("import subprocess; subprocess.Popen(['xterm', '-geometry', '80x20+200+150'])", pause=0)
-        desktop.step("pyautogui.moveTo(400, 300)", pause=1.0)
+        stepped = Image.open(io.BytesIO(desktop.step("pyautogui.moveTo(400, 300)", pause=1.0)["observation"]["screenshot"]))
         trainer = Image.open(io.BytesIO(desktop.observe()["screenshot"]))
         guest = Image.open(io.BytesIO(desktop._client.screenshot()))
         assert trainer.size == (1920, 1080) and same_pixels(trainer, guest)
+        assert same_pixels(stepped, guest), "the pointer the action reported is where the guest draws it"
         assert trainer.getpixel((401, 310)) == (255, 255, 255)  # the pointer, drawn where the guest says it is
         assert len(set(trainer.crop((200, 150, 600, 400)).getdata())) > 2  # the xterm's text is on screen
     finally:
