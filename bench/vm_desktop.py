@@ -49,7 +49,8 @@ MEASURES = {"outside_reported": "screenshot outside, pointer reported (a step's)
             "guest": "screenshot by the guest (`GET /screenshot`)",
             "step": "step (action + observation, pause 0)",
             "display_read": "part: reading the display (+ QMP screendump for the VM)",
-            "pointer_asked": "part: asking the guest for the pointer"}
+            "pointer_asked": "part: asking the guest for the pointer",
+            "step_unpaused": "part: step whose action skips pyautogui's `PAUSE` (`_pause=False`)"}
 
 
 def latency(times: list[float]) -> dict[str, float]:
@@ -76,6 +77,8 @@ def measure(spec: DesktopSpec, shots: int, steps: int) -> dict[str, Any]:
         desktop.reset(None)
         step_times = [timed(lambda: desktop.step(f"pyautogui.moveTo({100 + 10 * i}, {100 + 5 * i})", pause=0))
                       for i in range(steps)]
+        parts["step_unpaused"] = [timed(lambda: desktop.step(f"pyautogui.moveTo({300 + 10 * i}, {100 + 5 * i}, "
+                                                              "_pause=False)", pause=0)) for i in range(steps)]
         memory = container_memory_mib(desktop.provider.describe()["container_name"])
         return {"start_to_first_screenshot_s": first_screenshot, "screenshot_kib": statistics.mean(sizes) / 1024,
                 "guest_screenshot_kib": statistics.mean(guest_sizes) / 1024, "memory_mib": memory,

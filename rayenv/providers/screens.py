@@ -10,9 +10,10 @@ pixels exist outside the guest already:
   writes QEMU's display as PPM into a directory the host shares (:class:`QemuDisplay`). PPM, not
   PNG: QEMU 7.2's PNG output swaps red and blue (qemu#1622).
 
-Neither X server draws a pointer (both run with ``-nocursor``); :func:`screenshot_png` draws it
-where the guest says the pointer is, as OSWorld's guest draws it (the arrow of
-``OSWorld/guest/osworld_guest/screen.py``), and encodes it once as PNG (:func:`encode_png`).
+Neither X server draws a pointer (both run with ``-nocursor``); :func:`encode_png` draws it as
+OSWorld's guest draws it (the arrow of ``OSWorld/guest/osworld_guest/screen.py``) and encodes the
+screen once as PNG: where a step's action reported leaving the pointer, or where the guest says it is
+(:func:`screenshot_png`, asked while the display is read).
 
 The pixels are read straight into the rows the PNG deflates (a :class:`Frame`: each row a filter byte,
 then RGB), and that buffer is kept across screenshots, one per thread and screen size
