@@ -97,7 +97,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
             p50 = results[name][measure_]["p50_ms"]
             color = "#9e9e9e" if goal is None else ("#2e7d32" if p50 <= goal else "#c62828")
             bars.append((f"{name}: {MEASURES[measure_].split(' (')[0]}", p50 / 1000, color))
-    seconds_chart(bars, "p50 at 1920x1080, VM (TCG) and lite (green: goal met, red: missed)", path,
+    seconds_chart(bars, "p50 at 1920x1080 (green: goal met, red: missed)", path,
                   milliseconds=True)
 
 
