@@ -24,7 +24,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: (taken outside the guest) draws it without asking the guest again (a second HTTP round trip: ~20-40 ms into a
 #: VM under TCG). An action that exits early or raises reports nothing; the screenshot then asks.
 POINTER_REPORT = "rayenv-pointer-after-action"
-_REPORT_POINTER = f"\nprint({POINTER_REPORT!r}, *pyautogui.position())\n"
+#: on a line of its own whatever the action printed last; a pointer that cannot be read fails no action
+REPORT_POINTER = (f"\ntry:\n    print('\\n{POINTER_REPORT}', *pyautogui.position())\n"
+                   "except Exception:\n    pass\n")
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,11 @@ class ExecResult:
 
 def reported_pointer(output: str) -> tuple[str, tuple[int, int] | None]:
     """The action's own output, and the pointer position its last line reports (:data:`POINTER_REPORT`), if any."""
-    head, _, last = output.rstrip("\n").rpartition("\n")
-    fields = last.split()
-    if len(fields) == 3 and fields[0] == POINTER_REPORT and all(field.lstrip("-").isdigit() for field in fields[1:]):
-        return (head + "\n" if head else ""), (int(fields[1]), int(fields[2]))
-    return output, None
+    own, marker, report = output.rpartition(f"\n{POINTER_REPORT} ")
+    fields = report.split()
+    if not marker or len(fields) != 2 or not all(field.lstrip("-").isdigit() for field in fields):
+        return output, None
+    return own, (int(fields[0]), int(fields[1]))
 
 
 class GuestClient:
@@ -142,7 +144,7 @@ class GuestClient:
 
     def run_action(self, code: str, *, timeout: float) -> ExecResult:
         """Run pyautogui code inside the desktop; raise :class:`ActionFailed` with the guest traceback."""
-        payload = {"command": ["python3", "-c", PYAUTOGUI_PRELUDE + code + _REPORT_POINTER], "shell": False,
+        payload = {"command": ["python3", "-c", PYAUTOGUI_PRELUDE + code + REPORT_POINTER], "shell": False,
                    "timeout": timeout}
         response = self._request("POST", "/execute", phase="step", json=payload, timeout=timeout + 5)
         try:
