@@ -15,7 +15,7 @@ from typing import Any, Callable
 from rayenv.engine.containers import client
 from rayenv.env.guest_client import GuestClient
 from rayenv.providers import Provider
-from rayenv.providers.screens import screenshot_png
+from rayenv.providers.screens import encode_png, screenshot_png
 
 
 def timed_rayenv(*args: str) -> float:
@@ -61,24 +61,31 @@ def screenshot_latencies(take: Callable[[], bytes], shots: int) -> tuple[list[fl
     return seconds, sizes
 
 
-def outside_screenshot(provider: Provider, client: GuestClient, helper: ThreadPoolExecutor) -> Callable[[], bytes]:
+def outside_screenshot(provider: Provider, client: GuestClient, helper: ThreadPoolExecutor,
+                       pointer: tuple[int, int] | None = None) -> Callable[[], bytes]:
     """A screenshot as a trainer's observation takes it: from the display outside the guest (QEMU's, Xvfb's
-    framebuffer file), the pointer the guest reports drawn in."""
+    framebuffer file), the pointer drawn in at ``pointer`` (where a step's action reported it) or else where
+    the guest says it is (asked on ``helper`` while the display is read, as a reset's observation does)."""
     display = provider.display()
     assert display is not None, f"{provider.label()} has no display the host can read"
+    if pointer is not None:
+        return lambda: encode_png(display.grab(), pointer)
     return lambda: screenshot_png(display, client.cursor_position, helper)
 
 
-def seconds_chart(bars: list[tuple[str, float, str]], title: str, path: Path) -> None:
-    """A horizontal bar per (label, seconds, color), on a log scale with each value written beside its bar."""
+def seconds_chart(bars: list[tuple[str, float, str]], title: str, path: Path, *, milliseconds: bool = False) -> None:
+    """A horizontal bar per (label, seconds, color), on a log scale with each value written beside its bar (in
+    milliseconds with ``milliseconds``, for latencies far below a second)."""
     import matplotlib.pyplot as plt
 
+    scale, unit = (1000, "ms") if milliseconds else (1, "s")
+    values = [value * scale for _, value, _ in bars]
     figure, axis = plt.subplots(figsize=(8, 0.4 * len(bars) + 1.2))
-    axis.barh([name for name, _, _ in bars], [value for _, value, _ in bars], color=[color for _, _, color in bars])
+    axis.barh([name for name, _, _ in bars], values, color=[color for _, _, color in bars])
     axis.set_xscale("log")
-    axis.set_xlabel("seconds (p50, log scale)")
-    for index, (_, value, _) in enumerate(bars):
-        axis.text(value * 1.05, index, f"{value:.2f} s", va="center")
+    axis.set_xlabel(f"{'milliseconds' if milliseconds else 'seconds'} (p50, log scale)")
+    for index, value in enumerate(values):
+        axis.text(value * 1.05, index, f"{value:.0f} {unit}" if milliseconds else f"{value:.2f} {unit}", va="center")
     axis.invert_yaxis()
     axis.set_title(title)
     figure.tight_layout()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import pytest
 
 from rayenv.env.actions import parse_action
+from rayenv.env.guest_client import REPORT_POINTER, reported_pointer
 from rayenv.errors import ActionFailed, DesktopUnavailable, InvalidAction
 from rayenv.rollout.episode import EpisodeFailed
 
@@ -55,3 +58,26 @@ def test_errors_survive_pickling_with_their_fields():
     assert "env=e" in str(error) and "-> h" in str(error)
     failed = pickle.loads(pickle.dumps(EpisodeFailed(DesktopUnavailable("gone", env="e", phase="evaluate"))))
     assert failed.reason == "DesktopUnavailable in evaluate: gone" and failed.error.env == "e"
+
+
+@pytest.mark.parametrize("output, own, pointer", [
+    ("\nrayenv-pointer-after-action 640 360\n", "", (640, 360)),
+    ("hello\n\nrayenv-pointer-after-action 0 -1\n", "hello\n", (0, -1)),
+    ("no newline\nrayenv-pointer-after-action 3 4\n", "no newline", (3, 4)),
+    ("hello\n", "hello\n", None),  # exited before reporting: the screenshot asks the guest
+    ("\nrayenv-pointer-after-action 640\n", "\nrayenv-pointer-after-action 640\n", None),
+    ("", "", None),
+])
+def test_the_pointer_an_action_reports_is_split_from_its_own_output(output, own, pointer):
+    assert reported_pointer(output) == (own, pointer)
+
+
+def test_the_pointer_report_runs_after_the_action_and_fails_none(tmp_path):
+    fake = tmp_path / "pyautogui.py"
+    fake.write_text("def position():\n    raise OSError('no display')\n")
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import pyautogui\nprint('acted', end='')" + REPORT_POINTER
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert reported_pointer(completed.stdout) == ("acted", None)
+    fake.write_text("def position():\n    return 12, 34\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert reported_pointer(completed.stdout) == ("acted", (12, 34))

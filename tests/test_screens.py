@@ -28,7 +28,7 @@ def noise(width: int, height: int, seed: int = 7) -> Image.Image:
 
 
 def frame_of(image: Image.Image) -> Frame:
-    return Frame(image.width, image.height, image.tobytes())
+    return Frame.of(image)
 
 
 def same_pixels(first: Image.Image, second: Image.Image) -> bool:
@@ -60,6 +60,23 @@ def test_a_ppm_screendump_reads_as_the_screen_it_holds(tmp_path):
     (tmp_path / "text.ppm").write_bytes(b"P3\n1 1\n255\n0 0 0\n")
     with pytest.raises(ValueError, match="not an 8-bit binary PPM"):
         read_ppm(tmp_path / "text.ppm")
+    (tmp_path / "short.ppm").write_bytes(b"P6\n31 17\n255\n" + bytes(10))
+    with pytest.raises(ValueError, match="too short for 31x17 RGB rows"):
+        read_ppm(tmp_path / "short.ppm")
+
+
+def test_each_read_overwrites_the_kept_frame_so_no_pointer_or_old_screen_stays_in_it(tmp_path):
+    first, second = noise(64, 48, seed=1), noise(64, 48, seed=2)
+    framebuffer = XwdFramebuffer(tmp_path / "Xvfb_screen0", env="env-0")
+    xvfb_file(framebuffer.path, first)
+    encode_png(framebuffer.grab(), (10, 10))  # draws the pointer on the kept frame
+    xvfb_file(framebuffer.path, second)
+    assert same_pixels(framebuffer.grab().image(), second)
+    first.save(tmp_path / "first.ppm")
+    second.save(tmp_path / "second.ppm")
+    kept = read_ppm(tmp_path / "first.ppm")
+    encode_png(kept, (20, 5))
+    assert read_ppm(tmp_path / "second.ppm") is kept and same_pixels(kept.image(), second)
 
 
 def test_a_framebuffer_of_another_depth_or_none_is_refused_in_one_sentence(tmp_path):
@@ -112,10 +129,11 @@ def test_a_lite_desktops_screenshot_is_the_guests_pixel_for_pixel():
         framebuffer = desktop.provider.screen_dir
         assert desktop.status()["details"]["screenshots"] == "Xvfb's framebuffer file"
         desktop.step("import subprocess; subprocess.Popen(['xterm', '-geometry', '80x20+200+150'])", pause=0)
-        desktop.step("pyautogui.moveTo(400, 300)", pause=1.0)
+        stepped = Image.open(io.BytesIO(desktop.step("pyautogui.moveTo(400, 300)", pause=1.0)["observation"]["screenshot"]))
         trainer = Image.open(io.BytesIO(desktop.observe()["screenshot"]))
         guest = Image.open(io.BytesIO(desktop._client.screenshot()))
         assert trainer.size == (1920, 1080) and same_pixels(trainer, guest)
+        assert same_pixels(stepped, guest), "the pointer the action reported is where the guest draws it"
         assert trainer.getpixel((401, 310)) == (255, 255, 255)  # the pointer, drawn where the guest says it is
         assert len(set(trainer.crop((200, 150, 600, 400)).getdata())) > 2  # the xterm's text is on screen
     finally:

@@ -62,7 +62,7 @@ def screendump(desktop: Desktop) -> Image.Image:
 
 
 def with_pointer(screen: Image.Image, position: tuple[int, int]) -> Image.Image:
-    return png(encode_png(Frame(screen.width, screen.height, screen.tobytes()), position))
+    return png(encode_png(Frame.of(screen), position))
 
 
 def same(first: Image.Image, second: Image.Image) -> bool:

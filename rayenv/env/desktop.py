@@ -229,18 +229,19 @@ class Desktop:
         client = self._require_client("step")
         pause = self.options.default_pause if pause is None else pause
         self._enter("dirty")
-        done, info = False, {}
+        done, info, pointer = False, {}, None
         if parsed.control == "FAIL":
             done, info = True, {"fail": True}
         elif parsed.control == "DONE":
             done, info = True, {"done": True}
         elif parsed.code is not None:
-            self._guarded(lambda: client.run_action(parsed.code, timeout=self.options.step_timeout), "step")
+            pointer = self._guarded(lambda: client.run_action(parsed.code, timeout=self.options.step_timeout),
+                                    "step").pointer
         self.action_history.append(parsed.history_entry)
         if pause:
             time.sleep(pause)
         info.update(step=len(self.action_history), episode=self.episodes)
-        result: StepResult = {"observation": self.observe(), "reward": 0.0, "done": done, "info": info}
+        result: StepResult = {"observation": self._observe(pointer), "reward": 0.0, "done": done, "info": info}
         if step_id is not None:
             self._last_step = (step_id, result)
         if self._recorder:
@@ -248,9 +249,13 @@ class Desktop:
         return result
 
     def observe(self) -> Observation:
+        return self._observe(None)
+
+    def _observe(self, pointer: tuple[int, int] | None) -> Observation:
+        """The observation, its screenshot's pointer drawn at ``pointer`` when the step's action reported it."""
         client = self._require_client("observe")
         return self._guarded(lambda: Observation(
-            screenshot=self._screenshot(client),
+            screenshot=self._screenshot(client, pointer),
             accessibility_tree=client.accessibility_tree() if self.options.require_a11y_tree else None,
             terminal=client.terminal() if self.options.require_terminal else None,
             instruction=self.task.instruction if self.task else None,
@@ -284,14 +289,17 @@ class Desktop:
                          details=self.provider.describe())
 
     # -- helpers -----------------------------------------------------------------------------
-    def _screenshot(self, client: GuestClient) -> bytes:
+    def _screenshot(self, client: GuestClient, pointer: tuple[int, int] | None) -> bytes:
         """From the desktop's display where the host can read it (QEMU's display, Xvfb's framebuffer), with the
-        pointer the guest reports drawn in; else the guest's own ``/screenshot``."""
+        pointer drawn in where the step's action left it (``pointer``) or else where the guest says it is; else
+        the guest's own ``/screenshot``."""
         display = self.provider.display()
         if display is None:
             return client.screenshot()
-        from ..providers.screens import screenshot_png  # env hosts only: Pillow and ISA-L are not cluster-side installs
+        from ..providers.screens import encode_png, screenshot_png  # env hosts only: Pillow and ISA-L
 
+        if pointer is not None:
+            return encode_png(display.grab(), pointer)
         return screenshot_png(display, client.cursor_position, self._pointer_reader)
 
     def _require_client(self, phase: str) -> GuestClient:

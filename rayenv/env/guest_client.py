@@ -20,11 +20,31 @@ from .actions import PYAUTOGUI_PRELUDE
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+#: Appended to every action: the action's process reports where it left the pointer, so the step's screenshot
+#: (taken outside the guest) draws it without asking the guest again (a second HTTP round trip: ~20-40 ms into a
+#: VM under TCG). An action that exits early or raises reports nothing; the screenshot then asks.
+POINTER_REPORT = "rayenv-pointer-after-action"
+#: on a line of its own whatever the action printed last; a pointer that cannot be read fails no action
+REPORT_POINTER = (f"\ntry:\n    print('\\n{POINTER_REPORT}', *pyautogui.position())\n"
+                   "except Exception:\n    pass\n")
+
+
 @dataclass(frozen=True)
 class ExecResult:
     output: str
     error: str
     returncode: int
+    #: where the pointer was when the action finished, if it said so
+    pointer: tuple[int, int] | None = None
+
+
+def reported_pointer(output: str) -> tuple[str, tuple[int, int] | None]:
+    """The action's own output, and the pointer position its last line reports (:data:`POINTER_REPORT`), if any."""
+    own, marker, report = output.rpartition(f"\n{POINTER_REPORT} ")
+    fields = report.split()
+    if not marker or len(fields) != 2 or not all(field.lstrip("-").isdigit() for field in fields):
+        return output, None
+    return own, (int(fields[0]), int(fields[1]))
 
 
 class GuestClient:
@@ -124,15 +144,17 @@ class GuestClient:
 
     def run_action(self, code: str, *, timeout: float) -> ExecResult:
         """Run pyautogui code inside the desktop; raise :class:`ActionFailed` with the guest traceback."""
-        payload = {"command": ["python3", "-c", PYAUTOGUI_PRELUDE + code], "shell": False, "timeout": timeout}
+        payload = {"command": ["python3", "-c", PYAUTOGUI_PRELUDE + code + REPORT_POINTER], "shell": False,
+                   "timeout": timeout}
         response = self._request("POST", "/execute", phase="step", json=payload, timeout=timeout + 5)
         try:
             data = response.json()
         except ValueError:
             raise ActionFailed(f"guest /execute answered HTTP {response.status_code} without JSON",
                                env=self.env, phase="step", traceback=response.text[:2000]) from None
-        result = ExecResult(output=data.get("output") or "", error=data.get("error") or data.get("message") or "",
-                            returncode=int(data.get("returncode", 0 if response.ok else -1)))
+        output, pointer = reported_pointer(data.get("output") or "")
+        result = ExecResult(output=output, error=data.get("error") or data.get("message") or "",
+                            returncode=int(data.get("returncode", 0 if response.ok else -1)), pointer=pointer)
         if not response.ok or data.get("status") == "error" or result.returncode != 0:
             last_line = (result.error.strip().splitlines() or [f"exit {result.returncode}"])[-1]
             raise ActionFailed(f"action raised inside the desktop: {last_line[:300]}", env=self.env,

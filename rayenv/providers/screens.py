@@ -10,11 +10,17 @@ pixels exist outside the guest already:
   writes QEMU's display as PPM into a directory the host shares (:class:`QemuDisplay`). PPM, not
   PNG: QEMU 7.2's PNG output swaps red and blue (qemu#1622).
 
-Neither X server draws a pointer (both run with ``-nocursor``); :func:`screenshot_png` draws it
-where the guest says the pointer is, as OSWorld's guest draws it (the arrow of
-``OSWorld/guest/osworld_guest/screen.py``), and encodes it once as PNG (:func:`encode_png`). The
-pixels stay one buffer of RGB rows from the read to the encoder, which draws the pointer on a copy
-of the rows it covers: at 1920x1080 every extra pass over the screen's 6 MB costs milliseconds.
+Neither X server draws a pointer (both run with ``-nocursor``); :func:`encode_png` draws it as
+OSWorld's guest draws it (the arrow of ``OSWorld/guest/osworld_guest/screen.py``) and encodes the
+screen once as PNG: where a step's action reported leaving the pointer, or where the guest says it is
+(:func:`screenshot_png`, asked while the display is read).
+
+The pixels are read straight into the rows the PNG deflates (a :class:`Frame`: each row a filter byte,
+then RGB), and that buffer is kept across screenshots, one per thread and screen size
+(:func:`reused_frame`): on this host a fresh 6 MB buffer costs ~5 ms of page faults each time it is
+written, which made three quarters of a 1920x1080 screenshot (bench/results/vm_desktop.md). The PPM's
+rows are read into it by one ``preadv``; Xvfb's BGRX pixels are unpacked into a kept Pillow image, then
+packed row by row into it; the pointer is drawn on the rows it covers, in place.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -51,54 +57,95 @@ XVFB_SCREEN_FILE = "Xvfb_screen0"
 #: The XWD header: 25 big-endian 32-bit fields (Xvfb writes it most significant byte first).
 _XWD_HEADER = struct.Struct(">25I")
 _XWD_COLOR_SIZE = 12
+_SMALLEST_PPM_HEADER = b"P6\n1 1\n255\n"
+#: The most buffers one ``preadv`` fills (Linux: 1024).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
-@dataclass
 class Frame:
-    """What a screen shows: ``width`` x ``height`` pixels as 8-bit RGB rows without padding."""
+    """What a screen shows, ``width`` x ``height`` pixels of 8-bit RGB, laid out as a PNG's rows before deflate:
+    each row a filter byte (0: none) then its RGB, in one buffer (``lines``) the PNG encoder deflates as it is.
+    ``rows`` are writable views of each row's RGB."""
 
-    width: int
-    height: int
-    rgb: bytes | memoryview
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.stride = width * 3
+        self.lines = bytearray(height * (self.stride + 1))
+        view = memoryview(self.lines)
+        self.rows = [view[row * (self.stride + 1) + 1:(row + 1) * (self.stride + 1)] for row in range(height)]
+        self._canvas: Image.Image | None = None
+
+    @classmethod
+    def of(cls, image: Image.Image) -> "Frame":
+        """A new frame holding ``image``'s pixels."""
+        frame = cls(image.width, image.height)
+        frame.pack(image.convert("RGB"))
+        return frame
+
+    def pack(self, image: Image.Image) -> None:
+        """Copy an RGB image of this frame's size into the rows, one row per encoder call: small chunks that
+        reuse the allocator's memory, where ``tobytes`` would fault in a fresh 6 MB at 1920x1080."""
+        encoder = Image._getencoder("RGB", "raw", ("RGB", 0, 1))  # Pillow's own tobytes packer, row by row
+        encoder.setimage(image.im)
+        for row in self.rows:
+            row[:] = encoder.encode(self.stride)[2]
+
+    def unpack(self, pixels: memoryview, rawmode: str, bytes_per_line: int) -> None:
+        """Fill the rows from raw pixels in Pillow's ``rawmode`` (Xvfb's ``BGRX``), through an RGB image kept
+        with the frame (decoded in place, so no new buffer either)."""
+        if self._canvas is None:
+            self._canvas = Image.new("RGB", (self.width, self.height))
+        self._canvas.frombytes(pixels, "raw", (rawmode, bytes_per_line, 1))
+        self.pack(self._canvas)
+
+    def draw_pointer(self, position: tuple[int, int]) -> None:
+        """Draw OSWorld's guest's arrow with its tip at ``position`` on the rows it covers, in place: drawn on
+        that band of rows alone, which gives the same pixels as drawing on the whole screen (the polygon only
+        moves up by whole rows)."""
+        x, y = position
+        top, bottom = max(y, 0), min(y + POINTER_SIZE[1], self.height)
+        if bottom <= top:
+            return
+        band = Image.frombytes("RGB", (self.width, bottom - top), b"".join(self.rows[top:bottom]))
+        ImageDraw.Draw(band).polygon([(x + dx, y - top + dy) for dx, dy in POINTER], fill="white", outline="black")
+        drawn = band.tobytes()
+        for index, row in enumerate(self.rows[top:bottom]):
+            row[:] = drawn[index * self.stride:(index + 1) * self.stride]
 
     def image(self) -> Image.Image:
-        return Image.frombuffer("RGB", (self.width, self.height), bytes(self.rgb), "raw", "RGB", 0, 1)
+        """A copy of the pixels as a Pillow image."""
+        return Image.frombytes("RGB", (self.width, self.height), b"".join(self.rows))
+
+
+_reused = threading.local()
+
+
+def reused_frame(width: int, height: int) -> Frame:
+    """This thread's frame of that size, made on first use and overwritten by each later read: a display's
+    frame stays valid until the same thread reads a screen of that size again."""
+    frames: dict[tuple[int, int], Frame] = _reused.__dict__.setdefault("frames", {})
+    frame = frames.get((width, height))
+    if frame is None:
+        frame = frames[(width, height)] = Frame(width, height)
+    return frame
 
 
 class Display(Protocol):
     """A desktop's screen, readable from the host."""
 
     def grab(self) -> Frame:
-        """What the screen shows now, without a pointer."""
-
-
-def pointer_rows(frame: Frame, position: tuple[int, int]) -> dict[int, bytes]:
-    """The rows of ``frame`` the pointer covers, by index, with OSWorld's guest's arrow drawn in with its tip at
-    ``position``: drawn on that band of rows alone, which gives the same pixels as drawing on the whole screen
-    (the polygon only moves up by whole rows)."""
-    x, y = position
-    top, bottom = max(y, 0), min(y + POINTER_SIZE[1], frame.height)
-    if bottom <= top:
-        return {}
-    stride = frame.width * 3
-    band = Image.frombytes("RGB", (frame.width, bottom - top), bytes(frame.rgb[top * stride:bottom * stride]))
-    ImageDraw.Draw(band).polygon([(x + dx, y - top + dy) for dx, dy in POINTER], fill="white", outline="black")
-    drawn = band.tobytes()
-    return {top + index: drawn[index * stride:(index + 1) * stride] for index in range(bottom - top)}
+        """What the screen shows now, without a pointer (this thread's :func:`reused_frame`)."""
 
 
 def encode_png(frame: Frame, pointer: tuple[int, int] | None = None, *,
                deflate: Callable[[bytes, int], bytes] = isal_zlib.compress, level: int = COMPRESS_LEVEL) -> bytes:
-    """The frame as PNG, with the pointer drawn at ``pointer`` if given: rows unfiltered, deflated by ISA-L at
-    :data:`COMPRESS_LEVEL` (one pass over 6 MB at 1920x1080 in ~2 ms, where zlib's level 1, Pillow's encoder,
-    takes 20-60 ms; ``deflate`` and ``level`` are for benches comparing). The rows are gathered once, the
-    pointer's from their drawn copies."""
-    stride = frame.width * 3
-    pixels = memoryview(frame.rgb)
-    drawn = pointer_rows(frame, pointer) if pointer is not None else {}
-    rows = b"\0" + b"\0".join(drawn.get(row) or pixels[row * stride:(row + 1) * stride] for row in range(frame.height))
+    """The frame as PNG, with the pointer drawn at ``pointer`` if given (on the frame itself): rows unfiltered,
+    deflated by ISA-L at :data:`COMPRESS_LEVEL` (one pass over 6 MB at 1920x1080 in ~2 ms, where zlib's
+    level 1, Pillow's encoder, takes 20-60 ms; ``deflate`` and ``level`` are for benches comparing)."""
+    if pointer is not None:
+        frame.draw_pointer(pointer)
     header = struct.pack(">IIBBBBB", frame.width, frame.height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", deflate(rows, level)) + _chunk(b"IEND", b"")
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", deflate(frame.lines, level)) + _chunk(b"IEND", b"")
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -153,16 +200,13 @@ class XwdFramebuffer:
                                              "pixel; only 24-bit screens are read", env=self.env, phase="observe",
                                              hint="start Xvfb with -screen 0 WxHx24")
                 offset = header_size + colors * _XWD_COLOR_SIZE
-                view = memoryview(mapped)  # released before the mapping closes
-                try:
-                    screen = Image.frombuffer("RGB", (width, height), view[offset:offset + bytes_per_line * height],
-                                              "raw", "BGRX", bytes_per_line, 1)
-                finally:
-                    view.release()
+                frame = reused_frame(width, height)
+                with memoryview(mapped) as view, view[offset:offset + bytes_per_line * height] as pixels:
+                    frame.unpack(pixels, "BGRX", bytes_per_line)  # the views go before the mapping closes
         except (OSError, ValueError, struct.error) as exc:
             raise DesktopUnavailable(f"cannot read the desktop's framebuffer {self.path}: {exc}", env=self.env,
                                      phase="observe", hint="its X server is gone; the pool replaces the desktop") from None
-        return Frame(width, height, screen.tobytes())
+        return frame
 
 
 class QemuDisplay:
@@ -188,11 +232,21 @@ class QemuDisplay:
 
 
 def read_ppm(path: Path) -> Frame:
-    """A binary PPM (``P6``, 8-bit) as QEMU writes it: ``P6\\n<width> <height>\\n255\\n`` and RGB rows."""
-    data = path.read_bytes()
-    fields = data[:32].split(maxsplit=4)
-    if len(fields) < 4 or fields[0] != b"P6" or fields[3] != b"255":
-        raise ValueError(f"not an 8-bit binary PPM (it starts {data[:16]!r})")
-    width, height = int(fields[1]), int(fields[2])
-    offset = len(data) - width * height * 3
-    return Frame(width, height, memoryview(data)[offset:])
+    """A binary PPM (``P6``, 8-bit) as QEMU writes it, ``P6\\n<width> <height>\\n255\\n`` and RGB rows, read
+    into this thread's :func:`reused_frame`: the rows go from the file straight into the PNG's rows."""
+    with open(path, "rb", buffering=0) as file:
+        head = file.read(32)
+        fields = head.split(maxsplit=4)
+        if len(fields) < 4 or fields[0] != b"P6" or fields[3] != b"255":
+            raise ValueError(f"not an 8-bit binary PPM (it starts {head[:16]!r})")
+        width, height = int(fields[1]), int(fields[2])
+        frame = reused_frame(width, height)
+        size, file_size = height * frame.stride, os.fstat(file.fileno()).st_size
+        offset = file_size - size
+        if offset < len(_SMALLEST_PPM_HEADER):
+            raise ValueError(f"the PPM is {file_size} bytes: too short for {width}x{height} RGB rows")
+        read = sum(os.preadv(file.fileno(), frame.rows[first:first + _IOV_MAX], offset + first * frame.stride)
+                   for first in range(0, height, _IOV_MAX))
+    if read != size:
+        raise ValueError(f"the PPM ended after {read} of its {size} bytes of RGB rows")
+    return frame
