@@ -26,8 +26,11 @@ TASK = next(task for task in load_tasks(REPO / "OSWorld" / "tasks") if task["id"
 SPEC = DesktopSpec(provider="lite", warm_spare=True, screen_width=1280, screen_height=720)
 
 
-def owned(owner: str = OWNER) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+def owned(owner: str = OWNER) -> dict[str, str]:
+    """Name → short id of the owner's containers, from one listing (docker-py's ``containers.list`` inspects each
+    container after listing it, and fails on one the spare's background removal took meanwhile)."""
+    listed = docker.from_env().api.containers(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+    return {container["Names"][0].lstrip("/"): container["Id"][:12] for container in listed}
 
 
 def spare_ready(desktop: Desktop) -> bool:
@@ -43,7 +46,7 @@ def desktop():
     started.start()
     yield started
     started.close()
-    assert owned() == []
+    assert owned() == {}
 
 
 def episode(desktop: Desktop, solved: bool) -> float:
@@ -59,15 +62,15 @@ def test_a_reset_swaps_to_the_spare_which_carries_nothing_of_the_episode(desktop
     wait_until(lambda: spare_ready(desktop), 120, what="the warm spare booting")
     assert episode(desktop, solved=False) == 0.0  # hello.txt of the solved episode is not on the spare
     assert desktop.provider.describe()["container_name"] != used
-    wait_until(lambda: used not in {container.name for container in owned()}, 30, what="the used desktop removed")
+    wait_until(lambda: used not in owned(), 30, what="the used desktop removed")
     wait_until(lambda: len(owned()) == 2, 30, what="the desktop and its next spare, only")
 
 
 def test_a_spare_that_died_is_replaced_and_the_reset_restarts_instead(desktop):
     wait_until(lambda: spare_ready(desktop), 120, what="the warm spare booting")
-    before = {container.id[:12] for container in owned()}
-    spare = next(container for container in owned() if container.id[:12] != desktop.provider.describe()["container_id"])
-    spare.kill()
+    before = set(owned().values())
+    spare = next(short for short in before if short != desktop.provider.describe()["container_id"])
+    docker.from_env().api.kill(spare)
     assert episode(desktop, solved=True) == 1.0
     assert desktop.provider.describe()["container_id"] not in before  # restarted, not swapped to the dead spare
     wait_until(lambda: spare_ready(desktop), 120, what="a new warm spare booting")
@@ -79,4 +82,4 @@ def test_closing_while_the_spare_boots_leaves_no_container():
     closing.start()
     assert closing.provider.describe()["warm_spare"] == "booting"
     closing.close()
-    assert owned(f"{OWNER}-close") == []
+    assert owned(f"{OWNER}-close") == {}
