@@ -168,6 +168,9 @@ class Provider(abc.ABC):
     (the desktop's ``closing`` flag makes that start stop it again), the other two only read."""
 
     name: ClassVar[str]
+    #: :meth:`revert` puts back the whole machine as the desktop started (RAM, devices, disks: a VM's golden state),
+    #: so what was true of the desktop then is again: its pointer where it was, its disks as roomy
+    reverts_whole_machine: ClassVar[bool] = False
 
     def __init__(self, spec: DesktopSpec, ownership: Ownership) -> None:
         self.spec = spec
