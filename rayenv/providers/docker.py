@@ -22,9 +22,12 @@ from Debian packages. What this provider adds:
   raises :class:`~rayenv.errors.SnapshotError`, and the desktop restarts instead;
 * where the golden state is also a *template* (its RAM in a tmpfs file, :mod:`rayenv.providers.golden`),
   a desktop is a clone of it instead: QEMU maps that file privately (copy-on-write) and loads only the
-  device state, so a new desktop starts in about a second and a reset is a fresh QEMU from the template
-  in the same container (the episode's RAM and overlay go with the old one) in well under a second,
-  with the RAM every desktop of the shape has not written shared among them. ``describe()`` (so
+  device state, so a new desktop starts in about a second and a reset is another QEMU from the template
+  in the same container (the episode's RAM and overlay go with the old one), with the RAM every desktop
+  of the shape has not written shared among them. That next QEMU is the container's *warm spare*
+  (``vm_spare``), loaded and paused while the episode runs: a reset asks the entrypoint to swap it in
+  (``SWAP_REQUEST``) and waits only for the guest's first answer, which sets its clock; without a
+  ready spare the entrypoint starts a fresh QEMU and the provider loads it. ``describe()`` (so
   ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
@@ -74,6 +77,8 @@ SWAP_REQUEST, RESTART_REQUEST = "swap", "restart"
 #: In the work dir: the entrypoint's next QEMU runs on NEXT_OVERLAY if it is there (a fork's branch);
 #: a saved fork (FORK_DIR: FORK_STATE + a copy of the overlay).
 NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
+#: In the work dir while the entrypoint's warm spare is loaded and paused (a reset now swaps it in).
+SPARE_READY = "spare.ready"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -177,6 +182,11 @@ class DockerProvider(ContainerProvider):
             self._monitor().load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
             self._ready_now()
         return True
+
+    def spare_ready(self) -> bool:
+        """A warm spare is loaded and paused in this desktop's container: the next reset swaps it in (else it
+        starts and loads a fresh QEMU, as it does right after another reset, while the next spare loads)."""
+        return self.reset_path == "template" and self.work_dir is not None and (self.work_dir / SPARE_READY).exists()
 
     def save_fork(self) -> Path:
         """Save the running clone's whole state (devices, all its RAM, a copy of its disk overlay) for
@@ -368,6 +378,7 @@ class DockerProvider(ContainerProvider):
             labels[LABEL_GOLDEN] = self._golden
             if self.reset_path == "template":  # a private mapping of the RAM file: QEMU opens it read-write
                 environment["TEMPLATE"] = "clone"
+                environment["SPARE"] = "1" if self.spec.vm_spare else "0"
                 volumes[str(self.store.directory(self._golden))] = {"bind": GOLDEN_MOUNT, "mode": "ro"}
                 volumes[str(self.store.ram_directory(self._golden))] = {"bind": GOLDEN_RAM_MOUNT, "mode": "rw"}
             else:  # its overlay, copied from the golden state, holds the snapshot to load
@@ -428,4 +439,6 @@ class DockerProvider(ContainerProvider):
             facts["screenshots"] = "QEMU's display (QMP screendump)" if self.display() else "guest GET /screenshot"
         if self.reset_path is not None:
             facts["reset_path"] = self.reset_path
+        if self.reset_path == "template":
+            facts["spare_ready"] = self.spare_ready()
         return facts
