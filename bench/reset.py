@@ -1,21 +1,23 @@
-"""What does a reset cost: loading a VM snapshot vs restarting the VM, and desktop-lite before/after?
+"""What a reset costs a trainer: every way a VM desktop resets and starts side by side, and desktop-lite's reset.
 
-One run, one container image (`rayenv vm build`) and two disks, the same VM shape throughout (2 GB,
-2 vCPUs, 1280x720, TCG here unless KVM boots a kernel): rayenv's VM disk (a bare filesystem, booted with
-``-kernel``) and the stand-in for OSWorld's image (:mod:`rayenv.desktop_vm.standin`: a whole disk booted
-by its own GRUB, systemd, the guest server as ``user``), each measured for
+One run, one VM shape (rayenv's own VM disk, 2 GB, 2 vCPUs, 1920x1080, TCG here unless KVM boots a kernel):
 
-* **reset of a used VM desktop**: ``Desktop.revert()`` by loading the golden snapshot (what
-  ``reset()`` does now) vs by restarting the container and booting the VM (what OSWorld's docker
-  provider, ARPO and the like do, and what ``snapshot_reset: false`` does), p50/p95;
-* **a new VM desktop**: start from the golden state (a copy of the snapshotted overlay, ``-loadvm``)
-  vs a cold boot, to the first screenshot; plus the one-off cost of making the golden state;
-* **desktop-lite reset**: ``reset(task)`` right after boot and in steady state, with the evaluator
-  import joined at boot (now) and not (before: the first reset paid for it).
+* **reset of a used desktop** as a trainer waits for it, ``Desktop.reset()`` with its 1920x1080 observation, and
+  the revert alone (``Desktop.revert``), for: a clone of the template with its warm spare (the spare swapped in),
+  a clone without (``warm_spare: false``: a fresh QEMU loads the template), ``loadvm`` of the golden snapshot (the
+  template's RAM file removed: the fallback), and a restart of the container (``snapshot_reset: false``). Between
+  resets the bench waits for the spare as a longer episode would (``spare_wait``: how long it took to load);
+* **a new desktop** to its first screenshot: from the template, from the snapshot, by a cold boot;
+* **memory per desktop** with 8 template desktops of the shape running: the PSS of every QEMU in each container
+  (its warm spare included; pages shared with the template file and the other clones count once, split among
+  them), against one ``loadvm`` desktop's; plus the template's RAM file in tmpfs, paid once per shape and host;
+* **fork** of a used desktop into 3 (``save_fork`` + 3 ``load_fork``, what ``EnvPool.fork`` runs);
+* **desktop-lite reset**: ``reset(task)`` right after boot and in steady state, with the evaluator import
+  joined at boot (now) and not (before: the first reset paid for it).
 
 Results: ``bench/results/reset.{md,json,png}``.
 
-    .venv/bin/python bench/reset.py [--snapshot-resets 20] [--restarts 3] [--starts 3] [--disks vm standin]
+    .venv/bin/python bench/reset.py [--resets 20] [--restarts 3] [--starts 3] [--clones 8] [--forks 3] [--no-lite]
 """
 
 from __future__ import annotations
@@ -23,56 +25,137 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from measure import seconds_chart, summary, timed
 
 from rayenv.desktop_vm.build import build_vm_desktop
-from rayenv.desktop_vm.standin import build_standin
+from rayenv.engine.containers import client
 from rayenv.engine.kvm import kvm_status
 from rayenv.env.desktop import Desktop
 from rayenv.providers import DesktopSpec, Ownership
-from rayenv.providers.golden import GoldenStore
+from rayenv.providers.golden import RAM_FILE, GoldenStore
+from rayenv.waiting import WaitTimeout, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-SCREEN = {"screen_width": 1280, "screen_height": 720}
-DISK_NAMES = {"vm": "rayenv VM disk (bare ext4, -kernel)", "standin": "OSWorld stand-in (whole disk, GRUB, systemd)"}
+OWNER = "bench-reset"
+#: How long a spare may take to load before the bench gives up waiting (the reset then falls back, and says so).
+SPARE_TIMEOUT = 60.0
 
 
 def dirty(desktop: Desktop) -> None:
-    """What an episode leaves behind: a file and a window."""
+    """What an episode leaves behind: a file, a window, 64 MiB of written RAM."""
     desktop.step("import os, subprocess; open(os.path.expanduser('~/episode-file'), 'w').close(); "
-                 "subprocess.Popen(['xterm'])", pause=0)
+                 "subprocess.Popen(['xterm']); subprocess.run('head -c 64M /dev/urandom > /dev/shm/episode', shell=True)",
+                 pause=0)
 
 
-def vm_resets(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
-    desktop = Desktop(spec, Ownership(owner="bench-reset", env_name=name))
+def desktop(spec: DesktopSpec, name: str) -> Desktop:
+    return Desktop(spec, Ownership(owner=OWNER, env_name=name))
+
+
+def wait_for_spare(one: Desktop) -> float:
+    """Seconds until the desktop's warm spare is loaded (episode time: a reset without it falls back, slower)."""
     try:
-        desktop.start()
-        times = []
-        for _ in range(rounds):
-            dirty(desktop)
-            times.append(timed(desktop.revert))
-            desktop.observe()
-        return times
+        return wait_until(one.provider.spare_ready, SPARE_TIMEOUT, interval=0.05, what="the warm spare")
+    except WaitTimeout:
+        return SPARE_TIMEOUT
+
+
+def resets(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
+    """``rounds`` resets of a used desktop: half timed as revert alone, half as ``reset()`` with its observation;
+    before each, the wait for the desktop's warm spare (where it keeps one) and whether it was there."""
+    used = desktop(spec, name)
+    try:
+        used.start()
+        path = used.provider.describe().get("reset_path", "restart")
+        revert, reset, spare_waits, swapped = [], [], [], 0
+        for index in range(rounds):
+            dirty(used)
+            if spec.warm_spare is not False and path == "template":
+                spare_waits.append(wait_for_spare(used))
+                swapped += used.provider.spare_ready()
+            if index % 2:
+                reset.append(timed(lambda: used.reset(None)))
+            else:
+                revert.append(timed(used.revert))
+                used.observe()
+        result = {"path": path, "revert": summary(revert), "reset_observed": summary(reset)}
+        if spare_waits:
+            result.update(spare_wait=summary(spare_waits), spare_ready_at_reset=f"{swapped}/{rounds}")
+        return result
     finally:
-        desktop.close()
+        used.close()
 
 
-def vm_starts(spec: DesktopSpec, rounds: int, name: str) -> list[float]:
-    times = []
-    for i in range(rounds):
-        desktop = Desktop(spec, Ownership(owner="bench-reset", env_name=f"{name}-{i}"))
+def starts(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
+    times, path = [], None
+    for index in range(rounds):
+        new = desktop(spec, f"{name}-{index}")
         try:
-            times.append(timed(lambda: (desktop.start(), desktop.observe())))
+            times.append(timed(lambda: (new.start(), new.observe())))
+            path = new.provider.describe().get("reset_path", "restart")
         finally:
-            desktop.close()
-    return times
+            new.close()
+    return {"path": path, **summary(times)}
+
+
+def qemu_pss_mib(container_name: str) -> float:
+    """The PSS of every QEMU in a container (the episode's and its warm spare; host pids from ``docker top``)."""
+    top = client().containers.get(container_name).top(ps_args="-o pid,args")
+    total = 0.0
+    for pid in (int(row[0]) for row in top["Processes"] if row[1].startswith("qemu-system")):
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        total += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:")) / 1024
+    return total
+
+
+def memory(spec: DesktopSpec, clones: int, name: str) -> dict[str, Any]:
+    """PSS per QEMU with ``clones`` desktops of the shape running, each used once (an episode's writes)."""
+    running = [desktop(spec, f"{name}-{index}") for index in range(clones)]
+    try:
+        for one in running:
+            one.start()
+            dirty(one)
+        for one in running:  # each container's warm spare counts too, once it is there
+            if spec.warm_spare is not False and one.provider.describe().get("reset_path") == "template":
+                wait_for_spare(one)
+        names = [one.provider.describe()["container_name"] for one in running]
+        pss = [qemu_pss_mib(container) for container in names]
+        return {"path": running[0].provider.describe().get("reset_path", "restart"), "desktops": clones,
+                "pss_mib": [round(value, 1) for value in pss], "pss_p50_mib": statistics.median(pss)}
+    finally:
+        for one in running:
+            one.close()
+
+
+def forks(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
+    """A used desktop forked into 3, ``rounds`` times: its save, then the branches' loads one after another."""
+    family = [desktop(spec, f"{name}-{index}") for index in range(4)]
+    saves, loads, totals = [], [], []
+    try:
+        for one in family:
+            one.start()
+        parent, branches = family[0], family[1:]
+        for _ in range(rounds):
+            dirty(parent)
+            began = time.perf_counter()
+            saved = parent.save_fork()
+            saves.append(time.perf_counter() - began)
+            for branch in branches:
+                loads.append(timed(lambda: branch.load_fork(saved)))
+            totals.append(time.perf_counter() - began)
+        return {"save": summary(saves), "load": summary(loads), "fork_into_3_sequential": summary(totals)}
+    finally:
+        for one in family:
+            one.close()
 
 
 LITE_PROBE = """
@@ -114,23 +197,9 @@ def lite(mode: str) -> dict[str, Any]:
     return result
 
 
-def vm_disk(image: str, qcow2: Path, args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """Both ways to reset and both ways to start one disk, its golden state made (and timed) in this run."""
-    spec = DesktopSpec(provider="docker", docker_image=image, vm_path=str(qcow2), docker_memory="2G", docker_cpus=2,
-                       boot_timeout=900, **SCREEN)
-    booting = spec.model_copy(update={"snapshot_reset": False})
-    store = GoldenStore()
-    store.remove_unused(in_use=[])  # the golden state is made in this run, and timed
-    result: dict[str, Any] = {"qcow2": str(qcow2)}
-    result["golden_make_s"] = timed(lambda: vm_starts(spec, 1, f"{name}-golden"))  # makes it, starts from it once
-    result["reset_snapshot"] = summary(vm_resets(spec, args.snapshot_resets, f"{name}-snap"))
-    result["reset_restart"] = summary(vm_resets(booting, args.restarts, f"{name}-restart"))
-    result["start_golden"] = summary(vm_starts(spec, args.starts, f"{name}-from-golden"))
-    result["start_cold"] = summary(vm_starts(booting, args.starts, f"{name}-cold"))
-    store.remove_unused(in_use=[])
-    result["ratios"] = {"reset_restart_over_snapshot": result["reset_restart"]["p50_s"] / result["reset_snapshot"]["p50_s"],
-                        "start_cold_over_golden": result["start_cold"]["p50_s"] / result["start_golden"]["p50_s"]}
-    return result
+
+WAYS = {"spare": ("template + warm spare", "#1b5e20"), "template": ("template, no spare", "#66bb6a"),
+        "loadvm": ("loadvm", "#f9a825"), "restart": ("restart", "#c62828")}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -139,67 +208,116 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
 
     bars = []
-    for key, disk in results["disks"].items():
-        bars += [(f"{key}: reset by snapshot", disk["reset_snapshot"]["p50_s"], "#2e7d32"),
-                 (f"{key}: reset by restart", disk["reset_restart"]["p50_s"], "#c62828"),
-                 (f"{key}: new from golden", disk["start_golden"]["p50_s"], "#2e7d32"),
-                 (f"{key}: new by cold boot", disk["start_cold"]["p50_s"], "#c62828")]
+    for what, pick in (("reset (observed)", lambda way: results["reset"][way]["reset_observed"]["p50_s"]),
+                       ("revert alone", lambda way: results["reset"][way]["revert"]["p50_s"]),
+                       ("new desktop", lambda way: results["start"][way]["p50_s"])):
+        part = "start" if what == "new desktop" else "reset"
+        bars += [(f"{what}, {WAYS[way][0]}", pick(way), WAYS[way][1]) for way in WAYS if way in results[part]]
+    if "fork" in results:
+        bars.append(("fork into 3 (sequential loads)", results["fork"]["fork_into_3_sequential"]["p50_s"], "#1565c0"))
     if "lite_now" in results:
-        bars += [("lite 1st reset before", results["lite_before"]["first_reset_s"], "#c62828"),
-                 ("lite 1st reset now", results["lite_now"]["first_reset_s"], "#2e7d32")]
-    seconds_chart(bars, "VM desktop reset and start per disk (TCG, 2 cores) and desktop-lite reset", path)
+        bars += [("lite: 1st reset(task) before", results["lite_before"]["first_reset_s"], "#c62828"),
+                 ("lite: 1st reset(task) now", results["lite_now"]["first_reset_s"], "#2e7d32")]
+    seconds_chart(bars, "VM desktop at 1920x1080 (TCG, 2 cores): every reset and start way; desktop-lite", path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--snapshot-resets", type=int, default=20)
-    parser.add_argument("--restarts", type=int, default=3, help="each is a full VM boot")
-    parser.add_argument("--starts", type=int, default=3, help="new desktops per way of starting")
-    parser.add_argument("--disks", nargs="+", choices=sorted(DISK_NAMES), default=["vm", "standin"])
-    parser.add_argument("--no-lite", action="store_true", help="skip the desktop-lite part")
-    args = parser.parse_args()
-    vm = build_vm_desktop()
-    kvm = kvm_status(vm.image)
-    disks = {"vm": lambda: vm.qcow2, "standin": build_standin}
-    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message}}
-    if not args.no_lite:  # first: minutes, where the VM disks take half an hour
-        results["lite_before"], results["lite_now"] = lite("before"), lite("now")
-        results["lite_first_reset_before_over_now"] = (results["lite_before"]["first_reset_s"]
-                                                       / results["lite_now"]["first_reset_s"])
-    results["disks"] = {key: vm_disk(vm.image, disks[key](), args, key) for key in args.disks}
-    results["load_average"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "reset.json").write_text(json.dumps(results, indent=2))
-    plot(results, RESULTS / "reset.png")
-    accelerator = "KVM" if kvm.available else "TCG (software emulation)"
-    lines = ["# Reset: VM snapshot vs restart, new desktop: golden state vs cold boot", "",
-             f"`{vm.image}`, 2 GB RAM, 2 vCPUs, 1280x720, {accelerator}, on a 2-core host. One run of "
-             f"`bench/reset.py`; load average (1, 5, 15 min) at its end: "
-             f"{', '.join(f'{x:.1f}' for x in results['load_average'])}.", ""]
-    for key, r in results["disks"].items():
-        ratio = r["ratios"]
-        lines += [f"## {DISK_NAMES[key]}", "", "| what | p50 s | p95 s | n |", "| --- | ---: | ---: | ---: |"]
-        for label, part in (("reset a used VM desktop: load its snapshot", "reset_snapshot"),
-                            ("reset a used VM desktop: restart container, boot VM", "reset_restart"),
-                            ("new VM desktop to first screenshot: from the golden state", "start_golden"),
-                            ("new VM desktop to first screenshot: cold boot", "start_cold")):
-            lines.append(f"| {label} | {r[part]['p50_s']:.2f} | {r[part]['p95_s']:.2f} | {r[part]['n']} |")
-        lines += ["", f"- snapshot reset is **{ratio['reset_restart_over_snapshot']:.0f}x** faster than a restart "
-                      f"(p50 {r['reset_snapshot']['p50_s']:.2f} s vs {r['reset_restart']['p50_s']:.1f} s)",
-                  f"- a new desktop starts **{ratio['start_cold_over_golden']:.1f}x** faster from the golden state",
-                  f"- making the golden state (one boot + settle + `savevm`, then the first start from it), once per "
-                  f"VM shape per host: {r['golden_make_s']:.1f} s", ""]
+def report(results: dict[str, Any]) -> str:
+    accelerator = "KVM" if results["kvm"]["available"] else "TCG (software emulation)"
+    lines = ["# Reset: every way side by side", "",
+             f"`{results['image']}`, 2 GB RAM, 2 vCPUs, 1920x1080, {accelerator}, on a 2-core host shared with other "
+             f"work. One run of `bench/reset.py`; load average (1, 5, 15 min) at its end: "
+             f"{', '.join(f'{x:.1f}' for x in results['load_average'])}.", "",
+             f"Making the golden state (boot, settle, `savevm` + device state, then the first start from it): "
+             f"{results['golden_make_s']:.1f} s; its RAM file in tmpfs: {results['ram_file_mib']:.0f} MiB "
+             "(once per shape and host).", "",
+             "| what | " + " | ".join(f"{WAYS[way][0]} p50 s (n)" for way in WAYS) + " |",
+             "| --- |" + " ---: |" * len(WAYS)]
+
+    def row(label: str, part: str, pick) -> str:
+        cells = [f"{pick(results[part][way])['p50_s']:.2f} ({pick(results[part][way])['n']})"
+                 if way in results[part] else "-" for way in WAYS]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines += [row("reset as a trainer sees it (`reset()` + 1920x1080 observation)", "reset",
+                  lambda r: r["reset_observed"]),
+              row("revert alone", "reset", lambda r: r["revert"]),
+              row("new desktop to first screenshot", "start", lambda r: r)]
+    spare = results["reset"].get("spare", {})
+    if "spare_wait" in spare:
+        lines += ["", f"Warm spare: loaded {spare['spare_wait']['p50_s']:.2f} s p50 after the step that ended the "
+                      f"previous episode (p95 {spare['spare_wait']['p95_s']:.2f} s; the bench waits for it as a longer "
+                      f"episode would); there at {spare['spare_ready_at_reset']} resets."]
+    mem = results["memory"]
+    lines += ["", f"Memory (PSS of every QEMU in a container, after one episode's writes): "
+                  f"{mem['spare']['desktops']} template desktops with their warm spares p50 "
+                  f"{mem['spare']['pss_p50_mib']:.0f} MiB each ({mem['spare']['pss_mib']}); one loadvm desktop "
+                  f"{mem['loadvm']['pss_p50_mib']:.0f} MiB."]
+    if "fork" in results:
+        fork = results["fork"]
+        lines += ["", f"Fork into 3: save {fork['save']['p50_s']:.2f} s, each branch's load {fork['load']['p50_s']:.2f} s, "
+                      f"fork into 3 with the loads one after another {fork['fork_into_3_sequential']['p50_s']:.2f} s "
+                      "(`EnvPool.fork` runs the loads in parallel)."]
     if "lite_now" in results:
-        lines += ["## desktop-lite", "", "`reset(task)` of `mousepad-save-hello`, which restarts the container and "
+        lines += ["", "## desktop-lite", "", "`reset(task)` of `mousepad-save-hello`, which restarts the container and "
                   "runs the task's setup:", "", "| | boot s | first reset s | later resets p50 s |",
                   "| --- | ---: | ---: | ---: |"]
         for label, key in (("before: evaluator import not awaited at boot", "lite_before"),
                            ("now: import runs beside the boot, joined there", "lite_now")):
             r = results[key]
             lines.append(f"| {label} | {r['boot_s']:.2f} | {r['first_reset_s']:.2f} | {r['later_reset_p50_s']:.2f} |")
-        lines.append("")
-    lines += ["![reset](reset.png)"]
-    (RESULTS / "reset.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines + ["", "![reset](reset.png)", ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resets", type=int, default=20, help="per template way (loadvm: half)")
+    parser.add_argument("--restarts", type=int, default=3, help="each is a full VM boot (0: skip the restart way)")
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--clones", type=int, default=8)
+    parser.add_argument("--forks", type=int, default=3)
+    parser.add_argument("--no-lite", action="store_true", help="skip the desktop-lite part")
+    args = parser.parse_args()
+    vm = build_vm_desktop()
+    kvm = kvm_status(vm.image)
+    spec = DesktopSpec(provider="docker", docker_image=vm.image, vm_path=str(vm.qcow2), docker_memory="2G",
+                       docker_cpus=2, boot_timeout=900, screen_width=1920, screen_height=1080)
+    no_spare = spec.model_copy(update={"warm_spare": False})
+    booting = spec.model_copy(update={"snapshot_reset": False})
+    # a golden store of its own: made (and timed) in this run, removed after it, other desktops' states untouched
+    os.environ["RAYENV_GOLDEN_DIR"] = str(Path.home() / ".cache" / "rayenv" / "bench-reset-golden")
+    os.environ["RAYENV_GOLDEN_RAM_DIR"] = "/dev/shm/rayenv-bench-reset"
+    store = GoldenStore()
+    for directory in (store.root, store.ram_root):
+        shutil.rmtree(directory, ignore_errors=True)
+    results: dict[str, Any] = {"image": vm.image, "kvm": {"available": kvm.available, "message": kvm.message}}
+    if not args.no_lite:  # first: minutes, where the VM ways take most of an hour
+        results["lite_before"], results["lite_now"] = lite("before"), lite("now")
+    results["golden_make_s"] = timed(lambda: starts(spec, 1, "golden"))
+    digest = next(p.name for p in store.ram_root.iterdir() if p.is_dir() and not p.name.endswith(".making"))
+    ram_file = store.ram_directory(digest) / RAM_FILE
+    results["ram_file_mib"] = int(subprocess.run(["du", "-k", str(ram_file)], capture_output=True, text=True,
+                                                 check=True).stdout.split()[0]) / 1024
+    results["reset"], results["start"], results["memory"] = {}, {}, {}
+    results["reset"]["spare"] = resets(spec, args.resets, "reset-spare")
+    results["reset"]["template"] = resets(no_spare, args.resets, "reset-template")
+    results["start"]["spare"] = starts(spec, args.starts, "start-template")
+    results["memory"]["spare"] = memory(spec, args.clones, "memory-template")
+    if args.forks:
+        results["fork"] = forks(spec, args.forks, "fork")
+    ram_file.unlink()  # from here on the golden snapshot is the way: the fallback
+    results["reset"]["loadvm"] = resets(spec, max(args.resets // 2, 2), "reset-loadvm")
+    results["start"]["loadvm"] = starts(spec, args.starts, "start-loadvm")
+    results["memory"]["loadvm"] = memory(spec, 1, "memory-loadvm")
+    if args.restarts:
+        results["reset"]["restart"] = resets(booting, args.restarts * 2, "reset-restart")
+        results["start"]["restart"] = starts(booting, args.restarts, "start-restart")
+    for directory in (store.root, store.ram_root):
+        shutil.rmtree(directory, ignore_errors=True)
+    results["load_average"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "reset.json").write_text(json.dumps(results, indent=2))
+    plot(results, RESULTS / "reset.png")
+    (RESULTS / "reset.md").write_text(report(results))
     print((RESULTS / "reset.md").read_text())
 
 

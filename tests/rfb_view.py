@@ -1,8 +1,8 @@
-"""Read a VNC server's whole screen once, as a viewer does, and save it as PPM: ``python3 rfb_view.py OUT [HOST:PORT]``.
+"""Read a VNC server's whole screen once, as a viewer does, and save it as PPM: ``python3 rfb_view.py OUT [SERVER]``.
 
 A minimal RFB 3.8 client with the Python standard library alone, so that it runs in the osworld-vm container
-(whose python3 is websockify's), against QEMU's VNC server on 127.0.0.1:5900: the same server noVNC on
-port 8006 shows. No authentication (QEMU's ``-vnc`` without a password offers "None"), 32-bit true colour,
+(whose python3 is websockify's), against QEMU's VNC server on the unix socket /run/vm/vnc.sock (SERVER: a
+socket's path, or HOST:PORT): the same server noVNC on port 8006 shows. No authentication (QEMU's ``-vnc`` without a password offers "None"), 32-bit true colour,
 raw encoding, one full (non-incremental) update.
 """
 
@@ -21,9 +21,19 @@ def receive(sock: socket.socket, count: int) -> bytes:
     return bytes(data)
 
 
-def read_screen(host: str, port: int) -> tuple[int, int, bytes]:
+def connect(server: str) -> socket.socket:
+    if server.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(server)
+        return sock
+    host, _, port = server.partition(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def read_screen(server: str) -> tuple[int, int, bytes]:
     """The server's screen as (width, height, RGB rows)."""
-    sock = socket.create_connection((host, port), timeout=30)
+    sock = connect(server)
     receive(sock, 12)  # the server's protocol version
     sock.sendall(b"RFB 003.008\n")
     security_types = receive(sock, receive(sock, 1)[0])
@@ -62,7 +72,6 @@ def read_screen(host: str, port: int) -> tuple[int, int, bytes]:
 
 
 if __name__ == "__main__":
-    host, _, port = (sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:5900").partition(":")
-    width, height, rgb = read_screen(host, int(port))
+    width, height, rgb = read_screen(sys.argv[2] if len(sys.argv) > 2 else "/run/vm/vnc.sock")
     with open(sys.argv[1], "wb") as out:
         out.write(b"P6\n%d %d\n255\n" % (width, height) + rgb)

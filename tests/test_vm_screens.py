@@ -47,7 +47,7 @@ def desktop():
 
 
 def vnc_view(desktop: Desktop) -> Image.Image:
-    """What QEMU's VNC server shows, read inside the desktop's container (its 5900 is not published)."""
+    """What QEMU's VNC server shows, read inside the desktop's container (its socket is in the work dir)."""
     screen_dir = desktop.provider.screen_dir
     shutil.copy(VIEWER, screen_dir / VIEWER.name)
     container = docker.from_env().containers.get(desktop.status()["details"]["container_name"])

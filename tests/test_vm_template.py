@@ -1,7 +1,8 @@
 """Copy-on-write VM desktops (issue 20's acceptance), on a real pool of two `rayenv/osworld-vm` desktops of one shape.
 
 The pool's desktops are clones of the shape's template: the golden VM's RAM in one tmpfs file that each QEMU maps
-privately, plus its device state. A reset is a fresh QEMU from the template in the same container. So both
+privately, plus its device state. A reset is another QEMU from the template in the same container: the warm
+spare the container kept loaded and paused while the episode ran, swapped in (and the next one loaded). So both
 desktops run a sample task at once, cycle after cycle, scoring what they earned; an episode's file and
 window are gone after a reset; a write of one desktop (to its disk or to its RAM) never shows in the other;
 a desktop forked mid-episode into three goes on in each branch from where it was (the half-typed
@@ -16,12 +17,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import docker
 import pytest
 import ray
 
 from rayenv.env.tasks import load_tasks
 from rayenv.providers.golden import RAM_FILE, GoldenStore
-from vm_guest import bash, container_id, episode_left_a_trace, reset_after_an_episode, snapshot_pool
+from rayenv.waiting import wait_until
+from vm_guest import bash, container_id, container_name, episode_left_a_trace, reset_after_an_episode, snapshot_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
 
@@ -78,14 +81,26 @@ def test_twenty_cycles_on_two_desktops_at_once_score_what_they_earned(envs):
     assert results == [expected, expected]
 
 
-def test_a_reset_takes_back_the_episodes_file_and_window_in_the_same_container(envs):
+def qemus(env) -> dict[str, str]:
+    """The QEMUs in the desktop's container, pid -> command line: the episode's, and its warm spare's (-S)."""
+    top = docker.from_env().containers.get(container_name(env)).top(ps_args="-o pid,args")
+    return {row[0]: row[1] + " " for row in top["Processes"] if row[1].startswith("qemu-system")}
+
+
+def test_a_reset_swaps_in_the_warm_spare_and_takes_back_the_episodes_file_and_window_in_the_same_container(envs):
     env = envs[0]
     ray.get(env.reset.remote(TASK))
     before = container_id(env)
+    wait_until(lambda: details(env)["spare_ready"], timeout=120, interval=0.2, what="the warm spare loaded")
+    running = qemus(env)
+    spare = next(pid for pid, command in running.items() if " -S " in command)
+    episode = next(pid for pid in running if pid != spare)
     reset_seconds = reset_after_an_episode(env, TASK)
-    assert container_id(env) == before, "a fresh QEMU in the same container, not a new container"
+    assert container_id(env) == before, "another QEMU in the same container, not a new container"
+    assert spare in qemus(env) and episode not in qemus(env), "the spare runs the next episode"
     assert not episode_left_a_trace(env)
     assert reset_seconds < 30, f"a template reset (with the task's setup) took {reset_seconds:.1f}s"
+    wait_until(lambda: details(env)["spare_ready"], timeout=120, interval=0.2, what="the next warm spare loaded")
 
 
 def test_the_guest_clock_after_a_reset_is_the_hosts(envs):

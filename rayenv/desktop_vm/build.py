@@ -80,8 +80,9 @@ DISPLAY_LABEL = "rayenv.vm.display"
 QEMU_DISPLAY_PROFILES = ("small",)
 #: The guest disk's size per profile (the osworld profile's apps take about 2.5 GB).
 DISK_SIZES = {"small": "4G", "osworld": "10G"}
-#: What the container layer adds from ``OSWorld/vm`` (the entry point picks the boot mode with boot-mode).
-LAYER_FILES = ("Dockerfile", "entrypoint", "boot-mode")
+#: What the container layer adds from ``OSWorld/vm`` (the entry point picks the boot mode with boot-mode and
+#: loads and runs its warm spare with qmp).
+LAYER_FILES = ("Dockerfile", "entrypoint", "boot-mode", "qmp")
 #: Where the guest's files go; ``init=`` on the kernel command line names the first; init runs the session, whose
 #: ``Xvfb`` is the one in ``/opt/rayenv/vm/bin`` (Xorg on the emulated card, with ``xorg.conf`` beside it).
 GUEST_PATHS = {"init": "opt/rayenv/vm/init", "Xvfb": "opt/rayenv/vm/bin/Xvfb", "xorg.conf": "opt/rayenv/vm/bin/xorg.conf",

@@ -70,6 +70,9 @@ class Desktop:
         self._last_step: tuple[Any, StepResult] | None = None
         self._closing = False
         self._recorder = TrajectoryRecorder(self.options.record_dir, self.env_name) if self.options.record_dir else None
+        #: the desktop is as it started or was reverted to (no step, setup or evaluation since), and where its
+        #: pointer then is: read once per start, since a revert of the whole machine puts it back there
+        self._pristine, self._pristine_pointer = False, None
         #: asks the guest where the pointer is while a screenshot reads the display
         self._pointer_reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.env_name}-pointer")
 
@@ -77,9 +80,11 @@ class Desktop:
     def start(self) -> None:
         started = time.monotonic()
         importing = TaskRunner.warm_up() if self.episodes == 0 else None
+        self._pristine, self._pristine_pointer = False, None
         endpoint = self.provider.start()
         self._started_while_closing()
         self._connect(endpoint)
+        self._pristine = True
         if importing is not None:
             importing.join()
         self._enter("ready")
@@ -92,9 +97,10 @@ class Desktop:
                                   downloads=DownloadCache(self.options.download_cache),
                                   client_password=self.spec.client_password)
 
-    def revert(self) -> None:
+    def revert(self) -> bool:
         """Bring the desktop back to its pristine state, dropping the current task: without a restart where the
-        provider can (a VM's snapshot, a swap to a warm spare), else by restarting it from its image."""
+        provider can (a VM's snapshot, a swap to a warm spare), else by restarting it from its image. Returns
+        whether it was without a restart."""
         self._enter("booting")
         self.task, self.action_history, self._last_step = None, [], None
         started = time.monotonic()
@@ -109,13 +115,15 @@ class Desktop:
             if self._client is not None:
                 self._client.close()  # the revert cut its kept-alive connections
             self._connect(self.provider.current_endpoint() or self._runner.endpoint)
+            self._pristine = self.provider.reverts_whole_machine
             self._enter("ready")
             self._started_while_closing()
             logger.info("desktop %s reverted without a restart in %.2fs", self.provider.label(),
                         time.monotonic() - started)
-            return
+            return True
         self._stop_quietly()
         self.start()
+        return False
 
     def save_fork(self) -> ForkState:
         """This desktop's state now, mid-episode, for :meth:`load_fork` of desktops of its pool on its host."""
@@ -131,6 +139,7 @@ class Desktop:
                                      f"{self.ownership.node_id}", env=self.env_name, phase="fork",
                                      hint="fork into desktops of the forked desktop's env host")
         self._enter("booting")  # its QEMU is replaced: the pool's health checks wait, as for a revert
+        self._pristine = False
         self._guarded(lambda: self.provider.load_fork(Path(fork.directory)), "fork")
         if self._client is not None:
             self._client.close()  # the old QEMU took its kept-alive connections with it
@@ -203,14 +212,17 @@ class Desktop:
         runner = self._require_runner("reset")
         if task is not None:
             runner.check(task)
+        reverted = False
         if self.state != "ready":
-            self.revert()
+            reverted = self.revert()
             runner = self._require_runner("reset")
         self.action_history, self._last_step, self.task = [], None, task
         self.episodes += 1
-        self._check_guest("reset", DesktopUnavailable)
+        if not (reverted and self.provider.reverts_whole_machine):  # else it is its golden state, which had room
+            self._check_guest("reset", DesktopUnavailable)
         if task is not None:
             self._enter("dirty")
+            self._pristine = False
             try:
                 self._bounded(lambda: runner.setup(task), self.options.setup_timeout, "reset", "setup_timeout")
             except RayEnvError:
@@ -229,6 +241,7 @@ class Desktop:
         client = self._require_client("step")
         pause = self.options.default_pause if pause is None else pause
         self._enter("dirty")
+        self._pristine = False
         done, info, pointer = False, {}, None
         if parsed.control == "FAIL":
             done, info = True, {"fail": True}
@@ -267,6 +280,7 @@ class Desktop:
             raise EvaluationError("no task to evaluate: reset(task_config) first", env=self.env_name, phase="evaluate",
                                   hint="pass an OSWorld task config to reset")
         runner, task = self._require_runner("evaluate"), self.task
+        self._pristine = False  # an evaluation may run commands in the guest
         try:
             self._check_guest("evaluate", EvaluationError)  # a desktop that cannot save or answer must not score 0
             score = self._bounded(lambda: runner.evaluate(task, self.action_history, "Linux"),
@@ -300,7 +314,16 @@ class Desktop:
 
         if pointer is not None:
             return encode_png(display.grab(), pointer)
-        return screenshot_png(display, client.cursor_position, self._pointer_reader)
+        return screenshot_png(display, lambda: self._pointer(client), self._pointer_reader)
+
+    def _pointer(self, client: GuestClient) -> tuple[int, int]:
+        """Where the pointer is: asked of the guest, except on a pristine desktop whose pristine pointer is known
+        (the first guest call after a revert is the slowest: under TCG its code is translated anew)."""
+        if not self._pristine:
+            return client.cursor_position()
+        if self._pristine_pointer is None:
+            self._pristine_pointer = client.cursor_position()
+        return self._pristine_pointer
 
     def _require_client(self, phase: str) -> GuestClient:
         if self._client is None or self.state in ("broken", "closed"):

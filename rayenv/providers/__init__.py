@@ -35,9 +35,9 @@ def provider_class(name: str) -> type[Provider]:
 
 
 def make_provider(spec: DesktopSpec, ownership: Ownership) -> Provider:
-    """The spec's provider; with ``warm_spare``, wrapped so that each incarnation's container has its own name."""
+    """The spec's provider; with whole spare desktops, wrapped so that each incarnation's container has its own name."""
     cls = provider_class(spec.provider)
-    if not spec.warm_spare:
+    if not spec.spares_whole_desktops():
         return cls(spec, ownership)
     from .spare import WarmSpare
 

@@ -100,9 +100,11 @@ class DesktopSpec(StrictModel):
                                  "golden RAM + disk snapshot and reset by loading it (false: boot, restart)")
     vm_template: bool = Field(True, description="with snapshot_reset: start and reset VM desktops as copy-on-write "
                               "clones of the golden state's RAM file (false: load its snapshot, today's slower way)")
-    warm_spare: bool = Field(False, description="lite or docker: keep the next desktop booted beside each one, so a "
-                             "reset swaps to it in milliseconds instead of restarting (twice the memory per "
-                             "desktop; a VM with snapshot resets needs none)")
+    warm_spare: bool | None = Field(None, description="keep a warm spare that a reset swaps in: a VM desktop started "
+                                    "from a template (docker, vm_template) keeps a paused QEMU in its container "
+                                    "(default on: it shares the template's RAM); a lite desktop, or a docker one "
+                                    "without snapshot resets, a whole second desktop (default off: twice the memory "
+                                    "per desktop); false: none")
     memory_limit: str | None = Field(None, description="the container's hard memory limit (docker's mem_limit, e.g. "
                                      "'6g'); the kernel kills a desktop above it [default: docker: docker_memory + 1g; "
                                      "lite: none]")
@@ -144,7 +146,11 @@ class DesktopSpec(StrictModel):
             one = parse_bytes(self.memory_limit)
         else:
             one = self._vm_memory() if self.provider == "docker" else MEMORY_ESTIMATES.get(self.provider, 512 << 20)
-        return one * 2 if self.warm_spare else one
+        return one * 2 if self.spares_whole_desktops() else one
+
+    def spares_whole_desktops(self) -> bool:
+        """Whether each desktop has a whole second one beside it (``warm_spare`` where a reset would restart)."""
+        return self.warm_spare is True and (self.provider == "lite" or (self.provider == "docker" and not self.snapshot_reset))
 
     def _vm_memory(self) -> int:
         from docker.utils import parse_bytes
@@ -181,6 +187,9 @@ class Provider(abc.ABC):
     (the desktop's ``closing`` flag makes that start stop it again), the other two only read."""
 
     name: ClassVar[str]
+    #: :meth:`revert` puts back the whole machine as the desktop started (RAM, devices, disks: a VM's golden state),
+    #: so what was true of the desktop then is again: its pointer where it was, its disks as roomy
+    reverts_whole_machine: ClassVar[bool] = False
 
     def __init__(self, spec: DesktopSpec, ownership: Ownership) -> None:
         self.spec = spec

@@ -22,9 +22,12 @@ from Debian packages. What this provider adds:
   raises :class:`~rayenv.errors.SnapshotError`, and the desktop restarts instead;
 * where the golden state is also a *template* (its RAM in a tmpfs file, :mod:`rayenv.providers.golden`),
   a desktop is a clone of it instead: QEMU maps that file privately (copy-on-write) and loads only the
-  device state, so a new desktop starts in about a second and a reset is a fresh QEMU from the template
-  in the same container (the episode's RAM and overlay go with the old one) in well under a second,
-  with the RAM every desktop of the shape has not written shared among them. ``describe()`` (so
+  device state, so a new desktop starts in about a second and a reset is another QEMU from the template
+  in the same container (the episode's RAM and overlay go with the old one), with the RAM every desktop
+  of the shape has not written shared among them. That next QEMU is the container's *warm spare*
+  (``warm_spare``, on unless false), loaded and paused while the episode runs: a reset asks the entrypoint to swap it in
+  (``SWAP_REQUEST``) and waits only for the guest's first answer, which sets its clock; without a
+  ready spare the entrypoint starts a fresh QEMU and the provider loads it. ``describe()`` (so
   ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
@@ -68,11 +71,14 @@ WORK_MOUNT = "/run/vm"
 SCREEN_DUMP = "screen.ppm"
 #: Where a clone sees its golden state's directory (overlay, device state) and the template's RAM directory.
 GOLDEN_MOUNT, GOLDEN_RAM_MOUNT = "/golden", "/golden-ram"
-#: Created in the work dir before QEMU is quit: the entrypoint then starts the next QEMU from the template.
-RESTART_REQUEST = "restart"
+#: Created in the work dir before QEMU is quit: the entrypoint then runs its warm spare (SWAP_REQUEST; a fresh QEMU
+#: where no spare is ready yet), or starts a fresh QEMU from the template (RESTART_REQUEST) for the provider to load.
+SWAP_REQUEST, RESTART_REQUEST = "swap", "restart"
 #: In the work dir: the entrypoint's next QEMU runs on NEXT_OVERLAY if it is there (a fork's branch);
 #: a saved fork (FORK_DIR: FORK_STATE + a copy of the overlay).
 NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
+#: In the work dir while the entrypoint's warm spare is loaded and paused (a reset now swaps it in).
+SPARE_READY = "spare.ready"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -89,6 +95,7 @@ def work_root() -> Path:
 class DockerProvider(ContainerProvider):
     name = "docker"
     poll_interval = 1.0
+    reverts_whole_machine = True  # a revert is the golden state again (a restart, where there is none, is a start)
 
     def __init__(self, *args: Any, work_dir: Path | None = None, template_ram: Path | None = None, **kwargs: Any) -> None:
         """``work_dir``: use (and keep) this directory instead of a private one (a golden state being made);
@@ -170,11 +177,16 @@ class DockerProvider(ContainerProvider):
         if self.reset_path == "template":
             if self._golden is None or not self.store.has_template(self._golden):
                 return False  # restarted: start() then takes the snapshot path
-            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
+            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}", SWAP_REQUEST)
         else:
             self._monitor().load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
             self._ready_now()
         return True
+
+    def spare_ready(self) -> bool:
+        """A warm spare is loaded and paused in this desktop's container: the next reset swaps it in (else it
+        starts and loads a fresh QEMU, as it does right after another reset, while the next spare loads)."""
+        return self.reset_path == "template" and self.work_dir is not None and (self.work_dir / SPARE_READY).exists()
 
     def save_fork(self) -> Path:
         """Save the running clone's whole state (devices, all its RAM, a copy of its disk overlay) for
@@ -221,24 +233,41 @@ class DockerProvider(ContainerProvider):
                    error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
                                                        hint="is the host's disk full?"))
 
-    def _next_qemu(self, state: str) -> None:
-        """Quit this QEMU; the entrypoint starts the next one (-incoming defer), which loads ``state``."""
+    def _next_qemu(self, state: str, request: str = RESTART_REQUEST) -> None:
+        """Quit this QEMU; the entrypoint runs the next one: its warm spare, already loaded from the template
+        (``SWAP_REQUEST``, where ``state`` is the template's), or a fresh one (-incoming defer) that loads ``state``."""
         monitor = self._monitor()
-        (self._work() / RESTART_REQUEST).touch()
+        requested = self._work() / request
+        requested.touch()
         try:
             monitor.execute("quit", timeout=10)
         except SnapshotError:
             pass  # QEMU may close the connection before it answers; the wait below tells whether it exited
-        wait_until(lambda: not monitor.listening(), 30, interval=0.005, what="the episode's QEMU exiting",
+        if request == SWAP_REQUEST:  # the entrypoint takes the request once the next QEMU is there
+            gone, what = (lambda: not requested.exists()), "the entrypoint's swap to the next QEMU"
+        else:
+            gone, what = (lambda: not monitor.listening()), "the episode's QEMU exiting"
+        wait_until(gone, 30, interval=0.005, what=what,
                    error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
                                                        hint="the desktop is restarted"))
-        self._resume_from(state)
+        if request != SWAP_REQUEST or self._waits_for_state():
+            self._resume_from(state)
         self._ready_now()
 
+    def _waits_for_state(self) -> bool:
+        """Whether the next QEMU is a fresh one waiting for its state (no spare was ready), not a running spare."""
+        monitor = self._monitor()
+        wait_until(monitor.listening, LOAD_TIMEOUT, interval=0.005, what=f"{self.ownership.env_name}'s QEMU monitor",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="the desktop is restarted"))
+        return monitor.execute("query-status", timeout=10).get("status") == "inmigrate"
+
     def _ready_now(self) -> None:
-        assert self._endpoint is not None
-        self._wait_ready(self._endpoint, interval=0.01)  # the guest answers ~0.2 s after a load
-        self._set_guest_clock()
+        """Wait for the guest after a load (it answers ~0.2-0.5 s later): its first answer is to setting its
+        clock, one round trip instead of a readiness probe and then the clock."""
+        wait_until(self._clock_set, LOAD_TIMEOUT, interval=0.01, what=f"{self.ownership.env_name}'s guest answering",
+                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
+                                                       hint="the desktop is restarted"))
 
     def _monitor(self) -> Monitor:
         assert self.qmp_socket is not None
@@ -288,7 +317,14 @@ class DockerProvider(ContainerProvider):
         Monitor(self.qmp_socket, env=self.ownership.env_name).save_snapshot(name, timeout=SAVE_TIMEOUT)
 
     def _set_guest_clock(self) -> None:
-        """A loaded snapshot resumes the guest's clock where it was saved: set it to the host's.
+        """Set the guest's clock to the host's; the guest must be up."""
+        if not self._clock_set():
+            raise SnapshotError("could not set the guest's clock after loading its snapshot: the guest does not answer",
+                                env=self.ownership.env_name, phase="snapshot", hint="the desktop is restarted")
+
+    def _clock_set(self) -> bool:
+        """A loaded snapshot resumes the guest's clock where it was saved: set it to the host's. False while the
+        guest does not answer yet; raises where it answered that it could not.
 
         Through ``/setup/execute``, a route OSWorld's own guest server has too: its server runs as
         ``user``, so ``date`` goes through ``sudo -S`` with the client password (ours runs as root)."""
@@ -296,13 +332,17 @@ class DockerProvider(ContainerProvider):
         command = {"command": SET_CLOCK.format(seconds=f"{time.time():.3f}", password=self.spec.client_password),
                    "shell": True, "timeout": 10}
         try:
-            done = requests.post(self._endpoint.url + "/setup/execute", json=command, timeout=15).json()
-        except (requests.RequestException, ValueError) as exc:
-            raise SnapshotError(f"could not set the guest's clock after loading its snapshot: {exc}",
-                                env=self.ownership.env_name, phase="snapshot", hint="the desktop is restarted") from None
+            answer = requests.post(self._endpoint.url + "/setup/execute", json=command, timeout=15)
+        except requests.RequestException:
+            return False
+        try:
+            done = answer.json()
+        except ValueError:
+            done = {"error": f"HTTP {answer.status_code}: {answer.text[:200]}"}
         if done.get("returncode") != 0:
             raise SnapshotError(f"could not set the guest's clock: {done.get('error') or done}",
                                 env=self.ownership.env_name, phase="snapshot", hint="the desktop is restarted")
+        return True
 
     def _vm_path(self) -> Path:
         """The qcow2 to mount; never downloaded here (a boot window is no place for 10 GB)."""
@@ -338,6 +378,7 @@ class DockerProvider(ContainerProvider):
             labels[LABEL_GOLDEN] = self._golden
             if self.reset_path == "template":  # a private mapping of the RAM file: QEMU opens it read-write
                 environment["TEMPLATE"] = "clone"
+                environment["SPARE"] = "0" if self.spec.warm_spare is False else "1"
                 volumes[str(self.store.directory(self._golden))] = {"bind": GOLDEN_MOUNT, "mode": "ro"}
                 volumes[str(self.store.ram_directory(self._golden))] = {"bind": GOLDEN_RAM_MOUNT, "mode": "rw"}
             else:  # its overlay, copied from the golden state, holds the snapshot to load
@@ -398,4 +439,6 @@ class DockerProvider(ContainerProvider):
             facts["screenshots"] = "QEMU's display (QMP screendump)" if self.display() else "guest GET /screenshot"
         if self.reset_path is not None:
             facts["reset_path"] = self.reset_path
+        if self.reset_path == "template":
+            facts["spare_ready"] = self.spare_ready()
         return facts
