@@ -115,6 +115,17 @@ def test_the_pointer_drawn_on_its_rows_alone_is_the_arrow_drawn_on_the_whole_scr
     if min(position) >= 0:
         assert drawn.getpixel(position) == (0, 0, 0)  # the tip is on the outline
 
+def test_the_reaper_takes_only_screen_directories_no_container_names_once_old(tmp_path, monkeypatch):
+    import os
+
+    from rayenv.providers.screens import make_screen_dir, unnamed_screen_dirs
+
+    monkeypatch.setenv("RAYENV_SCREEN_DIR", str(tmp_path))
+    left, named, starting = (make_screen_dir("pool", f"env-{n}") for n in range(3))
+    for old in (left, named):
+        os.utime(old, (0, 0))
+    assert unnamed_screen_dirs({str(named)}, older_than=600) == [left]  # `starting` may be a start under way
+
 
 @pytest.mark.slow
 @pytest.mark.docker

@@ -15,6 +15,7 @@ the actors it has just killed (``doomed``), which the GCS may still report alive
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Callable, Iterable
 
 import ray
@@ -22,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..cluster_state import actor_is_gone
 from ..engine import containers
-from ..engine.containers import LABEL_ACTOR, LABEL_ENV
+from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_SCREENDIR
 from ..errors import ProviderUnavailable
 from ..providers.golden import LABEL_GOLDEN, GoldenStore
 
@@ -73,6 +74,7 @@ def reap_node(owner: str, doomed: list[str], everything: bool = False) -> list[s
 
     removed = reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
     reap_golden_states()
+    reap_screen_dirs()
     return removed
 
 
@@ -85,6 +87,28 @@ def reap_golden_states() -> list[str]:
     removed = GoldenStore().remove_unused(in_use)
     if removed:
         logger.info("removed golden VM state(s) no desktop uses: %s", ", ".join(removed))
+    return removed
+
+
+#: A screen directory younger than this may be a start's under way (its container comes seconds after it).
+SCREEN_DIR_GRACE = 600.0
+
+
+def reap_screen_dirs(grace: float = SCREEN_DIR_GRACE) -> list[str]:
+    """Remove the desktops' screen directories (tmpfs: RAM) that no container on this host names, once older
+    than ``grace``: what a start cut short left behind."""
+    from ..providers.screens import unnamed_screen_dirs
+
+    try:
+        named = {c.labels.get(LABEL_SCREENDIR) for c in containers.owned()} - {None}
+    except ProviderUnavailable:
+        return []
+    removed = []
+    for directory in unnamed_screen_dirs(named, grace):
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory.name)
+    if removed:
+        logger.info("removed screen directories no desktop uses: %s", ", ".join(removed))
     return removed
 
 

@@ -30,6 +30,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,6 +168,17 @@ def screen_dir_root() -> Path:
     if configured:
         return Path(configured)
     return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+def unnamed_screen_dirs(named: set[str], older_than: float) -> list[Path]:
+    """Screen directories no container names (``named``: the ``rayenv.screendir`` labels on this host) that were
+    made over ``older_than`` seconds ago: left by a start cut short between making its directory and its container
+    (an actor killed mid-revert, a Docker daemon restart). A younger one may belong to a start under way."""
+    root, now = screen_dir_root(), time.time()
+    if not root.is_dir():
+        return []
+    return [path for path in root.glob("rayenv-screen-*")
+            if path.is_dir() and str(path) not in named and now - path.stat().st_mtime > older_than]
 
 
 def make_screen_dir(owner: str, env_name: str) -> Path:
