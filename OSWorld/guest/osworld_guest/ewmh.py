@@ -24,6 +24,9 @@ FROM_PAGER = 2
 #: Longest wait between two looks at the windows while :func:`wait_for` waits: a title set after its window was
 #: listed changes a property of that window, not of the root window the wait listens to.
 LOOK_AGAIN = 0.25
+#: Longest wait for the window manager to confirm an activation; past it the activation stands as asked (``wmctrl
+#: -a`` does not wait at all).
+CONFIRM_WAIT = 2.0
 
 T = TypeVar("T")
 
@@ -81,24 +84,33 @@ def windows() -> list[Window]:
         connection.close()
 
 
+def _watching(connection: display.Display, check: Callable[[], T | None], timeout: float) -> T | None:
+    """``check()`` once it is not None, or None after ``timeout``: looked at again whenever a property of the root
+    window changes (the connection listens for that) and at least every :data:`LOOK_AGAIN` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        while connection.pending_events():  # what has changed until now is in the next look
+            connection.next_event()
+        found = check()
+        left = deadline - time.monotonic()
+        if found is not None or left <= 0:
+            return found
+        select.select([connection.fileno()], [], [], min(left, LOOK_AGAIN))
+
+
+def _listening(connection: display.Display) -> display.Display:
+    connection.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
+    return connection
+
+
 def wait_for(pick: Callable[[list[Window]], T | None], timeout: float) -> T | None:
     """``pick(windows)`` once it is not None, or None after ``timeout`` seconds.
 
-    It looks again as soon as the window manager changes its list (a property of the root window: the wait
-    listens for it on one connection), not on a fixed poll: a task's setup waits for its app's window on every
-    reset, and a poll's interval was added to each one."""
-    deadline = time.monotonic() + timeout
-    connection = display.Display()
+    It looks again as soon as the window manager changes its list (a property of the root window), not on a fixed
+    poll: a task's setup waits for its app's window on every reset, and a poll's interval was added to each one."""
+    connection = _listening(display.Display())
     try:
-        connection.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
-        while True:
-            while connection.pending_events():  # what has changed until now is in the next look
-                connection.next_event()
-            picked = pick(_listed(connection))
-            left = deadline - time.monotonic()
-            if picked is not None or left <= 0:
-                return picked
-            select.select([connection.fileno()], [], [], min(left, LOOK_AGAIN))
+        return _watching(connection, lambda: pick(_listed(connection)), timeout)
     finally:
         connection.close()
 
@@ -116,8 +128,10 @@ def _ask_window_manager(connection: display.Display, window_id: int, message: st
 
 
 def activate(window_id: int) -> None:
-    """What ``wmctrl -a`` does: switch to the window's workspace, then raise and focus it."""
-    connection = display.Display()
+    """What ``wmctrl -a`` does: switch to the window's workspace, then raise and focus it; and then wait (at most
+    :data:`CONFIRM_WAIT`) until the window manager says it is the active window, so keys a task's first action
+    types right after its setup reach it (an app just started may be listed before the window manager focuses it)."""
+    connection = _listening(display.Display())
     try:
         window = connection.create_resource_object("window", window_id)
         workspace = window.get_full_property(connection.intern_atom("_NET_WM_DESKTOP"), X.AnyPropertyType)
@@ -127,6 +141,13 @@ def activate(window_id: int) -> None:
         _ask_window_manager(connection, window_id, "_NET_ACTIVE_WINDOW", [FROM_PAGER, X.CurrentTime])
         window.map()
         connection.sync()
+        active = connection.intern_atom("_NET_ACTIVE_WINDOW")
+
+        def focused() -> bool | None:
+            prop = connection.screen().root.get_full_property(active, X.AnyPropertyType)
+            return True if prop is not None and len(prop.value) and prop.value[0] == window_id else None
+
+        _watching(connection, focused, CONFIRM_WAIT)
     finally:
         connection.close()
 
