@@ -91,7 +91,7 @@ def test_a_reset_swaps_in_the_warm_spare_and_takes_back_the_episodes_file_and_wi
     env = envs[0]
     ray.get(env.reset.remote(TASK))
     before = container_id(env)
-    wait_until(lambda: details(env)["spare_ready"], timeout=120, interval=0.2, what="the warm spare loaded")
+    wait_until(lambda: details(env)["warm_spare"] == "ready", timeout=120, interval=0.2, what="the warm spare loaded")
     running = qemus(env)
     spare = next(pid for pid, command in running.items() if " -S " in command)
     episode = next(pid for pid in running if pid != spare)
@@ -100,7 +100,7 @@ def test_a_reset_swaps_in_the_warm_spare_and_takes_back_the_episodes_file_and_wi
     assert spare in qemus(env) and episode not in qemus(env), "the spare runs the next episode"
     assert not episode_left_a_trace(env)
     assert reset_seconds < 30, f"a template reset (with the task's setup) took {reset_seconds:.1f}s"
-    wait_until(lambda: details(env)["spare_ready"], timeout=120, interval=0.2, what="the next warm spare loaded")
+    wait_until(lambda: details(env)["warm_spare"] == "ready", timeout=120, interval=0.2, what="the next warm spare loaded")
 
 
 def test_the_guest_clock_after_a_reset_is_the_hosts(envs):

@@ -73,17 +73,23 @@ def reap_node(owner: str, doomed: list[str], everything: bool = False) -> list[s
         return everything or actor_id in killed or actor_is_gone(actor_id)
 
     removed = reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
-    reap_golden_states()
-    reap_screen_dirs()
+    reap_host()
     return removed
 
 
-def reap_golden_states() -> list[str]:
-    """Remove the golden VM states (:mod:`rayenv.providers.golden`) no container on this host started from."""
+def reap_host() -> list[str]:
+    """Remove what this host keeps for its desktops beside their containers and no container uses any more: golden
+    VM states and screen directories (one listing of the host's containers serves both)."""
     try:
-        in_use = {c.labels.get(LABEL_GOLDEN) for c in containers.owned()} - {None}
-    except ProviderUnavailable:
+        here = containers.owned()
+    except ProviderUnavailable:  # no Docker engine on this node: nothing of ours can be there
         return []
+    return reap_golden_states(here) + reap_screen_dirs(here)
+
+
+def reap_golden_states(here: list) -> list[str]:
+    """Remove the golden VM states (:mod:`rayenv.providers.golden`) no container on this host (``here``) started from."""
+    in_use = {c.labels.get(LABEL_GOLDEN) for c in here} - {None}
     removed = GoldenStore().remove_unused(in_use)
     if removed:
         logger.info("removed golden VM state(s) no desktop uses: %s", ", ".join(removed))
@@ -94,15 +100,12 @@ def reap_golden_states() -> list[str]:
 SCREEN_DIR_GRACE = 600.0
 
 
-def reap_screen_dirs(grace: float = SCREEN_DIR_GRACE) -> list[str]:
-    """Remove the desktops' screen directories (tmpfs: RAM) that no container on this host names, once older
-    than ``grace``: what a start cut short left behind."""
+def reap_screen_dirs(here: list, grace: float = SCREEN_DIR_GRACE) -> list[str]:
+    """Remove the desktops' screen directories (tmpfs: RAM) that no container on this host (``here``) names, once
+    older than ``grace``: what a start cut short left behind."""
     from ..providers.screens import unnamed_screen_dirs
 
-    try:
-        named = {c.labels.get(LABEL_SCREENDIR) for c in containers.owned()} - {None}
-    except ProviderUnavailable:
-        return []
+    named = {c.labels.get(LABEL_SCREENDIR) for c in here} - {None}
     removed = []
     for directory in unnamed_screen_dirs(named, grace):
         shutil.rmtree(directory, ignore_errors=True)

@@ -27,7 +27,7 @@ import psutil
 
 from ..pool.capacity import check_memory
 from ..pool.config import PoolConfig
-from ..pool.reaper import every_desktop, reap_containers, reap_golden_states, reap_processes
+from ..pool.reaper import every_desktop, reap_containers, reap_host, reap_processes
 from ..waiting import wait_until
 from .preflight import PreflightError, check_head_reachable, check_ports_free, check_same_head_ports, check_versions
 from .raynode import HeadInfo, stop_node, versions
@@ -184,7 +184,7 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
     # This node's actors are gone with Ray: any desktop of the pool still here (its close never ran,
     # the pool's shutdown timed out) is an orphan, so remove it with the same reaper the pool uses.
     leftovers = reap_containers(state.pool, every_desktop) + reap_processes(state.pool, every_desktop)
-    reap_golden_states()
+    reap_host()
     if leftovers:
         print(f"removed desktops the pool did not close: {', '.join(leftovers)}", file=sys.stderr)
     state_file(directory).unlink(missing_ok=True)
