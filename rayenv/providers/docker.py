@@ -440,5 +440,5 @@ class DockerProvider(ContainerProvider):
         if self.reset_path is not None:
             facts["reset_path"] = self.reset_path
         if self.reset_path == "template":
-            facts["warm_spare"] = "ready" if self.spare_ready() else "loading"
+            facts["warm_spare"] = "ready" if self.spare_ready() else "booting"
         return facts
