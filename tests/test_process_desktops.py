@@ -112,3 +112,32 @@ def test_a_process_desktops_action_cannot_write_to_roots_home(runs):
     finally:
         guest.close()
         desktop.stop()
+
+
+@pytest.mark.netns
+def test_a_desktop_in_another_network_namespace_on_the_same_display_number_leaves_each_its_own_screen(runs):
+    """/tmp/.X11-unix is one directory for every network namespace of a host (an env host's desktops under
+    test, containers that mount it), but each namespace numbers its displays from 0: a desktop's clients
+    (the guest's screenshots, pyautogui in actions) must still reach its own X server."""
+    mine = start_desktop(owner=OWNER, env_name="here", actor_id="", width=640, height=480, timeout=60)
+    guest = GuestClient(f"http://127.0.0.1:{mine.port}", env="here")
+    namespace = f"rayenv-x-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    other = None
+    try:
+        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
+        other = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
+                                  WORKER.replace("width=640, height=480", "width=320, height=200"), OWNER, "there"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
+        there = json.loads(other.stdout.readline())
+        assert Path(there["workdir"], "display").read_text().strip() == mine.display  # the case in question
+        assert guest.screen_size() == (640, 480)
+        sized = guest.run_action("import pyautogui; print(tuple(pyautogui.size()))", timeout=30)
+        assert sized.output.strip() == "(640, 480)"
+    finally:
+        if other is not None:
+            other.stdin.close()
+            other.wait()
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+        guest.close()
+        mine.stop()

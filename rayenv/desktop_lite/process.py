@@ -1,8 +1,10 @@
 """Process mode: a desktop-lite desktop as host processes, for machines without a Docker engine.
 
 The same ``desktop-session`` script the container runs is started here as one process group:
-Xvfb picks its own display number (``-displayfd``) and the guest server binds port 0 and writes the
-port to a file, so any number of desktops can start at once without racing for either. Each desktop
+Xvfb takes the lowest display number free in its network namespace and makes only its abstract
+socket (no file in the host-wide ``/tmp/.X11-unix`` that a desktop in another namespace could replace),
+and the guest server binds port 0 and writes the port to a file, so any number of desktops can start
+at once without racing for either. Each desktop
 gets a private ``HOME`` and ``TMPDIR`` below its work directory: a task's ``~/hello.txt`` lands there,
 never in the host user's home, two desktops on the same task never share files, and the guest's
 disk check (``/health``) looks at this desktop's own directories. A record of
