@@ -11,13 +11,24 @@ dialog, exactly as with ``wmctrl -c``; nothing is destroyed.
 
 from __future__ import annotations
 
+import select
+import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from Xlib import X, Xatom, display, error
 from Xlib.protocol import event
 
 #: "Source indication" of a pager (EWMH): the window manager honours it without focus-stealing checks.
 FROM_PAGER = 2
+#: Longest wait between two looks at the windows while :func:`wait_for` waits: a title set after its window was
+#: listed changes a property of that window, not of the root window the wait listens to.
+LOOK_AGAIN = 0.25
+#: Longest wait for the window manager to confirm an activation; past it the activation stands as asked (``wmctrl
+#: -a`` does not wait at all).
+CONFIRM_WAIT = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,48 @@ def _describe(connection: display.Display, window_id: int) -> Window | None:
     return Window(window_id, title, tuple(wm_class or ()))
 
 
+def _listed(connection: display.Display) -> list[Window]:
+    prop = connection.screen().root.get_full_property(connection.intern_atom("_NET_CLIENT_LIST"), X.AnyPropertyType)
+    found = (_describe(connection, window_id) for window_id in (prop.value if prop is not None else []))
+    return [window for window in found if window is not None]
+
+
 def windows() -> list[Window]:
     """Every window the window manager manages (``_NET_CLIENT_LIST``), oldest first; [] before one runs."""
     connection = display.Display()
     try:
-        prop = connection.screen().root.get_full_property(connection.intern_atom("_NET_CLIENT_LIST"), X.AnyPropertyType)
-        found = (_describe(connection, window_id) for window_id in (prop.value if prop is not None else []))
-        return [window for window in found if window is not None]
+        return _listed(connection)
+    finally:
+        connection.close()
+
+
+def _watching(connection: display.Display, check: Callable[[], T | None], timeout: float) -> T | None:
+    """``check()`` once it is not None, or None after ``timeout``: looked at again whenever a property of the root
+    window changes (the connection listens for that) and at least every :data:`LOOK_AGAIN` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        while connection.pending_events():  # what has changed until now is in the next look
+            connection.next_event()
+        found = check()
+        left = deadline - time.monotonic()
+        if found is not None or left <= 0:
+            return found
+        select.select([connection.fileno()], [], [], min(left, LOOK_AGAIN))
+
+
+def _listening(connection: display.Display) -> display.Display:
+    connection.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
+    return connection
+
+
+def wait_for(pick: Callable[[list[Window]], T | None], timeout: float) -> T | None:
+    """``pick(windows)`` once it is not None, or None after ``timeout`` seconds.
+
+    It looks again as soon as the window manager changes its list (a property of the root window), not on a fixed
+    poll: a task's setup waits for its app's window on every reset, and a poll's interval was added to each one."""
+    connection = _listening(display.Display())
+    try:
+        return _watching(connection, lambda: pick(_listed(connection)), timeout)
     finally:
         connection.close()
 
@@ -82,8 +128,10 @@ def _ask_window_manager(connection: display.Display, window_id: int, message: st
 
 
 def activate(window_id: int) -> None:
-    """What ``wmctrl -a`` does: switch to the window's workspace, then raise and focus it."""
-    connection = display.Display()
+    """What ``wmctrl -a`` does: switch to the window's workspace, then raise and focus it; and then wait (at most
+    :data:`CONFIRM_WAIT`) until the window manager says it is the active window, so keys a task's first action
+    types right after its setup reach it (an app just started may be listed before the window manager focuses it)."""
+    connection = _listening(display.Display())
     try:
         window = connection.create_resource_object("window", window_id)
         workspace = window.get_full_property(connection.intern_atom("_NET_WM_DESKTOP"), X.AnyPropertyType)
@@ -93,6 +141,13 @@ def activate(window_id: int) -> None:
         _ask_window_manager(connection, window_id, "_NET_ACTIVE_WINDOW", [FROM_PAGER, X.CurrentTime])
         window.map()
         connection.sync()
+        active = connection.intern_atom("_NET_ACTIVE_WINDOW")
+
+        def focused() -> bool | None:
+            prop = connection.screen().root.get_full_property(active, X.AnyPropertyType)
+            return True if prop is not None and len(prop.value) and prop.value[0] == window_id else None
+
+        _watching(connection, focused, CONFIRM_WAIT)
     finally:
         connection.close()
 

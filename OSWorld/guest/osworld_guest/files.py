@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from . import ewmh
 from .commands import launch
 from .payload import json_body
-from .windows import POLL
 
 blueprint = Blueprint("files", __name__)
 
@@ -126,18 +124,23 @@ def post_open_file() -> Response:
     opener = launch(["xdg-open", str(path)] if is_file else [data["path"]])
     try:
         names, timeout = _names(path, is_file), float(data.get("timeout") or OPEN_TIMEOUT)
-        deadline, opener_checked = time.monotonic() + timeout, False
-        while time.monotonic() < deadline:
-            window = next((window for window in ewmh.windows() if any(name in window.title for name in names)), None)
-            if window is not None:
-                ewmh.activate(window.id)
-                return Response("File opened and window activated successfully", 200)
-            if not opener_checked and opener.process.poll() is not None:  # xdg-open exits once the app runs
-                opener_checked = True
-                failure = opener.failed_at_once(0)
-                if failure:
-                    return Response(f"Failed to open {path}: {'xdg-open' if is_file else data['path']} {failure}", 500)
-            time.sleep(POLL)
+        checked = False
+
+        def look(listed: list[ewmh.Window]) -> ewmh.Window | str | None:
+            """The file's window, or why the opener failed at once (xdg-open exits once the app runs)."""
+            nonlocal checked
+            window = next((window for window in listed if any(name in window.title for name in names)), None)
+            if window is None and not checked and opener.process.poll() is not None:
+                checked = True
+                return opener.failed_at_once(0)
+            return window
+
+        found = ewmh.wait_for(look, timeout)
+        if isinstance(found, ewmh.Window):
+            ewmh.activate(found.id)
+            return Response("File opened and window activated successfully", 200)
+        if found:
+            return Response(f"Failed to open {path}: {'xdg-open' if is_file else data['path']} {found}", 500)
         return Response(f"Failed to find window for {path.name} within {timeout:g} seconds.", 500)
     finally:
         opener.stderr.close()  # its stderr is only read when it failed

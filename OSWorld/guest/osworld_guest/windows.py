@@ -8,8 +8,6 @@ may still be mapping, so activation first waits a little for it, as a person wou
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, jsonify, request
 
 from . import ewmh
@@ -19,18 +17,12 @@ blueprint = Blueprint("windows", __name__)
 
 #: Seconds ``/setup/activate_window`` waits for a matching window to appear.
 ACTIVATE_WAIT = 5.0
-#: Seconds between looks at the window list while waiting for a window.
-POLL = 0.25
 
 
 def wait_for_window(pattern: str, strict: bool, by_class: bool, timeout: float) -> ewmh.Window | None:
     """The first window matching ``pattern``, waiting up to ``timeout`` seconds for one to appear."""
-    deadline = time.monotonic() + timeout
-    while True:
-        window = ewmh.find(pattern, strict, by_class)
-        if window is not None or time.monotonic() >= deadline:
-            return window
-        time.sleep(POLL)
+    return ewmh.wait_for(lambda listed: next((window for window in listed if window.matches(pattern, strict, by_class)),
+                                             None), timeout)
 
 
 def _window_request() -> tuple[str, bool, bool] | None:
