@@ -95,6 +95,24 @@ def test_a_route_that_fails_answers_with_its_cause_not_flasks_html_page(guest, m
     assert response.json["status"] == "error" and "/screenshot failed: DisplayConnectionError" in response.json["message"]
 
 
+def test_the_clock_route_sets_the_clock_in_the_server_and_says_when_it_may_not(guest, monkeypatch):
+    from osworld_guest import clock
+
+    asked = []
+    monkeypatch.setattr(clock.time, "clock_settime", lambda which, seconds: asked.append((which, seconds)))
+    client = guest.create_app(guest.GuestState()).test_client()
+    assert client.post("/setup/set_clock", json={"seconds": 1_800_000_000.5}).json == {"status": "success"}
+    assert asked == [(clock.time.CLOCK_REALTIME, 1_800_000_000.5)]
+    assert client.post("/setup/set_clock", json={"seconds": "noon"}).status_code == 400
+
+    def refused(which, seconds):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(clock.time, "clock_settime", refused)
+    answer = client.post("/setup/set_clock", json={"seconds": 1_800_000_000})
+    assert answer.status_code == 403 and "may not set the clock" in answer.json["message"]
+
+
 @pytest.mark.slow
 def test_screenshots_go_on_after_the_x_server_restarts(guest, monkeypatch):
     from osworld_guest import screen

@@ -1,16 +1,17 @@
-"""The Flask app of one guest server: every route of OSWorld's guest API, bound to one ``GuestState``."""
+"""The Flask app of one guest server: every route of OSWorld's guest API (and rayenv's ``/setup/set_clock``),
+bound to one ``GuestState``."""
 
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import InternalServerError
 
-from . import actions, files, observe, recording, wallpaper, windows
+from . import actions, clock, files, observe, recording, wallpaper, windows
 from .state import EXTENSION, GuestState
 
 #: Every route group; together they are the whole guest API.
 BLUEPRINTS = (observe.blueprint, windows.blueprint, files.blueprint, actions.blueprint, wallpaper.blueprint,
-              recording.blueprint)
+              recording.blueprint, clock.blueprint)
 
 
 def create_app(state: GuestState) -> Flask:
