@@ -206,7 +206,7 @@ def _remove_stale() -> None:
     import docker.errors
 
     engine = containers.client()
-    in_use = {mount["Source"] for container in engine.containers.list(all=True)
+    in_use = {mount["Source"] for container in engine.containers.list(all=True, ignore_removed=True)
               for mount in container.attrs.get("Mounts", [])}
     current_disks = {disk_dir(profile) for profile in PROFILES}
     for disk in cache_dir().iterdir():

@@ -108,6 +108,7 @@ def remove(container: Any) -> None:
 
 
 def owned(owner: str | None = None) -> list[Any]:
-    """Containers labelled by rayenv (of one owner, or all)."""
+    """Containers labelled by rayenv (of one owner, or all). One removed between the listing and its inspection
+    (another actor's stop, the reaper) is left out, not an error."""
     label = f"{LABEL_OWNER}={owner}" if owner else LABEL_OWNER
-    return client().containers.list(all=True, filters={"label": label})
+    return client().containers.list(all=True, filters={"label": label}, ignore_removed=True)
