@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
+from rayenv.engine import kvm
 from rayenv.engine.kvm import BootTrace, KvmStatus, judge_boot, kvm_status, probe_device
 
 WORKING_DEVICE = KvmStatus(True, "/dev/kvm", "KVM_CREATE_VM works on /dev/kvm")
@@ -55,3 +58,24 @@ def test_the_device_check_creates_a_vm_where_dev_kvm_opens():
     status = probe_device("/dev/kvm")
     can_open = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
     assert status.available is can_open or (not status.available and "KVM_CREATE_VM failed" in status.message)
+
+
+def test_processes_that_ask_at_once_share_one_boots_verdict(tmp_path, monkeypatch):
+    """Two boots of a half-working KVM can stop on different console lines; every asker on a host gets one answer."""
+    monkeypatch.setenv("RAYENV_KVM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(kvm, "probe_device", lambda device: WORKING_DEVICE)
+    monkeypatch.setattr(kvm, "_image_with_kernel", lambda image: "sha256:kernel")
+    boots = []
+
+    def boot(image: str, device: str) -> BootTrace:
+        boots.append(image)
+        time.sleep(0.2)  # long enough for every asker to arrive while it runs
+        return BootTrace(HUNG_AFTER_EDD + f"boot {len(boots)}\n", timed_out=True, seconds=0.2)
+
+    answers = []
+    askers = [threading.Thread(target=lambda: answers.append(kvm_status("image", boot=boot))) for _ in range(3)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert len(boots) == 1 and len({answer.message for answer in answers}) == 1

@@ -158,16 +158,25 @@ def kvm_status(image: str | None = None, device: str = "/dev/kvm",
         return judge_boot(checked, None)
     cache = _cache_file()
     key = f"{probe_image}:{device}"
-    verdicts = json.loads(cache.read_text()) if cache.exists() else {}
-    if key not in verdicts:
-        status = judge_boot(checked, boot(probe_image, device))
-        logger.info("KVM boot check with %s: %s", probe_image, status.message)
-        verdicts[key] = asdict(status)
+    verdict = _verdicts(cache).get(key)
+    if verdict is None:  # one process boots, the others wait for its verdict (two boots may end differently)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(f".{os.getpid()}")
-        partial.write_text(json.dumps(verdicts))
-        partial.replace(cache)
-    return KvmStatus(**verdicts[key])
+        with open(cache.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if the holder dies
+            verdicts = _verdicts(cache)
+            if key not in verdicts:
+                status = judge_boot(checked, boot(probe_image, device))
+                logger.info("KVM boot check with %s: %s", probe_image, status.message)
+                verdicts[key] = asdict(status)
+                partial = cache.with_suffix(f".{os.getpid()}")
+                partial.write_text(json.dumps(verdicts))
+                partial.replace(cache)
+            verdict = verdicts[key]
+    return KvmStatus(**verdict)
+
+
+def _verdicts(cache: Path) -> dict[str, dict]:
+    return json.loads(cache.read_text()) if cache.exists() else {}
 
 
 def _image_with_kernel(preferred: str | None) -> str | None:
