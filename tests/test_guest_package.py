@@ -6,6 +6,7 @@ screen's own tests start a bare Xvfb of their own.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -69,12 +70,23 @@ def test_the_server_runs_as_a_module_from_the_guest_dir_and_refuses_to_start_wit
     assert started.returncode == 1 and "DISPLAY is not set" in started.stderr, started.stderr
 
 
+def free_display() -> str:
+    """The lowest display number that no X server of this network namespace listens on and no socket file in
+    /tmp/.X11-unix names (a killed server's file outlives it, and python-xlib tries the file first), as
+    desktop-session picks one."""
+    unix = Path("/proc/net/unix").read_text().split()
+    taken = {word.rsplit("X", 1)[1] for word in unix if word.startswith("@/tmp/.X11-unix/X")}
+    return f":{next(n for n in itertools.count() if str(n) not in taken and not Path(f'/tmp/.X11-unix/X{n}').exists())}"
+
+
 @contextmanager
 def bare_x_server(display: str | None = None):
-    """An Xvfb alone (no session), on ``display`` or one it picks; yields its display name once it accepts."""
+    """An Xvfb alone (no session), on ``display`` or a free one; yields its display name once it accepts.
+    Only its abstract socket, as desktop-session's: a socket file would be found by a process desktop of the same
+    number in another network namespace (a test's env host), whose python-xlib clients look for the file first."""
     reader, writer = os.pipe()
-    server = subprocess.Popen(["Xvfb", *([display] if display else []), "-displayfd", str(writer), "-screen", "0",
-                               "640x480x24", "-nolisten", "tcp", "-noreset"], pass_fds=(writer,),
+    server = subprocess.Popen(["Xvfb", display or free_display(), "-displayfd", str(writer), "-screen", "0",
+                               "640x480x24", "-nolisten", "tcp", "-nolisten", "unix", "-noreset"], pass_fds=(writer,),
                               stderr=subprocess.DEVNULL)
     os.close(writer)
     try:
