@@ -28,8 +28,9 @@ else
   # home each testbed sets to its own.
   results=${RAYENV_CACHE:-$HOME/.cache/rayenv}/test-results
   mkdir -p "$results"
-  stream() {  # NAME MARKERS: one pytest run of the tests MARKERS selects
-    .venv/bin/python -m pytest -m "$2" -p no:cacheprovider --basetemp="/tmp/rayenv-tests-$1" --durations=20 \
+  stream() {  # NAME MARKERS: one pytest run of the tests MARKERS selects (a crash after pytest's own end, in the
+    # interpreter's teardown, still prints every thread's stack: PYTHONFAULTHANDLER outlives pytest's handler)
+    PYTHONFAULTHANDLER=1 .venv/bin/python -m pytest -m "$2" -p no:cacheprovider --basetemp="/tmp/rayenv-tests-$1" --durations=20 \
       --junitxml="$results/$1.xml"
   }
   stream vm-netns "(vm or netns) and not exclusive" >"$results/vm-netns.log" 2>&1 &
