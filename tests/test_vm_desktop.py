@@ -59,6 +59,19 @@ def qemu_command_line(container) -> str:
     return next(args for _, args in processes if args.startswith("qemu-system-x86_64"))
 
 
+def serving_qemu(container) -> int:
+    """The host pid of the container's QEMU that serves the guest API: a warm spare beside it (paused, or
+    loading while a fresh QEMU took a reset) listens on no guest port."""
+    listening = f":{GUEST_PORT:04X} 00000000:0000 0A"  # /proc/net/tcp: local port, no peer, LISTEN
+    for pid, args in container.top(ps_args="-ww -eo pid,args")["Processes"]:
+        if args.startswith("qemu-system-x86_64"):
+            rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+            inodes = {f"socket:[{row.split()[9]}]" for row in rows if listening in row}
+            if inodes & {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}:
+                return int(pid)
+    raise AssertionError("no QEMU in the container listens on the guest's port")
+
+
 def has_ended(container) -> bool:
     try:
         container.reload()
@@ -213,9 +226,7 @@ def test_health_reports_the_docker_provider_and_whether_the_vm_really_runs_on_kv
 def test_a_kill_9_of_qemu_is_detected_and_the_desktop_replaced(pool):
     container = the_container(pool)
     before = pool.status().slots[0]
-    qemu_pid = next(pid for pid, args in container.top(ps_args="-ww -eo pid,args")["Processes"]
-                    if args.startswith("qemu-system-x86_64"))
-    os.kill(int(qemu_pid), 9)  # the host sees the container's processes; docker top gives host pids
+    os.kill(serving_qemu(container), 9)  # the host sees the container's processes; docker top gives host pids
     wait_until(lambda: has_ended(container), timeout=30, what="the container to end with its QEMU")
 
     def replaced() -> bool:

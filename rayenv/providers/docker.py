@@ -84,9 +84,12 @@ SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
 #: rayenv's guest sets its clock in the server itself (one system call, no process); OSWorld's has no such route.
 CLOCK_ROUTE = "/setup/set_clock"
-#: Set the guest's clock to ``seconds`` (since the epoch) as root, whoever the guest server runs as.
-SET_CLOCK = ("if [ \"$(id -u)\" = 0 ]; then date -u -s @{seconds}; "
-             "else echo '{password}' | sudo -S -p '' date -u -s @{seconds}; fi >/dev/null")
+#: Set the guest's clock to ``seconds`` (since the epoch) as root, whoever the guest server runs as (POSIX sh: OSWorld's
+#: server runs it with /bin/sh). ``sudo`` alone can take seconds under emulation, so the time set is ``seconds`` plus
+#: how long the guest took from the command's start to ``date`` (its uptime counts), not ``seconds`` late.
+SET_CLOCK = ("b=$(cut -d' ' -f1 /proc/uptime); "
+             "s=\"date -u -s @\\$(awk -v t={seconds} -v b=$b '{{printf \\\"%.3f\\\", t + \\$1 - b}}' /proc/uptime)\"; "
+             "if [ \"$(id -u)\" = 0 ]; then sh -c \"$s\"; else echo '{password}' | sudo -S -p '' sh -c \"$s\"; fi >/dev/null")
 
 
 def work_root() -> Path:
