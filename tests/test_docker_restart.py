@@ -143,5 +143,8 @@ def test_a_docker_daemon_restart_under_a_lease_gives_the_lessee_a_rayenv_error_a
             assert fresh.call("step", "pyautogui.moveTo(7, 7)", timeout=60)["done"] is False
     finally:
         pool.shutdown()
-    assert nothing_left(POOL), leftovers(POOL)
+    # a daemon that was restarted finishes removals a moment after the API answered (failed once here, 1 in 3 runs,
+    # with what was left not shown): nothing may be left once it settles, and what was is named
+    wait_until(lambda: nothing_left(POOL), 10, interval=0.2, what="nothing of the pool left after its shutdown",
+               explain=lambda: str(leftovers(POOL)))
     assert docker_answers()
