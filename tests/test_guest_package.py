@@ -80,12 +80,14 @@ def free_display() -> str:
 
 
 @contextmanager
-def bare_x_server(display: str | None = None):
-    """An Xvfb alone (no session), on ``display`` or a free one; yields its display name once it accepts.
-    Only its abstract socket, as desktop-session's: a socket file would be found by a process desktop of the same
-    number in another network namespace (a test's env host), whose python-xlib clients look for the file first."""
+def bare_x_server(display: str | None = None, namespace: str | None = None):
+    """An Xvfb alone (no session), on ``display`` or a free one, in network namespace ``namespace`` or this one;
+    yields its display name once it accepts. Only its abstract socket, as desktop-session's: a socket file would be
+    found by a process desktop of the same number in another network namespace (a test's env host), whose
+    python-xlib clients look for the file first."""
     reader, writer = os.pipe()
-    server = subprocess.Popen(["Xvfb", display or free_display(), "-displayfd", str(writer), "-screen", "0",
+    inside = ["ip", "netns", "exec", namespace] if namespace else []
+    server = subprocess.Popen([*inside, "Xvfb", display or free_display(), "-displayfd", str(writer), "-screen", "0",
                                "640x480x24", "-nolisten", "tcp", "-nolisten", "unix", "-noreset"], pass_fds=(writer,),
                               stderr=subprocess.DEVNULL)
     os.close(writer)

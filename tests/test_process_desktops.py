@@ -13,10 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
 import pytest
+
+from test_guest_package import bare_x_server
 
 from rayenv.desktop_lite.process import group_gone, reap_orphans, run_dir, start_desktop
 from rayenv.env.guest_client import GuestClient
@@ -114,18 +117,6 @@ def test_a_process_desktops_action_cannot_write_to_roots_home(runs):
         desktop.stop()
 
 
-def x_server_in(namespace: str, number: int) -> subprocess.Popen:
-    """An Xvfb on display ``number`` in ``namespace`` (abstract socket only, as desktop-session's), once it accepts."""
-    reader, writer = os.pipe()
-    server = subprocess.Popen(["ip", "netns", "exec", namespace, "Xvfb", f":{number}", "-displayfd", str(writer),
-                               "-screen", "0", "320x200x24", "-nolisten", "tcp", "-nolisten", "unix"],
-                              pass_fds=(writer,), stderr=subprocess.DEVNULL)
-    os.close(writer)
-    with os.fdopen(reader) as ready:  # Xvfb writes its number once it accepts connections
-        assert ready.readline().strip() == str(number), f"no Xvfb on :{number} in {namespace}"
-    return server
-
-
 @pytest.mark.netns
 def test_a_desktop_in_another_network_namespace_on_the_same_display_number_leaves_each_its_own_screen(runs):
     """/tmp/.X11-unix is one directory for every network namespace of a host (an env host's desktops under
@@ -135,11 +126,12 @@ def test_a_desktop_in_another_network_namespace_on_the_same_display_number_leave
     guest = GuestClient(f"http://127.0.0.1:{mine.port}", env="here")
     namespace = f"rayenv-x-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
-    other, below = None, []
+    other, below = None, ExitStack()
     try:
         subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
         # the numbers below this desktop's are taken there too, so the other desktop gets the same number
-        below = [x_server_in(namespace, number) for number in range(int(mine.display.lstrip(":")))]
+        for number in range(int(mine.display.lstrip(":"))):
+            below.enter_context(bare_x_server(f":{number}", namespace))
         other = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
                                   WORKER.replace("width=640, height=480", "width=320, height=200"), OWNER, "there"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
@@ -152,9 +144,7 @@ def test_a_desktop_in_another_network_namespace_on_the_same_display_number_leave
         if other is not None:
             other.stdin.close()
             other.wait()
-        for server in below:
-            server.kill()
-            server.wait()
+        below.close()
         subprocess.run(["ip", "netns", "del", namespace], check=False)
         guest.close()
         mine.stop()
