@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_pool_leaks import leftovers, nothing_left
+from test_pool_leaks import assert_nothing_left
 from vm_guest import snapshot_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.vm]
@@ -24,4 +24,4 @@ def test_a_shutdown_while_a_released_vm_desktop_reverts_leaves_nothing(tmp_path_
         with pool.lease(timeout=900) as lease:
             lease.call("step", "pyautogui.moveTo(5, 5)", timeout=120)  # dirty: the release reverts it
         assert pool.status().slots[0].state == "reverting"
-    assert nothing_left(OWNER), leftovers(OWNER)
+    assert_nothing_left(OWNER)

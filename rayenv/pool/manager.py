@@ -24,6 +24,7 @@ from ..cluster_state import actor_id_of, actor_is_gone, dead_jobs, host_of
 from ..env.actor import OSWorldEnv
 from ..errors import PoolError, RayEnvError
 from ..failures import PERMANENT_BOOT_ERRORS, Failure, classify, classify_probe
+from .actors import GONE_TIMEOUT, named, wait_gone
 from .config import PoolConfig, manager_name
 from .events import (Boot, BootFailed, BootStarted, BootSucceeded, Broken, Closing, Created,
                      Effect, Event, Grow, Leased, Leave, LesseeDied, PingOk, PingSilent, Released,
@@ -277,8 +278,9 @@ class PoolManager:
 
         The background tasks are cancelled mid-way: a boot whose actor was made but not yet recorded, a
         replacement whose old actor was not yet killed. So every env actor of this pool still named in
-        Ray is killed too, and the reap is repeated until a round finds nothing: a container a killed
-        actor was creating (a revert's restart) reaches Docker after the actor is gone.
+        Ray is killed too and waited for until Ray no longer lists it, and the reap is repeated until a round
+        finds nothing: a container a killed actor was creating (a revert's restart) reaches Docker after the
+        actor is gone.
         """
         self._endpoint.close()
         effects = await self._apply(Closing(), background=False)
@@ -286,6 +288,9 @@ class PoolManager:
             task.cancel()
         await self._perform_all(effects)
         await asyncio.to_thread(self._kill_remaining_actors)
+        left = await asyncio.to_thread(wait_gone, self.config.namespace, self._is_env_actor)
+        if left:
+            logger.warning("env actors still listed %.0fs after they were killed: %s", GONE_TIMEOUT, ", ".join(left))
         removed: list[str] = []
         for _ in range(FINAL_REAP_ROUNDS):
             found = await self._reap(everything=True)
@@ -296,11 +301,12 @@ class PoolManager:
 
     def _kill_remaining_actors(self) -> None:
         """Kill the env actors of this pool that Ray still knows by name (blocking: run it off the loop)."""
-        prefix = f"{self.config.name}.env-"
-        for named in ray.util.list_named_actors(all_namespaces=True):
-            if named["namespace"] == self.config.namespace and named["name"].startswith(prefix):
-                with contextlib.suppress(Exception):
-                    ray.kill(ray.get_actor(named["name"], namespace=named["namespace"]), no_restart=True)
+        for name in named(self.config.namespace, self._is_env_actor):
+            with contextlib.suppress(Exception):
+                ray.kill(ray.get_actor(name, namespace=self.config.namespace), no_restart=True)
+
+    def _is_env_actor(self, name: str) -> bool:
+        return name.startswith(f"{self.config.name}.env-")
 
     # -- health ----------------------------------------------------------------------------------------
     async def _health_loop(self) -> None:

@@ -1,0 +1,32 @@
+"""A pool's named Ray actors, and waiting for killed ones to be gone.
+
+``ray.kill`` returns once the kill is asked for: the actor's name stays listed until Ray has seen its
+worker exit, and an env actor killed mid-revert may have sent Docker a request the final reap must see.
+A shutdown that returned then would leave a name behind its caller's back (a test found the pool's
+manager still listed right after ``shutdown()``), so the pool waits until the names are gone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import ray
+
+#: Seconds a shutdown waits for killed actors to leave Ray's name list (they go in well under one here).
+GONE_TIMEOUT = 10.0
+POLL = 0.05
+
+
+def named(namespace: str, match: Callable[[str], bool]) -> list[str]:
+    """Names of the live actors of ``namespace`` that ``match`` accepts (blocking: asks the GCS)."""
+    return [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == namespace and match(actor["name"])]
+
+
+def wait_gone(namespace: str, match: Callable[[str], bool], timeout: float = GONE_TIMEOUT) -> list[str]:
+    """Wait until no actor ``match`` accepts is listed in ``namespace``; returns the names still listed when
+    ``timeout`` ran out (empty when all went), for the caller to name in its log."""
+    deadline = time.monotonic() + timeout
+    while (left := named(namespace, match)) and time.monotonic() < deadline:
+        time.sleep(POLL)
+    return left
