@@ -25,9 +25,9 @@ from Debian packages. What this provider adds:
   device state, so a new desktop starts in about a second and a reset is another QEMU from the template
   in the same container (the episode's RAM and overlay go with the old one), with the RAM every desktop
   of the shape has not written shared among them. That next QEMU is the container's *warm spare*
-  (``warm_spare``, on unless false), loaded and paused while the episode runs: a reset asks the entrypoint to swap it in
-  (``SWAP_REQUEST``) and waits only for the guest's first answer, which sets its clock; without a
-  ready spare the entrypoint starts a fresh QEMU and the provider loads it. ``describe()`` (so
+  (``warm_spare``, on unless false), loaded and paused while the episode runs: a reset swaps it in over both
+  monitors (:meth:`DockerProvider._take_spare`) and waits only for the guest's first answer, which sets its
+  clock; without a ready spare the entrypoint starts a fresh QEMU and the provider loads it. ``describe()`` (so
   ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
@@ -65,19 +65,23 @@ from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 logger = logging.getLogger(__name__)
 
 GUEST_PORT, CHROMIUM_PORT, VNC_PORT, VLC_PORT = 5000, 9222, 8006, 8080
-#: Where the image keeps the overlay (``boot.qcow2``) and QMP socket (``qmp.sock``).
+#: Where the image keeps the overlay (``boot.qcow2``) and QMP socket (``qmp.sock``), both the episode's QEMU's:
+#: links to a numbered QEMU's own (``qemu-N.sock``, ``disk-N.qcow2``) once a spare was swapped in.
 WORK_MOUNT = "/run/vm"
+OVERLAY, MONITOR, DISPLAY = "boot.qcow2", "qmp.sock", "vnc.sock"
 #: QEMU's screendump of the display, in the screen directory.
 SCREEN_DUMP = "screen.ppm"
 #: Where a clone sees its golden state's directory (overlay, device state) and the template's RAM directory.
 GOLDEN_MOUNT, GOLDEN_RAM_MOUNT = "/golden", "/golden-ram"
-#: Created in the work dir before QEMU is quit: the entrypoint then runs its warm spare (SWAP_REQUEST; a fresh QEMU
-#: where no spare is ready yet), or starts a fresh QEMU from the template (RESTART_REQUEST) for the provider to load.
-SWAP_REQUEST, RESTART_REQUEST = "swap", "restart"
+#: Created in the work dir before QEMU is quit: the entrypoint then starts a fresh QEMU from the template for the
+#: provider to load (RESTART_REQUEST), or adopts the spare the provider swapped in (SWAPPED, holding its number).
+RESTART_REQUEST, SWAPPED = "restart", "swapped"
+#: In the work dir: the entrypoint's guest port forwards (``-netdev user`` hostfwd rules, one a line).
+FORWARDS = "forwards"
 #: In the work dir: the entrypoint's next QEMU runs on NEXT_OVERLAY if it is there (a fork's branch);
 #: a saved fork (FORK_DIR: FORK_STATE + a copy of the overlay).
 NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
-#: In the work dir while the entrypoint's warm spare is loaded and paused (a reset now swaps it in).
+#: In the work dir while the entrypoint's warm spare is loaded and paused (a reset now swaps it in): its number.
 SPARE_READY = "spare.ready"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
@@ -183,10 +187,11 @@ class DockerProvider(ContainerProvider):
         if self.reset_path == "template":
             if self._golden is None or not self.store.has_template(self._golden):
                 return False  # restarted: start() then takes the snapshot path
-            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}", SWAP_REQUEST)
+            if not self._take_spare():
+                self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
         else:
             self._monitor().load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
-            self._ready_now()
+        self._ready_now()
         return True
 
     def spare_ready(self) -> bool:
@@ -210,7 +215,7 @@ class DockerProvider(ContainerProvider):
         try:  # its RAM is a private mapping: a migration writes all of it, not only the device state
             monitor.save_devices(f"{WORK_MOUNT}/{FORK_DIR}/{FORK_STATE}", timeout=SAVE_TIMEOUT)
             self._written(fork / FORK_STATE)
-            copy_sparse(self.work_dir / "boot.qcow2", fork / "boot.qcow2", env=self.ownership.env_name)
+            copy_sparse(self.work_dir / OVERLAY, fork / OVERLAY, env=self.ownership.env_name)
         finally:
             monitor.execute("cont")  # also takes the disk back, which the finished migration let go
         return fork
@@ -225,13 +230,14 @@ class DockerProvider(ContainerProvider):
         if not (fork / FORK_STATE).exists():
             raise ProviderUnavailable(f"no saved fork in {fork} on this host", env=self.ownership.env_name,
                                       phase="fork", hint="fork into desktops on the forked desktop's env host")
-        copy_sparse(fork / "boot.qcow2", self.work_dir / NEXT_OVERLAY, env=self.ownership.env_name)
+        copy_sparse(fork / OVERLAY, self.work_dir / NEXT_OVERLAY, env=self.ownership.env_name)
         state = self.work_dir / FORK_STATE
         copy_sparse(fork / FORK_STATE, state, env=self.ownership.env_name)
         try:
             self._next_qemu(f"{WORK_MOUNT}/{FORK_STATE}")
         finally:
             state.unlink(missing_ok=True)
+        self._ready_now()
 
     def _written(self, path: Path) -> None:
         """Wait until a saved state is whole at ``path`` on the host (see :meth:`Monitor.save_devices`)."""
@@ -239,34 +245,47 @@ class DockerProvider(ContainerProvider):
                    error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
                                                        hint="is the host's disk full?"))
 
-    def _next_qemu(self, state: str, request: str = RESTART_REQUEST) -> None:
-        """Quit this QEMU; the entrypoint runs the next one: its warm spare, already loaded from the template
-        (``SWAP_REQUEST``, where ``state`` is the template's), or a fresh one (-incoming defer) that loads ``state``."""
-        monitor = self._monitor()
-        requested = self._work() / request
-        requested.touch()
-        try:
-            monitor.execute("quit", timeout=10)
-        except SnapshotError:
-            pass  # QEMU may close the connection before it answers; the wait below tells whether it exited
-        if request == SWAP_REQUEST:  # the entrypoint takes the request once the next QEMU is there
-            gone, what = (lambda: not requested.exists()), "the entrypoint's swap to the next QEMU"
-        else:
-            gone, what = (lambda: not monitor.listening()), "the episode's QEMU exiting"
-        wait_until(gone, 30, interval=0.005, what=what,
+    def _next_qemu(self, state: str) -> None:
+        """Quit this QEMU; the entrypoint starts a fresh one (-incoming defer), which loads ``state`` and runs."""
+        episode = Monitor(self._running(MONITOR), env=self.ownership.env_name)  # its own socket, never reused
+        (self._work() / RESTART_REQUEST).touch()
+        _quit(episode)
+        wait_until(lambda: not episode.listening(), 30, interval=0.005, what="the episode's QEMU exiting",
                    error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
                                                        hint="the desktop is restarted"))
-        if request != SWAP_REQUEST or self._waits_for_state():
-            self._resume_from(state)
-        self._ready_now()
+        self._resume_from(state)
 
-    def _waits_for_state(self) -> bool:
-        """Whether the next QEMU is a fresh one waiting for its state (no spare was ready), not a running spare."""
-        monitor = self._monitor()
-        wait_until(monitor.listening, LOAD_TIMEOUT, interval=0.005, what=f"{self.ownership.env_name}'s QEMU monitor",
-                   error=lambda message: SnapshotError(message, env=self.ownership.env_name, phase="snapshot",
-                                                       hint="the desktop is restarted"))
-        return monitor.execute("query-status", timeout=10).get("status") == "inmigrate"
+    def _take_spare(self) -> bool:
+        """Swap the container's warm spare in for the episode's QEMU, over both monitors (no process started in the
+        container on the way): the episode's VM pauses and lets go of the guest's ports, the spare takes them and
+        runs, the work dir's names move to it, and the old QEMU is quit (the entrypoint, told by ``SWAPPED``,
+        adopts the spare and starts the next one). False where no spare is ready: nothing was touched."""
+        work = self._work()
+        try:
+            number = (work / SPARE_READY).read_text().strip()
+        except FileNotFoundError:
+            return False
+        (work / SPARE_READY).unlink()
+        env = self.ownership.env_name
+        forwards = (work / FORWARDS).read_text().split()
+        episode, spare = Monitor(self._running(MONITOR), env=env), Monitor(work / f"qemu-{number}.sock", env=env)
+        episode.let_go(forwards, timeout=10)
+        try:
+            spare.take_over(forwards, timeout=10)
+        except SnapshotError:  # a spare that cannot run: the episode's QEMU is quit and a fresh one loaded instead
+            _quit(spare)
+            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
+            return True
+        (work / SWAPPED).write_text(number)
+        for name, target in ((OVERLAY, f"disk-{number}.qcow2"), (DISPLAY, f"vnc-{number}.sock"),
+                             (MONITOR, f"qemu-{number}.sock")):
+            _point(work / name, target)
+        _quit(episode)
+        return True
+
+    def _running(self, name: str) -> Path:
+        """The numbered file a work dir name links to now (the episode's QEMU's own: it stays that QEMU's)."""
+        return (self._work() / name).resolve()
 
     def _ready_now(self) -> None:
         """Wait for the guest after a load (it answers ~0.2-0.5 s later): its first answer is to setting its
@@ -307,7 +326,7 @@ class DockerProvider(ContainerProvider):
         try:
             maker.start()
             time.sleep(SETTLE_SECONDS)
-            monitor = Monitor(directory / "qmp.sock", env=maker.ownership.env_name)
+            monitor = Monitor(directory / MONITOR, env=maker.ownership.env_name)
             monitor.execute("stop")
             monitor.save_snapshot(GOLDEN_SNAPSHOT, timeout=SAVE_TIMEOUT)
             monitor.save_devices(f"{WORK_MOUNT}/{DEVICE_STATE}", timeout=SAVE_TIMEOUT)
@@ -445,7 +464,7 @@ class DockerProvider(ContainerProvider):
     @property
     def qmp_socket(self) -> Path | None:
         """QEMU's monitor for this desktop (host side), for snapshot control; None when not started."""
-        return self.work_dir / "qmp.sock" if self.work_dir is not None else None
+        return self.work_dir / MONITOR if self.work_dir is not None else None
 
     def describe(self) -> dict[str, Any]:
         facts = super().describe()
@@ -462,3 +481,19 @@ class DockerProvider(ContainerProvider):
         if self.reset_path == "template":
             facts["warm_spare"] = "ready" if self.spare_ready() else "booting"
         return facts
+
+
+def _quit(monitor: Monitor) -> None:
+    """Ask a QEMU to exit, without waiting for it to; one already gone (or closing its monitor first) is fine."""
+    try:
+        monitor.execute("quit", timeout=10)
+    except SnapshotError:
+        pass
+
+
+def _point(link: Path, target: str) -> None:
+    """Make ``link`` a symbolic link to ``target`` (relative) in one rename: a reader finds the old file or the new."""
+    fresh = link.with_name(link.name + ".new")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(target)
+    os.replace(fresh, link)

@@ -104,10 +104,37 @@ class Monitor:
     def human(self, command_line: str, *, timeout: float | None = None) -> str:
         """A human-monitor command; its output is empty on success, an error message otherwise."""
         output = str(self.execute("human-monitor-command", {"command-line": command_line}, timeout=timeout)).strip()
-        if output:
+        self._check_human(command_line, output)
+        return output
+
+    def _check_human(self, command_line: str, output: str, said: str = "") -> None:
+        """HMP reports failure as text: anything but nothing (or a line ending in ``said``) is a refusal."""
+        if output and not (said and output.endswith(said)):
             raise SnapshotError(f"QEMU refused `{command_line}`: {output}", env=self.env, phase="snapshot",
                                 hint="the desktop falls back to a restart")
-        return output
+
+    async def _human(self, client: QMPClient, command_line: str, said: str = "") -> None:
+        output = str(await client.execute("human-monitor-command", {"command-line": command_line})).strip()
+        self._check_human(command_line, output, said)
+
+    def let_go(self, forwards: list[str], *, timeout: float | None = None) -> None:
+        """Pause the VM and drop its guest port forwards (``hostfwd`` rules as QEMU's ``-netdev user`` takes
+        them, on netdev ``net0``), in one session: the first half of swapping a warm spare in."""
+        async def work(client: QMPClient) -> None:
+            await client.execute("stop")
+            for rule in forwards:
+                await self._human(client, f"hostfwd_remove net0 {rule.split('-')[0]}", said="removed")
+
+        self._run("letting go of the guest's ports", work, timeout or self.timeout)
+
+    def take_over(self, forwards: list[str], *, timeout: float | None = None) -> None:
+        """Add the guest port forwards and run the (paused, loaded) VM: the second half of a swap."""
+        async def work(client: QMPClient) -> None:
+            for rule in forwards:
+                await self._human(client, f"hostfwd_add net0 {rule}")
+            await client.execute("cont")
+
+        self._run("taking over the guest's ports", work, timeout or self.timeout)
 
     def save_snapshot(self, name: str, *, timeout: float | None = None) -> None:
         """Save RAM, devices and disk as ``name`` inside the VM's qcow2 overlay (the VM keeps running)."""
