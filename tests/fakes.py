@@ -68,6 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/screenshot":
             self._send(PNG_4X4, "image/png")
+        elif self.path == "/cursor_position":
+            self._send(b"[0, 0]")
         else:
             self._send(json.dumps({"AT": "<desktop/>", "output": ""}).encode())
 

@@ -127,6 +127,22 @@ def test_the_reaper_takes_only_screen_directories_no_container_names_once_old(tm
     assert unnamed_screen_dirs({str(named)}, older_than=600) == [left]  # `starting` may be a start under way
 
 
+def test_the_reaper_takes_vm_work_directories_no_container_names_once_old_or_when_their_pool_goes(tmp_path, monkeypatch):
+    import os
+
+    from rayenv.providers.docker import unnamed_work_dirs
+
+    monkeypatch.setenv("RAYENV_VM_WORK_DIR", str(tmp_path))
+    left, named, starting, going = (tmp_path / name for name in ("a-a-env-0-x", "a-a-env-1-y", "b-b-env-0-z",
+                                                                  "pool-pool-env-0-w"))
+    for directory in (left, named, starting, going):
+        directory.mkdir()
+    for old in (left, named):
+        os.utime(old, (0, 0))
+    assert sorted(unnamed_work_dirs({str(named)}, older_than=600)) == [left]
+    assert sorted(unnamed_work_dirs({str(named)}, older_than=600, owner="pool")) == [left, going]
+
+
 @pytest.mark.slow
 @pytest.mark.docker
 def test_a_lite_desktops_screenshot_is_the_guests_pixel_for_pixel():

@@ -94,17 +94,23 @@ def is_running(container: Any) -> bool:
 
 
 def remove(container: Any) -> None:
-    """Remove the container, its anonymous volumes and its work and screen directories, whatever state it is in."""
+    """Remove the container, its anonymous volumes and its work and screen directories, whatever state it is in,
+    also when another caller is removing it at the same moment (a desktop closed while its revert restarts it):
+    the directories go either way."""
     import docker.errors
 
     try:
         container.remove(force=True, v=True)
     except docker.errors.NotFound:
         pass
-    for label in (LABEL_WORKDIR, LABEL_SCREENDIR):
-        directory = (container.labels or {}).get(label)
-        if directory:
-            shutil.rmtree(directory, ignore_errors=True)
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: its removal is already in progress
+            raise
+    finally:
+        for label in (LABEL_WORKDIR, LABEL_SCREENDIR):
+            directory = (container.labels or {}).get(label)
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def owned(owner: str | None = None) -> list[Any]:

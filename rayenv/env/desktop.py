@@ -92,7 +92,8 @@ class Desktop:
         logger.info("desktop %s ready at %s in %.1fs", self.provider.label(), endpoint.url, time.monotonic() - started)
 
     def _connect(self, endpoint: GuestEndpoint) -> None:
-        self._client = GuestClient(endpoint.url, env=self.env_name, timeout=self.options.observe_timeout)
+        self._client = GuestClient(endpoint.url, env=self.env_name, timeout=self.options.observe_timeout,
+                                   ready=self._settle)
         self._runner = TaskRunner(endpoint, env=self.env_name, screen=(self.spec.screen_width, self.spec.screen_height),
                                   downloads=DownloadCache(self.options.download_cache),
                                   client_password=self.spec.client_password)
@@ -221,6 +222,7 @@ class Desktop:
         if not (reverted and self.provider.reverts_whole_machine):  # else it is its golden state, which had room
             self._check_guest("reset", DesktopUnavailable)
         if task is not None:
+            self._settle()  # the setup's requests go through desktop-env, not this desktop's client
             self._enter("dirty")
             self._pristine = False
             try:
@@ -324,6 +326,18 @@ class Desktop:
         if self._pristine_pointer is None:
             self._pristine_pointer = client.cursor_position()
         return self._pristine_pointer
+
+    def _settle(self) -> None:
+        """Wait for what the provider's last revert left to finish (a VM's clock, set while the reset's observation
+        was taken); a desktop whose guest did not come back from its reset is broken (the pool replaces it)."""
+        try:
+            self.provider.settle()
+        except RayEnvError as exc:
+            gone = DesktopUnavailable(f"desktop {self.provider.label()} did not come back from its reset: {exc.message}",
+                                      env=self.env_name, phase="reset",
+                                      hint="the pool replaces it; retry the episode elsewhere")
+            self._mark_broken(gone)
+            raise gone from None
 
     def _require_client(self, phase: str) -> GuestClient:
         if self._client is None or self.state in ("broken", "closed"):

@@ -9,6 +9,7 @@ that name the desktop. desktop-env's own controllers are still used for task set
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +49,15 @@ def reported_pointer(output: str) -> tuple[str, tuple[int, int] | None]:
 
 
 class GuestClient:
-    """Calls one desktop's guest server. ``env`` is the desktop's name, used in every error."""
+    """Calls one desktop's guest server. ``env`` is the desktop's name, used in every error; ``ready`` is called
+    before every request but the pool's probe and returns once the guest may be asked (a reset's last work may
+    still run: see :meth:`rayenv.providers.base.Provider.settle`)."""
 
-    def __init__(self, url: str, *, env: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, env: str, timeout: float = 30.0, ready: Callable[[], None] = lambda: None) -> None:
         self.url = url.rstrip("/")
         self.env = env
         self.timeout = timeout
+        self._ready = ready
         self._session = requests.Session()
 
     def close(self) -> None:
@@ -61,6 +65,7 @@ class GuestClient:
 
     def _request(self, method: str, path: str, *, phase: str, timeout: float | None = None,
                  **kwargs: Any) -> requests.Response:
+        self._ready()
         limit = timeout or self.timeout
         # One fresh try after a dropped connection (a VM's snapshot revert cuts kept-alive ones), except
         # for an action: it may have run before the connection broke, and a step is never replayed.

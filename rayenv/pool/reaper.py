@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..cluster_state import actor_is_gone
 from ..engine import containers
-from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_SCREENDIR
+from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_SCREENDIR, LABEL_WORKDIR
 from ..errors import ProviderUnavailable
 from ..providers.golden import LABEL_GOLDEN, GoldenStore
 
@@ -73,18 +73,19 @@ def reap_node(owner: str, doomed: list[str], everything: bool = False) -> list[s
         return everything or actor_id in killed or actor_is_gone(actor_id)
 
     removed = reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
-    reap_host()
+    reap_host(owner if everything else None)
     return removed
 
 
-def reap_host() -> list[str]:
+def reap_host(going: str | None = None) -> list[str]:
     """Remove what this host keeps for its desktops beside their containers and no container uses any more: golden
-    VM states and screen directories (one listing of the host's containers serves both)."""
+    VM states, screen directories and VM work directories (one listing of the host's containers serves all);
+    ``going``: the owner whose every desktop is being removed (its work directories go at once)."""
     try:
         here = containers.owned()
     except ProviderUnavailable:  # no Docker engine on this node: nothing of ours can be there
         return []
-    return reap_golden_states(here) + reap_screen_dirs(here)
+    return reap_golden_states(here) + reap_screen_dirs(here) + reap_work_dirs(here, going)
 
 
 def reap_golden_states(here: list) -> list[str]:
@@ -96,11 +97,11 @@ def reap_golden_states(here: list) -> list[str]:
     return removed
 
 
-#: A screen directory younger than this may be a start's under way (its container comes seconds after it).
-SCREEN_DIR_GRACE = 600.0
+#: A screen or work directory younger than this may be a start's under way (its container comes seconds after it).
+DIR_GRACE = 600.0
 
 
-def reap_screen_dirs(here: list, grace: float = SCREEN_DIR_GRACE) -> list[str]:
+def reap_screen_dirs(here: list, grace: float = DIR_GRACE) -> list[str]:
     """Remove the desktops' screen directories (tmpfs: RAM) that no container on this host (``here``) names, once
     older than ``grace``: what a start cut short left behind."""
     from ..providers.screens import unnamed_screen_dirs
@@ -112,6 +113,21 @@ def reap_screen_dirs(here: list, grace: float = SCREEN_DIR_GRACE) -> list[str]:
         removed.append(directory.name)
     if removed:
         logger.info("removed screen directories no desktop uses: %s", ", ".join(removed))
+    return removed
+
+
+def reap_work_dirs(here: list, going: str | None = None, grace: float = DIR_GRACE) -> list[str]:
+    """Remove the VM desktops' work directories (their disk overlays) that no container on this host (``here``)
+    names: ``going``'s at once, others once older than ``grace``."""
+    from ..providers.docker import unnamed_work_dirs
+
+    named = {c.labels.get(LABEL_WORKDIR) for c in here} - {None}
+    removed = []
+    for directory in unnamed_work_dirs(named, grace, going):
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory.name)
+    if removed:
+        logger.info("removed VM work directories no desktop uses: %s", ", ".join(removed))
     return removed
 
 

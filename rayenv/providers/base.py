@@ -218,6 +218,11 @@ class Provider(abc.ABC):
         """
         return False
 
+    def settle(self) -> None:
+        """Wait for what the last :meth:`revert` left to finish in the background (a VM swapped to its warm spare
+        has its guest's clock set after the revert returned); raises its error. The desktop calls it before any
+        request to the guest. Nothing to wait for by default."""
+
     def current_endpoint(self) -> GuestEndpoint | None:
         """Where the guest answers after a :meth:`revert` that moved the desktop (a swap to a warm spare,
         :mod:`rayenv.providers.spare`); None: where :meth:`start` said."""

@@ -26,8 +26,9 @@ from Debian packages. What this provider adds:
   in the same container (the episode's RAM and overlay go with the old one), with the RAM every desktop
   of the shape has not written shared among them. That next QEMU is the container's *warm spare*
   (``warm_spare``, on unless false), loaded and paused while the episode runs: a reset swaps it in over both
-  monitors (:meth:`DockerProvider._take_spare`) and waits only for the guest's first answer, which sets its
-  clock; without a ready spare the entrypoint starts a fresh QEMU and the provider loads it. ``describe()`` (so
+  monitors (:meth:`DockerProvider._take_spare`) and returns, the guest's clock set in the background
+  (:meth:`DockerProvider.settle`); without a ready spare the entrypoint starts a fresh QEMU and the provider
+  loads it and sets the clock before the reset returns. ``describe()`` (so
   ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``;
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
@@ -38,6 +39,8 @@ from Debian packages. What this provider adds:
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import os
 import shutil
@@ -101,6 +104,18 @@ def work_root() -> Path:
     return Path(os.environ.get("RAYENV_VM_WORK_DIR") or Path.home() / ".cache" / "rayenv" / "vm-work")
 
 
+def unnamed_work_dirs(named: set[str], older_than: float, owner: str | None = None) -> list[Path]:
+    """Work directories no container names (``named``: the ``rayenv.workdir`` labels on this host): ``owner``'s
+    whatever their age (its whole pool is going), any other once made over ``older_than`` seconds ago (a younger
+    one may be a start's under way, its container seconds behind). Left where a desktop's removal was cut short
+    between its container and its directory (an actor killed while its revert and its close both removed it)."""
+    root, now = work_root(), time.time()
+    if not root.is_dir():
+        return []
+    return [path for path in root.iterdir() if path.is_dir() and str(path) not in named
+            and ((owner is not None and path.name.startswith(f"{owner}-")) or now - path.stat().st_mtime > older_than)]
+
+
 class DockerProvider(ContainerProvider):
     name = "docker"
     poll_interval = 1.0
@@ -122,6 +137,8 @@ class DockerProvider(ContainerProvider):
         self._endpoint: GuestEndpoint | None = None
         self._draws: bool | None = None  # whether the image's guest draws on QEMU's display (read once)
         self._clock_route = True  # until the guest says it has no CLOCK_ROUTE (or may not use it)
+        self._settling: concurrent.futures.Future | None = None  # a swap's clock being set (see settle)
+        self._background = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="clock")
         self.screen_dir: Path | None = None
         self.store = GoldenStore()
 
@@ -184,15 +201,29 @@ class DockerProvider(ContainerProvider):
         VM; False on an image without snapshot resets, or a clone whose template's RAM file is gone."""
         if not self._snapshot_resets or self._endpoint is None or self.qmp_socket is None:
             return False
+        with contextlib.suppress(RayEnvError):  # the last swap's clock: this revert replaces its QEMU either way
+            self.settle()
         if self.reset_path == "template":
             if self._golden is None or not self.store.has_template(self._golden):
                 return False  # restarted: start() then takes the snapshot path
-            if not self._take_spare():
-                self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
+            if self._take_spare():  # its guest answered its warm-up seconds ago: the clock follows in the background
+                self._settling = self._background.submit(self._ready_now)
+                return True
+            self._next_qemu(f"{GOLDEN_MOUNT}/{DEVICE_STATE}")
         else:
             self._monitor().load_snapshot(GOLDEN_SNAPSHOT, timeout=LOAD_TIMEOUT)
         self._ready_now()
         return True
+
+    def settle(self) -> None:
+        """Wait until the guest's clock is set after a swap to the warm spare. A reset returns once the spare
+        runs with the guest's ports (its observation comes from QEMU's display), the clock's round trip to
+        the guest (~0.1 s under TCG) overlapping what the trainer does next; any request to the guest, and
+        any other change of this desktop's QEMU, waits for it first."""
+        settling = self._settling
+        if settling is not None:
+            settling.result()
+            self._settling = None
 
     def spare_ready(self) -> bool:
         """A warm spare is loaded and paused in this desktop's container: the next reset swaps it in (else it
@@ -203,6 +234,7 @@ class DockerProvider(ContainerProvider):
         """Save the running clone's whole state (devices, all its RAM, a copy of its disk overlay) for
         :meth:`load_fork` of desktops on this host; the VM is paused meanwhile and then runs on. The saved
         state is a directory in this desktop's work dir, replaced by its next fork and removed with it."""
+        self.settle()
         if self.reset_path != "template" or self.work_dir is None:
             raise ProviderUnavailable("only a VM desktop started from a template (copy-on-write RAM) can fork",
                                       env=self.ownership.env_name, phase="fork",
@@ -227,6 +259,8 @@ class DockerProvider(ContainerProvider):
             raise ProviderUnavailable("only a VM desktop started from a template can take a fork's state",
                                       env=self.ownership.env_name, phase="fork",
                                       hint=f"this desktop resets by {self.reset_path or 'restarting'}")
+        with contextlib.suppress(RayEnvError):  # the last swap's clock: the branch replaces its QEMU either way
+            self.settle()
         if not (fork / FORK_STATE).exists():
             raise ProviderUnavailable(f"no saved fork in {fork} on this host", env=self.ownership.env_name,
                                       phase="fork", hint="fork into desktops on the forked desktop's env host")
@@ -441,13 +475,16 @@ class DockerProvider(ContainerProvider):
                                                       dir=work_root()))
 
     def stop(self) -> None:
-        super().stop()
-        if self.work_dir is not None and self._given_work_dir is None:  # also when the container never started
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        if self.screen_dir is not None:
-            shutil.rmtree(self.screen_dir, ignore_errors=True)
-            self.screen_dir = None
+        try:
+            super().stop()
+        finally:  # the directories go even where the container's removal failed (the reaper retries that)
+            if self.work_dir is not None and self._given_work_dir is None:  # also when the container never started
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            if self.screen_dir is not None:
+                shutil.rmtree(self.screen_dir, ignore_errors=True)
+                self.screen_dir = None
         self.work_dir, self._endpoint, self._golden, self.reset_path = None, None, None, None
+        self._settling = None  # a clock still being set gives up: its guest is gone
 
     def display(self) -> QemuDisplay | None:
         """QEMU's display, where the image says its guest draws the desktop (else the guest's screenshots)."""
