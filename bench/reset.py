@@ -6,7 +6,8 @@ One run, one VM shape (rayenv's own VM disk, 2 GB, 2 vCPUs, 1920x1080, TCG here 
   the revert alone (``Desktop.revert``), for: a clone of the template with its warm spare (the spare swapped in),
   a clone without (``warm_spare: false``: a fresh QEMU loads the template), ``loadvm`` of the golden snapshot (the
   template's RAM file removed: the fallback), and a restart of the container (``snapshot_reset: false``). Between
-  resets the bench waits for the spare as a longer episode would (``spare_wait``: how long it took to load);
+  resets the bench waits for the spare as a longer episode would (``spare_wait``: how long it took to load), and
+  after each reset the wait a step sent at once would have for the guest's clock, set in the background (``settle``);
 * **a new desktop** to its first screenshot: from the template, from the snapshot, by a cold boot;
 * **memory per desktop** with 8 template desktops of the shape running: the PSS of every QEMU in each container
   (its warm spare included; pages shared with the template file and the other clones count once, split among
@@ -77,7 +78,7 @@ def resets(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
     try:
         used.start()
         path = used.provider.describe().get("reset_path", "restart")
-        revert, reset, spare_waits, swapped = [], [], [], 0
+        revert, reset, spare_waits, settles, swapped = [], [], [], [], 0
         for index in range(rounds):
             dirty(used)
             if spec.warm_spare is not False and path == "template":
@@ -88,7 +89,8 @@ def resets(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
             else:
                 revert.append(timed(used.revert))
                 used.observe()
-        result = {"path": path, "revert": summary(revert), "reset_observed": summary(reset)}
+            settles.append(timed(used.provider.settle))  # what a step sent at once would wait for first
+        result = {"path": path, "revert": summary(revert), "reset_observed": summary(reset), "settle": summary(settles)}
         if spare_waits:
             result.update(spare_wait=summary(spare_waits), spare_ready_at_reset=f"{swapped}/{rounds}")
         return result
@@ -245,7 +247,10 @@ def report(results: dict[str, Any]) -> str:
     if "spare_wait" in spare:
         lines += ["", f"Warm spare: loaded {spare['spare_wait']['p50_s']:.2f} s p50 after the step that ended the "
                       f"previous episode (p95 {spare['spare_wait']['p95_s']:.2f} s; the bench waits for it as a longer "
-                      f"episode would); there at {spare['spare_ready_at_reset']} resets."]
+                      f"episode would); there at {spare['spare_ready_at_reset']} resets. After a swap the reset returns "
+                      f"while the guest's clock is set; a step sent at once waits for that first: "
+                      f"{spare['settle']['p50_s']:.3f} s p50 (p95 {spare['settle']['p95_s']:.3f} s) after the reset "
+                      f"returned (so `reset()` + that wait: {spare['reset_observed']['p50_s'] + spare['settle']['p50_s']:.2f} s)."]
     mem = results["memory"]
     lines += ["", f"Memory (PSS of every QEMU in a container, after one episode's writes): "
                   f"{mem['spare']['desktops']} template desktops with their warm spares p50 "
