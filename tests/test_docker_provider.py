@@ -93,3 +93,18 @@ def test_require_kvm_refuses_with_the_boot_checks_reason_and_leaves_nothing():
         provider.start()
     assert kvm.message in str(error.value) and "nested virtualization" in error.value.hint
     assert docker.from_env().containers.list(all=True, filters={"label": "rayenv.owner=docker-test"}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_container_docker_creates_but_cannot_start_is_removed_with_its_directory(tmp_path):
+    from rayenv.engine.containers import LABEL_OWNER, run_labelled
+
+    given = tmp_path / "screen"
+    given.mkdir()
+    with pytest.raises(ProviderUnavailable, match="Docker refused to start rayenv-unstartable"):
+        run_labelled(image=build_image(), name="rayenv-unstartable", ports=[5000], env="unstartable",
+                     labels={LABEL_OWNER: "unstartable", "rayenv.screendir": str(given)},
+                     devices=["/dev/rayenv-no-such-device:/dev/nothing:rwm"])  # checked at start, not at create
+    assert docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_OWNER}=unstartable"}) == []
+    assert not given.exists()

@@ -60,17 +60,26 @@ def require_image(image: str, env: str) -> None:
 
 def run_labelled(*, image: str, name: str, labels: dict[str, str], ports: Iterable[int], env: str,
                  environment: dict[str, str] | None = None, **options: Any) -> Any:
-    """Start a detached container publishing ``ports`` on 127.0.0.1 (host ports chosen by Docker)."""
+    """Start a detached container publishing ``ports`` on 127.0.0.1 (host ports chosen by Docker). Created and
+    started in two calls (``containers.run`` does both): one whose start fails is removed here, as nothing else
+    would remove a container that never ran."""
     import docker.errors
 
     require_image(image, env)
     try:
-        return client().containers.run(image, name=name, labels=labels, environment=environment or {}, detach=True,
-                                       ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports}, **options)
+        container = client().containers.create(image, name=name, labels=labels, environment=environment or {},
+                                               ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports}, **options)
     except docker.errors.APIError as exc:
-        raise ProviderUnavailable(f"Docker refused to start {name}: {exc.explanation or exc}", env=env, phase="boot",
+        raise ProviderUnavailable(f"Docker refused to create {name}: {exc.explanation or exc}", env=env, phase="boot",
                                   hint="see `docker ps -a --filter label=rayenv.owner`; a stale container of the "
                                        "same name is removed by the pool's reaper") from None
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        remove(container)
+        raise ProviderUnavailable(f"Docker refused to start {name}: {exc.explanation or exc}", env=env, phase="boot",
+                                  hint="the Docker daemon's log says why; the pool retries the boot") from None
+    return container
 
 
 def published_ports(container: Any) -> dict[int, int]:
