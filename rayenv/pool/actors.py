@@ -7,14 +7,17 @@ manager still listed right after ``shutdown()``), so the pool waits until the na
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Callable
 
 import ray
 
+from ..waiting import WaitTimeout, wait_until
+
+logger = logging.getLogger(__name__)
+
 #: Seconds a shutdown waits for killed actors to leave Ray's name list (they go in well under one here).
 GONE_TIMEOUT = 10.0
-POLL = 0.05
 
 
 def named(namespace: str, match: Callable[[str], bool]) -> list[str]:
@@ -23,10 +26,11 @@ def named(namespace: str, match: Callable[[str], bool]) -> list[str]:
             if actor["namespace"] == namespace and match(actor["name"])]
 
 
-def wait_gone(namespace: str, match: Callable[[str], bool], timeout: float = GONE_TIMEOUT) -> list[str]:
-    """Wait until no actor ``match`` accepts is listed in ``namespace``; returns the names still listed when
-    ``timeout`` ran out (empty when all went), for the caller to name in its log."""
-    deadline = time.monotonic() + timeout
-    while (left := named(namespace, match)) and time.monotonic() < deadline:
-        time.sleep(POLL)
-    return left
+def wait_gone(namespace: str, match: Callable[[str], bool], what: str, timeout: float = GONE_TIMEOUT) -> None:
+    """Wait until no actor ``match`` accepts is listed in ``namespace``; past ``timeout`` log which still are (the
+    shutdown goes on: its final reap does not depend on the names)."""
+    try:
+        wait_until(lambda: not named(namespace, match), timeout, interval=0.05, what=what,
+                   explain=lambda: "still listed: " + ", ".join(named(namespace, match)))
+    except WaitTimeout as exc:
+        logger.warning("%s", exc)

@@ -52,7 +52,7 @@ from ray.actor import ActorHandle
 from ..errors import PoolError
 from ..failures import replaces_now, typed
 from ..waiting import wait_until
-from .actors import GONE_TIMEOUT, wait_gone
+from .actors import wait_gone
 from .batching import LeaseBatcher
 from .capacity import check_cluster
 from .config import DEFAULT_NAMESPACE, PoolConfig
@@ -305,9 +305,7 @@ class EnvPool:
         Returns once Ray no longer lists the manager (a name left a moment longer would look like a live pool)."""
         removed = ray.get(self._manager.shutdown.remote())
         ray.kill(self._manager, no_restart=True)
-        left = wait_gone(self.namespace, manager_name(self.name).__eq__)
-        if left:
-            logger.warning("pool %s: its manager is still listed %.0fs after it was killed", self.name, GONE_TIMEOUT)
+        wait_gone(self.namespace, manager_name(self.name).__eq__, f"pool {self.name}'s killed manager gone")
         return removed
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ from ..cluster_state import actor_id_of, actor_is_gone, dead_jobs, host_of
 from ..env.actor import OSWorldEnv
 from ..errors import PoolError, RayEnvError
 from ..failures import PERMANENT_BOOT_ERRORS, Failure, classify, classify_probe
-from .actors import GONE_TIMEOUT, named, wait_gone
+from .actors import named, wait_gone
 from .config import PoolConfig, manager_name
 from .events import (Boot, BootFailed, BootStarted, BootSucceeded, Broken, Closing, Created,
                      Effect, Event, Grow, Leased, Leave, LesseeDied, PingOk, PingSilent, Released,
@@ -288,9 +288,7 @@ class PoolManager:
             task.cancel()
         await self._perform_all(effects)
         await asyncio.to_thread(self._kill_remaining_actors)
-        left = await asyncio.to_thread(wait_gone, self.config.namespace, self._is_env_actor)
-        if left:
-            logger.warning("env actors still listed %.0fs after they were killed: %s", GONE_TIMEOUT, ", ".join(left))
+        await asyncio.to_thread(wait_gone, self.config.namespace, self._is_env_actor, "the killed env actors gone")
         removed: list[str] = []
         for _ in range(FINAL_REAP_ROUNDS):
             found = await self._reap(everything=True)

@@ -106,14 +106,7 @@ def reap_screen_dirs(here: list, grace: float = DIR_GRACE) -> list[str]:
     older than ``grace``: what a start cut short left behind."""
     from ..providers.screens import unnamed_screen_dirs
 
-    named = {c.labels.get(LABEL_SCREENDIR) for c in here} - {None}
-    removed = []
-    for directory in unnamed_screen_dirs(named, grace):
-        shutil.rmtree(directory, ignore_errors=True)
-        removed.append(directory.name)
-    if removed:
-        logger.info("removed screen directories no desktop uses: %s", ", ".join(removed))
-    return removed
+    return _remove("screen directories", unnamed_screen_dirs(_named(here, LABEL_SCREENDIR), grace))
 
 
 def reap_work_dirs(here: list, going: str | None = None, grace: float = DIR_GRACE) -> list[str]:
@@ -121,14 +114,21 @@ def reap_work_dirs(here: list, going: str | None = None, grace: float = DIR_GRAC
     names: ``going``'s at once, others once older than ``grace``."""
     from ..providers.docker import unnamed_work_dirs
 
-    named = {c.labels.get(LABEL_WORKDIR) for c in here} - {None}
-    removed = []
-    for directory in unnamed_work_dirs(named, grace, going):
+    return _remove("VM work directories", unnamed_work_dirs(_named(here, LABEL_WORKDIR), grace, going))
+
+
+def _named(here: list, label: str) -> set[str]:
+    """The directories the containers ``here`` name under ``label``."""
+    return {c.labels.get(label) for c in here} - {None}
+
+
+def _remove(what: str, directories: list) -> list[str]:
+    """Remove ``directories`` (``what`` they are, for the log); returns their names."""
+    for directory in directories:
         shutil.rmtree(directory, ignore_errors=True)
-        removed.append(directory.name)
-    if removed:
-        logger.info("removed VM work directories no desktop uses: %s", ", ".join(removed))
-    return removed
+    if directories:
+        logger.info("removed %s no desktop uses: %s", what, ", ".join(d.name for d in directories))
+    return [directory.name for directory in directories]
 
 
 def env_nodes(resource: str) -> list[str]:
