@@ -129,7 +129,8 @@ def test_a_fork_after_two_steps_goes_on_in_three_branches_each_scored_for_what_i
     with pool.lease(timeout=600) as parent:
         ray.get(parent.env.reset.remote(TASK))
         ray.get(parent.env.step.remote("pyautogui.typewrite('mkdir -p ~/rl-run', interval=0.02)"))  # no Enter yet
-        ray.get(parent.env.step.remote("import subprocess; subprocess.run(['touch', '/root/before-the-fork'])"))
+        ray.get(parent.env.step.remote("import subprocess; subprocess.run(['touch', '/root/before-the-fork', "
+                                       "'/dev/shm/in-ram-before-the-fork'])"))
         started = time.monotonic()
         branches = pool.fork(parent, 3, timeout=600)
         fork_seconds = time.monotonic() - started
@@ -146,6 +147,7 @@ def test_a_fork_after_two_steps_goes_on_in_three_branches_each_scored_for_what_i
             for index, env in enumerate(envs):
                 files = set(bash(env, "ls /root").split())
                 assert "before-the-fork" in files
+                assert "in-ram-before-the-fork" in bash(env, "ls /dev/shm"), "the RAM the parent wrote is the branch's"
                 assert files & {"branch-0", "branch-1", "branch-2"} == {f"branch-{index}"}, files
             assert not set(bash(parent.env, "ls /root").split()) & {"branch-0", "branch-1", "branch-2"}
             assert ray.get(parent.env.evaluate.remote()) == 0.0, "the parent went on unchanged"

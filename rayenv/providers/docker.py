@@ -60,9 +60,10 @@ from ..errors import ProviderUnavailable, RayEnvError, SnapshotError
 from ..waiting import wait_until
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
-from .golden import DEVICE_STATE, GOLDEN_SNAPSHOT, LABEL_GOLDEN, GoldenKey, GoldenStore, copy_sparse
+from .golden import DEVICE_STATE, GOLDEN_SNAPSHOT, LABEL_GOLDEN, RAM_FILE, GoldenKey, GoldenStore, copy_sparse
 from .qmp import Monitor
 from .screens import SCREEN_MOUNT, QemuDisplay, make_screen_dir
+from .written import StreamError, receiving, written_pages
 from .vm_image import OSWORLD_UBUNTU_URL, locate_vm_image
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ FORWARDS = "forwards"
 #: In the work dir: the entrypoint's next QEMU runs on NEXT_OVERLAY if it is there (a fork's branch);
 #: a saved fork (FORK_DIR: FORK_STATE + a copy of the overlay).
 NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
+#: In a saved fork: the unix socket its state is migrated through, and the digest of its golden state.
+FORK_STREAM, FORK_GOLDEN = "stream.sock", "golden"
 #: In the work dir while the entrypoint's warm spare is loaded and paused (a reset now swaps it in): its number.
 SPARE_READY = "spare.ready"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
@@ -231,11 +234,12 @@ class DockerProvider(ContainerProvider):
         return self.reset_path == "template" and self.work_dir is not None and (self.work_dir / SPARE_READY).exists()
 
     def save_fork(self) -> Path:
-        """Save the running clone's whole state (devices, all its RAM, a copy of its disk overlay) for
-        :meth:`load_fork` of desktops on this host; the VM is paused meanwhile and then runs on. The saved
-        state is a directory in this desktop's work dir, replaced by its next fork and removed with it."""
+        """Save the running clone's state (devices, the RAM it wrote over its template's, a copy of its disk
+        overlay) for :meth:`load_fork` of desktops of its shape on this host; the VM is paused meanwhile and
+        then runs on. The saved state is a directory in this desktop's work dir, replaced by its next fork and
+        removed with it."""
         self.settle()
-        if self.reset_path != "template" or self.work_dir is None:
+        if self.reset_path != "template" or self.work_dir is None or self._golden is None:
             raise ProviderUnavailable("only a VM desktop started from a template (copy-on-write RAM) can fork",
                                       env=self.ownership.env_name, phase="fork",
                                       hint=f"this desktop resets by {self.reset_path or 'restarting'}")
@@ -244,17 +248,43 @@ class DockerProvider(ContainerProvider):
         fork.mkdir()
         monitor = self._monitor()
         monitor.execute("stop")
-        try:  # its RAM is a private mapping: a migration writes all of it, not only the device state
-            monitor.save_devices(f"{WORK_MOUNT}/{FORK_DIR}/{FORK_STATE}", timeout=SAVE_TIMEOUT)
-            self._written(fork / FORK_STATE)
+        try:
+            self._send_written(monitor, fork)
             copy_sparse(self.work_dir / OVERLAY, fork / OVERLAY, env=self.ownership.env_name)
+            (fork / FORK_GOLDEN).write_text(self._golden)
         finally:
             monitor.execute("cont")  # also takes the disk back, which the finished migration let go
         return fork
 
+    def _send_written(self, monitor: Monitor, fork: Path) -> None:
+        """Migrate the stopped VM into ``fork``'s state without the template's pages it has not written (QEMU's
+        stream carries every page of a private mapping: :mod:`rayenv.providers.written` filters it on the way)."""
+        env = self.ownership.env_name
+        try:
+            written = written_pages(monitor.pid(), f"{GOLDEN_RAM_MOUNT}/{RAM_FILE}")
+        except (OSError, StreamError) as exc:
+            raise SnapshotError(f"could not tell which RAM the desktop wrote: {exc}", env=env, phase="fork",
+                                hint="the fork was not saved; the desktop runs on") from None
+        with receiving(fork / FORK_STREAM, fork / FORK_STATE, written, SAVE_TIMEOUT) as received:
+            try:
+                monitor.send(f"unix:{WORK_MOUNT}/{FORK_DIR}/{FORK_STREAM}", timeout=SAVE_TIMEOUT)
+            except SnapshotError:
+                if received.done() and received.exception() is not None:
+                    received.result()  # the filter's reason, not QEMU's broken pipe
+                raise
+            try:
+                kept = received.result(timeout=SAVE_TIMEOUT)
+            except (OSError, StreamError) as exc:
+                raise SnapshotError(f"could not save the fork's state: {exc}", env=env, phase="fork",
+                                    hint="the fork was not saved; the desktop runs on") from None
+        logger.info("%s: fork saved, %d MiB (%d pages kept, %d of the template's left out)", env,
+                    kept.bytes >> 20, kept.pages, kept.dropped)
+
     def load_fork(self, fork: Path) -> None:
-        """Become a branch of the fork saved in ``fork`` (by :meth:`save_fork` of a desktop on this host, of
-        the same shape): a fresh QEMU in this container on a copy of its overlay, with its RAM and devices."""
+        """Become a branch of the fork saved in ``fork`` (by :meth:`save_fork` of a desktop of this shape on this
+        host): a fresh QEMU in this container, mapping the template like any clone, on a copy of the fork's
+        overlay, with its devices and written RAM migrated in. It returns once the branch runs; the guest's
+        clock is set in the background, as after a reset's swap (:meth:`settle`)."""
         if self.reset_path != "template" or self.work_dir is None:
             raise ProviderUnavailable("only a VM desktop started from a template can take a fork's state",
                                       env=self.ownership.env_name, phase="fork",
@@ -264,14 +294,21 @@ class DockerProvider(ContainerProvider):
         if not (fork / FORK_STATE).exists():
             raise ProviderUnavailable(f"no saved fork in {fork} on this host", env=self.ownership.env_name,
                                       phase="fork", hint="fork into desktops on the forked desktop's env host")
+        if (fork / FORK_GOLDEN).read_text() != self._golden:
+            raise ProviderUnavailable("the fork was saved by a desktop of another VM shape", env=self.ownership.env_name,
+                                      phase="fork", hint="fork into desktops of the forked desktop's pool")
         copy_sparse(fork / OVERLAY, self.work_dir / NEXT_OVERLAY, env=self.ownership.env_name)
         state = self.work_dir / FORK_STATE
-        copy_sparse(fork / FORK_STATE, state, env=self.ownership.env_name)
+        state.unlink(missing_ok=True)
+        try:  # work dirs share work_root(): the state is only read, so one file serves every branch
+            os.link(fork / FORK_STATE, state)
+        except OSError:
+            copy_sparse(fork / FORK_STATE, state, env=self.ownership.env_name)
         try:
             self._next_qemu(f"{WORK_MOUNT}/{FORK_STATE}")
         finally:
             state.unlink(missing_ok=True)
-        self._ready_now()
+        self._settling = self._background.submit(self._ready_now)
 
     def _written(self, path: Path) -> None:
         """Wait until a saved state is whole at ``path`` on the host (see :meth:`Monitor.save_devices`)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -72,15 +73,20 @@ class Monitor:
 
     def save_devices(self, path: str, *, timeout: float | None = None) -> None:
         """Write the stopped VM's state except RAM in a shared file to ``path`` (QEMU's view): the device state
-        of a template's golden VM; devices and all RAM of a clone (its mapping is private: a fork). QEMU says
-        the migration completed before ``cat`` has drained the pipe: ``path`` appears (renamed) only once it has."""
+        of a template's golden VM. QEMU says the migration completed before ``cat`` has drained the pipe:
+        ``path`` appears (renamed) only once it has."""
+        self.send(f"exec:cat > {path}.part && mv {path}.part {path}", timeout=timeout)
+
+    def send(self, uri: str, *, timeout: float | None = None) -> None:
+        """Migrate the stopped VM's state except RAM in a shared file to ``uri``: devices and all RAM of a clone
+        (its mapping is private), which a fork's receiver filters (:mod:`rayenv.providers.written`)."""
         async def work(client: QMPClient) -> None:
             await client.execute("migrate-set-capabilities", IGNORE_SHARED)
             await client.execute("migrate-set-parameters", UNTHROTTLED)
-            await client.execute("migrate", {"uri": f"exec:cat > {path}.part && mv {path}.part {path}"})
+            await client.execute("migrate", {"uri": uri})
             await _migrated(client, self.env)
 
-        self._run("saving the device state", work, timeout or self.timeout)
+        self._run("saving the VM's state", work, timeout or self.timeout)
 
     def load_devices(self, path: str, *, timeout: float | None = None) -> None:
         """Load ``path`` into a VM started with ``-incoming defer`` over a copy of the template's RAM, and run it."""
@@ -100,6 +106,17 @@ class Monitor:
             except OSError:
                 return False
             return True
+
+    def pid(self) -> int:
+        """QEMU's process id as this host sees it (the kernel's credentials of the socket's other end)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket_path))
+                credentials = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            except OSError as exc:
+                raise SnapshotError(f"QEMU's monitor does not answer: {exc}", env=self.env, phase="snapshot",
+                                    hint=f"is QEMU running? its monitor socket is {self.socket_path}") from None
+        return struct.unpack("3i", credentials)[0]
 
     def human(self, command_line: str, *, timeout: float | None = None) -> str:
         """A human-monitor command; its output is empty on success, an error message otherwise."""
