@@ -319,12 +319,13 @@ class Desktop:
         return screenshot_png(display, lambda: self._pointer(client), self._pointer_reader)
 
     def _pointer(self, client: GuestClient) -> tuple[int, int]:
-        """Where the pointer is: asked of the guest, except on a pristine desktop whose pristine pointer is known
-        (the first guest call after a revert is the slowest: under TCG its code is translated anew)."""
+        """Where the pointer is: asked of the guest, except on a pristine desktop whose pristine pointer is known,
+        from the provider (a VM's golden state's) or read once per start (the first guest call after a start or a
+        revert is the slowest: under TCG its code is translated anew)."""
         if not self._pristine:
             return client.cursor_position()
         if self._pristine_pointer is None:
-            self._pristine_pointer = client.cursor_position()
+            self._pristine_pointer = self.provider.pristine_pointer() or client.cursor_position()
         return self._pristine_pointer
 
     def _settle(self) -> None:

@@ -26,10 +26,13 @@ from ..engine import containers
 from ..engine.containers import LABEL_ACTOR, LABEL_ENV, LABEL_SCREENDIR, LABEL_WORKDIR
 from ..errors import ProviderUnavailable
 from ..providers.golden import LABEL_GOLDEN, GoldenStore
+from ..providers.host_spare import adopter, free_for
 
 logger = logging.getLogger(__name__)
 
 IsOrphan = Callable[[str], bool]
+#: Seconds a free host spare is kept after the desktop that made it is gone, for another desktop to adopt.
+SPARE_GRACE = 120.0
 """Decides from a desktop's actor id whether the desktop is an orphan."""
 
 
@@ -39,16 +42,22 @@ def every_desktop(_actor_id: str) -> bool:
 
 
 
-def reap_containers(owner: str, is_orphan: IsOrphan) -> list[str]:
-    """Remove this owner's orphaned containers with their volumes; returns the removed containers' names."""
+def reap_containers(owner: str, is_orphan: IsOrphan, spares_wait: bool = True) -> list[str]:
+    """Remove this owner's orphaned containers with their volumes; returns the removed containers' names.
+
+    A host spare (:mod:`rayenv.providers.host_spare`) goes by its adopter once adopted; a free one outlives the
+    desktop that made it by :data:`SPARE_GRACE` (that desktop's replacement is the one most likely to adopt it),
+    unless not ``spares_wait`` (everything of the owner goes)."""
     try:
         mine = containers.owned(owner)
     except ProviderUnavailable:  # no Docker engine on this node: nothing of ours can be there
         return []
     removed = []
     for container in mine:
-        actor_id = container.labels.get(LABEL_ACTOR, "")
+        actor_id = adopter(container.labels) or container.labels.get(LABEL_ACTOR, "")
         if not is_orphan(actor_id):
+            continue
+        if spares_wait and (waited := free_for(container.labels)) is not None and waited < SPARE_GRACE:
             continue
         logger.warning("reaping container %s of %s (actor %s is gone)", container.name,
                        container.labels.get(LABEL_ENV), actor_id)
@@ -72,7 +81,7 @@ def reap_node(owner: str, doomed: list[str], everything: bool = False) -> list[s
     def is_orphan(actor_id: str) -> bool:
         return everything or actor_id in killed or actor_is_gone(actor_id)
 
-    removed = reap_containers(owner, is_orphan) + reap_processes(owner, is_orphan)
+    removed = reap_containers(owner, is_orphan, spares_wait=not everything) + reap_processes(owner, is_orphan)
     reap_host(owner if everything else None)
     return removed
 

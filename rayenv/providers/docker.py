@@ -29,7 +29,10 @@ from Debian packages. What this provider adds:
   monitors (:meth:`DockerProvider._take_spare`) and returns, the guest's clock set in the background
   (:meth:`DockerProvider.settle`); without a ready spare the entrypoint starts a fresh QEMU and the provider
   loads it and sets the clock before the reset returns. ``describe()`` (so
-  ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``;
+  ``EnvStatus``) names the path a desktop uses: ``reset_path`` = ``template`` or ``loadvm``. A clone forks
+  (:meth:`DockerProvider.save_fork`) by saving its devices and only the RAM it wrote
+  (:mod:`rayenv.providers.written`), and with ``host_spare`` a new desktop adopts a started, paused one made
+  ahead of it (:mod:`rayenv.providers.host_spare`);
 * the container carries its owner labels and is removed with its volumes; no pause/unpause;
 * the readiness wait is bounded by ``boot_timeout`` (600 s by default) and names container and phase;
 * on images whose guest draws its desktop on QEMU's display (label ``rayenv.vm.display=qemu``: rayenv's own
@@ -43,6 +46,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -61,6 +65,7 @@ from ..waiting import wait_until
 from .base import GuestEndpoint
 from .container_provider import ContainerProvider
 from .golden import DEVICE_STATE, GOLDEN_SNAPSHOT, LABEL_GOLDEN, RAM_FILE, GoldenKey, GoldenStore, copy_sparse
+from .host_spare import FREE, LABEL_SPARE, claim, making, spare_key
 from .qmp import Monitor
 from .screens import SCREEN_MOUNT, QemuDisplay, make_screen_dir
 from .written import StreamError, receiving, written_pages
@@ -89,6 +94,8 @@ NEXT_OVERLAY, FORK_DIR, FORK_STATE = "next.qcow2", "fork", "state"
 FORK_STREAM, FORK_GOLDEN = "stream.sock", "golden"
 #: In the work dir while the entrypoint's warm spare is loaded and paused (a reset now swaps it in): its number.
 SPARE_READY = "spare.ready"
+#: In a golden state's directory: where its pointer is (``x y``).
+POINTER = "pointer"
 #: A booted desktop runs this long before its golden state is saved (openbox, the AT-SPI bus settle).
 SETTLE_SECONDS = 3.0
 SAVE_TIMEOUT, LOAD_TIMEOUT = 300.0, 120.0
@@ -124,10 +131,16 @@ class DockerProvider(ContainerProvider):
     poll_interval = 1.0
     reverts_whole_machine = True  # a revert is the golden state again (a restart, where there is none, is a start)
 
-    def __init__(self, *args: Any, work_dir: Path | None = None, template_ram: Path | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, work_dir: Path | None = None, template_ram: Path | None = None,
+                 spare_for: str | None = None, **kwargs: Any) -> None:
         """``work_dir``: use (and keep) this directory instead of a private one (a golden state being made);
-        ``template_ram``: keep the VM's RAM in a file there, shared (the golden VM of a template)."""
+        ``template_ram``: keep the VM's RAM in a file there, shared (the golden VM of a template); ``spare_for``:
+        this desktop is a host spare, labelled with this key (:mod:`rayenv.providers.host_spare`)."""
         super().__init__(*args, **kwargs)
+        self._spare_for = spare_for
+        self._spares = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-spare")
+        self._making: concurrent.futures.Future | None = None  # the next host spare being made
+        self.adopted = False  # this desktop started as a host spare it adopted (said in describe)
         self._kvm: KvmStatus | None = None
         self._given_work_dir = work_dir
         self.work_dir: Path | None = None
@@ -154,6 +167,8 @@ class DockerProvider(ContainerProvider):
             self._endpoint = super().start()
             return self._endpoint
         key = self._golden_key()
+        if self._adopts() and (adopted := self._adopt(key.digest)) is not None:
+            return adopted
         self._prepare_work_dir()
         failure: RayEnvError | None = None
         try:
@@ -179,7 +194,67 @@ class DockerProvider(ContainerProvider):
             self._endpoint = super().start()
             self._save(GOLDEN_SNAPSHOT)  # this desktop's own snapshot: its resets still load one
             self.reset_path = "loadvm"
+        elif self.reset_path == "template":
+            self._spare_later(key.digest)
         return self._endpoint
+
+    def _adopts(self) -> bool:
+        """This desktop adopts (and keeps making) host spares: ``host_spare`` on a template, and not a spare itself."""
+        return self.spec.host_spare and self.spec.vm_template and self._spare_for is None
+
+    def _spare_key(self, golden: str) -> str:
+        return spare_key(golden, self.spec.model_dump_json())
+
+    def _adopt(self, golden: str) -> GuestEndpoint | None:
+        """Become the pool's free host spare of this shape, if there is one on this host: its QEMU runs on, the
+        guest's clock is set in the background (as after a reset's swap), and the next spare is made in the
+        background. None where there is none, or it could not be woken (it is removed)."""
+        container = claim(self.ownership.owner, self._spare_key(golden), self.ownership.actor_id)
+        if container is None:
+            return None
+        labels = container.labels
+        self._container, self.container_name = container, container.name
+        self.work_dir, self.screen_dir = Path(labels[LABEL_WORKDIR]), Path(labels[LABEL_SCREENDIR])
+        self._golden, self.reset_path = golden, "template"
+        self._started_at, self._oom_killed = int(time.time()), False
+        try:
+            self._kvm = kvm_status(self.spec.docker_image)
+            self._endpoint = self.endpoint(containers.published_ports(container))
+            self._monitor().execute("cont")
+        except RayEnvError as exc:
+            logger.warning("%s: host spare %s could not be woken (%s); starting a desktop instead",
+                           self.ownership.env_name, container.name, exc.message)
+            self.stop()
+            return None
+        self._settling = self._background.submit(self._ready_now)
+        self.adopted = True
+        logger.info("%s: adopted host spare %s", self.ownership.env_name, container.name)
+        self._spare_later(golden)
+        return self._endpoint
+
+    def _spare_later(self, golden: str) -> None:
+        """Make the pool's next host spare of this shape on this host in the background, if it has none free."""
+        if self._adopts() and (self._making is None or self._making.done()):
+            self._making = self._spares.submit(self._make_spare, golden)
+
+    def _make_spare(self, golden: str) -> None:
+        """Start a desktop as a new one would start, let its guest answer and set its clock (warm), pause it and
+        mark it free. Made under the host's lock for this pool and shape, so two desktops make one."""
+        key = self._spare_key(golden)
+        with making(work_root(), self.ownership.owner, key) as missing:
+            if not missing:
+                return
+            spare = DockerProvider(self.spec, replace(self.ownership, env_name=f"{self.ownership.env_name}-spare"),
+                                   name_suffix=f"-{secrets.token_hex(3)}", spare_for=key)
+            try:
+                spare.start()
+                spare._monitor().execute("stop")
+                (spare._work() / FREE).touch()
+            except Exception as exc:  # a background task: said in the log, and nothing of it left
+                logger.warning("%s: could not make a host spare: %s", self.ownership.env_name, exc)
+                spare.stop()
+                return
+            logger.info("%s: host spare %s made", self.ownership.env_name, spare.container_name)
 
     def container_started(self) -> None:
         if self.reset_path == "template":
@@ -395,8 +470,9 @@ class DockerProvider(ContainerProvider):
                                replace(self.ownership, env_name=f"{self.ownership.env_name}-golden"), work_dir=directory,
                                template_ram=ram_directory)
         try:
-            maker.start()
+            endpoint = maker.start()
             time.sleep(SETTLE_SECONDS)
+            _record_pointer(endpoint, directory / POINTER)
             monitor = Monitor(directory / MONITOR, env=maker.ownership.env_name)
             monitor.execute("stop")
             monitor.save_snapshot(GOLDEN_SNAPSHOT, timeout=SAVE_TIMEOUT)
@@ -407,6 +483,16 @@ class DockerProvider(ContainerProvider):
         finally:
             maker.stop()
         logger.info("%s: golden state %s made in %.1fs", self.ownership.env_name, directory.name, time.monotonic() - started)
+
+    def pristine_pointer(self) -> tuple[int, int] | None:
+        """Where the golden state's pointer is (asked of the guest once, when the golden state was made)."""
+        if self._golden is None:
+            return None
+        try:
+            x, y = (self.store.directory(self._golden) / POINTER).read_text().split()
+            return int(x), int(y)
+        except (OSError, ValueError):  # a golden state made before rayenv recorded it
+            return None
 
     def _save(self, name: str) -> None:
         assert self.qmp_socket is not None
@@ -478,6 +564,8 @@ class DockerProvider(ContainerProvider):
         self.screen_dir = make_screen_dir(self.ownership.owner, self.ownership.env_name)
         labels = {LABEL_WORKDIR: str(self.work_dir)} if self._given_work_dir is None else {}
         labels[LABEL_SCREENDIR] = str(self.screen_dir)
+        if self._spare_for is not None:
+            labels[LABEL_SPARE] = self._spare_for
         volumes = {str(qcow2): {"bind": "/System.qcow2", "mode": "ro"},
                    str(self.work_dir): {"bind": WORK_MOUNT, "mode": "rw"},
                    str(self.screen_dir): {"bind": SCREEN_MOUNT, "mode": "rw"}}
@@ -512,6 +600,9 @@ class DockerProvider(ContainerProvider):
                                                       dir=work_root()))
 
     def stop(self) -> None:
+        if self._making is not None:  # a host spare half made would be nobody's
+            concurrent.futures.wait([self._making], timeout=LOAD_TIMEOUT)
+            self._making = None
         try:
             super().stop()
         finally:  # the directories go even where the container's removal failed (the reaper retries that)
@@ -520,7 +611,7 @@ class DockerProvider(ContainerProvider):
             if self.screen_dir is not None:
                 shutil.rmtree(self.screen_dir, ignore_errors=True)
                 self.screen_dir = None
-        self.work_dir, self._endpoint, self._golden, self.reset_path = None, None, None, None
+        self.work_dir, self._endpoint, self._golden, self.reset_path, self.adopted = None, None, None, None, False
         self._settling = None  # a clock still being set gives up: its guest is gone
 
     def display(self) -> QemuDisplay | None:
@@ -554,7 +645,19 @@ class DockerProvider(ContainerProvider):
             facts["reset_path"] = self.reset_path
         if self.reset_path == "template":
             facts["warm_spare"] = "ready" if self.spare_ready() else "booting"
+        if self.adopted:
+            facts["started_as"] = "host spare"
         return facts
+
+
+def _record_pointer(endpoint: GuestEndpoint, path: Path) -> None:
+    """Write where the guest's pointer is to ``path`` (``x y``): the golden state's, which every desktop started or
+    reset from it would otherwise ask its guest for, cold. A guest that cannot say leaves no file."""
+    try:
+        x, y = requests.get(endpoint.url + "/cursor_position", timeout=30).json()
+        path.write_text(f"{int(x)} {int(y)}")
+    except (requests.RequestException, ValueError, TypeError) as exc:
+        logger.info("the golden state's pointer is not known (%s): desktops ask their guest", exc)
 
 
 def _quit(monitor: Monitor) -> None:

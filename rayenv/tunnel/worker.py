@@ -183,7 +183,8 @@ def stop(directory: Path = WORKER_DIR, *, shutdown_pool: bool = True, timeout: f
     stop_node(Path(state.temp_dir))
     # This node's actors are gone with Ray: any desktop of the pool still here (its close never ran,
     # the pool's shutdown timed out) is an orphan, so remove it with the same reaper the pool uses.
-    leftovers = reap_containers(state.pool, every_desktop) + reap_processes(state.pool, every_desktop)
+    leftovers = (reap_containers(state.pool, every_desktop, spares_wait=False)
+                 + reap_processes(state.pool, every_desktop))
     reap_host(state.pool)
     if leftovers:
         print(f"removed desktops the pool did not close: {', '.join(leftovers)}", file=sys.stderr)
