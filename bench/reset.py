@@ -8,7 +8,8 @@ One run, one VM shape (rayenv's own VM disk, 2 GB, 2 vCPUs, 1920x1080, TCG here 
   template's RAM file removed: the fallback), and a restart of the container (``snapshot_reset: false``). Between
   resets the bench waits for the spare as a longer episode would (``spare_wait``: how long it took to load), and
   after each reset the wait a step sent at once would have for the guest's clock, set in the background (``settle``);
-* **a new desktop** to its first screenshot: from the template, from the snapshot, by a cold boot;
+* **a new desktop** to its first screenshot: adopting a host spare (``host_spare``: one started, warmed, paused
+  desktop of the shape kept per host), from the template, from the snapshot, by a cold boot;
 * **memory per desktop** with 8 template desktops of the shape running: the PSS of every QEMU in each container
   (its warm spare included; pages shared with the template file and the other clones count once, split among
   them), against one ``loadvm`` desktop's; plus the template's RAM file in tmpfs, paid once per shape and host;
@@ -44,6 +45,7 @@ from rayenv.engine.kvm import kvm_status
 from rayenv.env.desktop import Desktop
 from rayenv.providers import DesktopSpec, Ownership
 from rayenv.providers.golden import RAM_FILE, GoldenStore
+from rayenv.providers.host_spare import LABEL_SPARE
 from rayenv.waiting import WaitTimeout, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,15 +102,32 @@ def resets(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
 
 
 def starts(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
-    times, path = [], None
+    times, path, adopted = [], None, 0
     for index in range(rounds):
         new = desktop(spec, f"{name}-{index}")
         try:
             times.append(timed(lambda: (new.start(), new.observe())))
             path = new.provider.describe().get("reset_path", "restart")
+            adopted += new.provider.describe().get("started_as") == "host spare"
         finally:
             new.close()
-    return {"path": path, **summary(times)}
+    return {"path": path, "adopted": adopted, **summary(times)}
+
+
+def adopted_starts(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
+    """New desktops of a pool with ``host_spare``: each adopts the host spare the one before it made (a desktop
+    closing waits for the spare it is making); an untimed first desktop makes the first. The last spare is
+    removed after, as the pool's shutdown would."""
+    first = desktop(spec, f"{name}-maker")
+    try:
+        first.start()
+    finally:
+        first.close()
+    try:
+        return starts(spec, rounds, name)
+    finally:
+        for container in client().containers.list(all=True, filters={"label": [f"rayenv.owner={OWNER}", LABEL_SPARE]}):
+            container.remove(force=True, v=True)
 
 
 def qemu_pss_mib(container_name: str) -> float:
@@ -209,7 +228,7 @@ def lite_part(cycles: int) -> dict[str, Any]:
     return {"restart": lite("restart", cycles), "spare": lite("spare", cycles), "load_average": os.getloadavg()}
 
 
-WAYS = {"spare": ("template + warm spare", "#1b5e20"), "template": ("template, no spare", "#66bb6a"),
+WAYS = {"host_spare": ("host spare adopted", "#004d40"), "spare": ("template + warm spare", "#1b5e20"), "template": ("template, no spare", "#66bb6a"),
         "loadvm": ("loadvm", "#f9a825"), "restart": ("restart", "#c62828")}
 
 
@@ -261,6 +280,11 @@ def report(results: dict[str, Any]) -> str:
                       f"while the guest's clock is set; a step sent at once waits for that first: "
                       f"{spare['settle']['p50_s']:.3f} s p50 (p95 {spare['settle']['p95_s']:.3f} s) after the reset "
                       f"returned (so `reset()` + that wait: {spare['reset_observed']['p50_s'] + spare['settle']['p50_s']:.2f} s)."]
+    host = results["start"].get("host_spare")
+    if host:
+        lines += ["", f"Host spare: {host['adopted']} of {host['n']} new desktops adopted the paused desktop the one "
+                      "before had made (`host_spare: true`; each closing desktop waits for the spare it is making), "
+                      "and made the next in the background."]
     mem = results["memory"]
     lines += ["", f"Memory (PSS of every QEMU in a container, after one episode's writes): "
                   f"{mem['spare']['desktops']} template desktops with their warm spares p50 "
@@ -336,6 +360,8 @@ def main() -> None:
     results["reset"]["spare"] = resets(spec, args.resets, "reset-spare")
     results["reset"]["template"] = resets(no_spare, args.resets, "reset-template")
     results["start"]["spare"] = starts(spec, args.starts, "start-template")
+    results["start"]["host_spare"] = adopted_starts(spec.model_copy(update={"host_spare": True}), args.starts,
+                                                    "start-host-spare")
     results["memory"]["spare"] = memory(spec, args.clones, "memory-template")
     if args.forks:
         results["fork"] = forks(spec, args.forks, "fork")

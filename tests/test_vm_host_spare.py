@@ -53,10 +53,8 @@ def details(pool) -> dict:
     return ray.get(next(iter(pool.envs().values())).status.remote())["details"]
 
 
-def test_a_replacement_desktop_adopts_the_paused_host_spare_and_runs_a_task_at_once(pool):
-    wait_until(lambda: free_spare() is not None, timeout=600, what="the pool's host spare")
-    spare = free_spare()
-    assert not Monitor(Path(spare.labels[LABEL_WORKDIR]) / "qmp.sock", env="test").running(), "it waits paused"
+def kill_and_replace(pool) -> dict:
+    """Kill the desktop's container; the replacement desktop's status details, once the pool has one."""
     before = pool.status().slots[0]
     docker.from_env().containers.get(details(pool)["container_name"]).kill()
 
@@ -65,7 +63,14 @@ def test_a_replacement_desktop_adopts_the_paused_host_spare_and_runs_a_task_at_o
         return slot.generation > before.generation and slot.state == "idle"
 
     wait_until(replaced, timeout=600, what="the replacement desktop", explain=lambda: str(pool.status()))
-    adopted = details(pool)
+    return details(pool)
+
+
+def test_a_replacement_desktop_adopts_the_paused_host_spare_and_runs_a_task_at_once(pool):
+    wait_until(lambda: free_spare() is not None, timeout=600, what="the pool's host spare")
+    spare = free_spare()
+    assert not Monitor(Path(spare.labels[LABEL_WORKDIR]) / "qmp.sock", env="test").running(), "it waits paused"
+    adopted = kill_and_replace(pool)
     assert (adopted["started_as"], adopted["container_name"]) == ("host spare", spare.name)
 
     with pool.lease(timeout=600) as lease:
@@ -79,3 +84,14 @@ def test_a_replacement_desktop_adopts_the_paused_host_spare_and_runs_a_task_at_o
     assert docker.from_env().containers.get(spare.id).status == "running"
     wait_until(lambda: free_spare() not in (None, spare), timeout=600, what="the next host spare")
     assert free_spare().labels[LABEL_SPARE] == spare.labels[LABEL_SPARE]
+
+
+def test_a_spare_that_cannot_be_woken_is_removed_and_the_replacement_starts_its_own_vm(pool):
+    wait_until(lambda: free_spare() is not None, timeout=600, what="the pool's host spare")
+    spare = free_spare()
+    (Path(spare.labels[LABEL_WORKDIR]) / "qmp.sock").unlink()  # its QEMU can no longer be told to run
+    started = kill_and_replace(pool)
+    assert "started_as" not in started and started["container_name"] != spare.name
+    assert spare.id not in {c.id for c in owned_containers(OWNER)}, "the spare that failed is removed"
+    with pool.lease(timeout=600) as lease:
+        assert bash(lease.env, "echo answers").strip() == "answers"

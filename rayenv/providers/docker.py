@@ -212,7 +212,7 @@ class DockerProvider(ContainerProvider):
         container = claim(self.ownership.owner, self._spare_key(golden), self.ownership.actor_id)
         if container is None:
             return None
-        labels = container.labels
+        labels, own_name = container.labels, self.container_name
         self._container, self.container_name = container, container.name
         self.work_dir, self.screen_dir = Path(labels[LABEL_WORKDIR]), Path(labels[LABEL_SCREENDIR])
         self._golden, self.reset_path = golden, "template"
@@ -225,6 +225,7 @@ class DockerProvider(ContainerProvider):
             logger.warning("%s: host spare %s could not be woken (%s); starting a desktop instead",
                            self.ownership.env_name, container.name, exc.message)
             self.stop()
+            self.container_name = own_name
             return None
         self._settling = self._background.submit(self._ready_now)
         self.adopted = True
