@@ -344,14 +344,11 @@ class DockerProvider(ContainerProvider):
         with receiving(fork / FORK_STREAM, fork / FORK_STATE, written, SAVE_TIMEOUT) as received:
             try:
                 monitor.send(f"unix:{WORK_MOUNT}/{FORK_DIR}/{FORK_STREAM}", timeout=SAVE_TIMEOUT)
-            except SnapshotError:
-                if received.done() and received.exception() is not None:
-                    received.result()  # the filter's reason, not QEMU's broken pipe
-                raise
-            try:
                 kept = received.result(timeout=SAVE_TIMEOUT)
-            except (OSError, StreamError) as exc:
-                raise SnapshotError(f"could not save the fork's state: {exc}", env=env, phase="fork",
+            except (OSError, StreamError, SnapshotError) as exc:
+                cause = (received.done() and received.exception()) or exc  # the filter's reason before QEMU's pipe
+                reason = cause.message if isinstance(cause, RayEnvError) else str(cause)
+                raise SnapshotError(f"could not save the fork's state: {reason}", env=env, phase="fork",
                                     hint="the fork was not saved; the desktop runs on") from None
         logger.info("%s: fork saved, %d MiB (%d pages kept, %d of the template's left out)", env,
                     kept.bytes >> 20, kept.pages, kept.dropped)

@@ -18,8 +18,8 @@ on a tmpfs (``/dev/shm`` unless ``RAYENV_GOLDEN_RAM_DIR`` says otherwise), and w
 as device state only (``devices.state``, a migration with ``x-ignore-shared``: under a MiB) at the
 same instant as the snapshot. Every desktop of the shape then maps that file privately and migrates
 the device state in: it starts without reading its RAM, and shares every page it does not write.
-It costs the host the golden VM's touched RAM in tmpfs once per shape (~0.5 GiB for rayenv's own
-disk); with the file gone (a reboot cleared the tmpfs) the snapshot above is the fallback.
+It costs the host the golden VM's touched RAM in tmpfs once per shape (all 2 GiB of a 2 GB VM of rayenv's
+own disk, measured); with the file gone (a reboot cleared the tmpfs) the snapshot above is the fallback.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ of the same pool and shape on the host adopts it (a rename of its marker, QEMU's
 background) and makes the next one, in the background, for the desktop after it.
 
 Who owns a spare: Docker labels cannot change once a container exists, and the reaper goes by the actor in them
-(:mod:`rayenv.pool.reaper`). A spare is labelled with the actor that made it, so it goes (after a grace for that
-actor's replacement to adopt it) with that actor if nobody adopted it; the adopter writes its own actor id into the spare's work directory (:data:`ADOPTER`), which
-the reaper reads before the label. Whose spare it may adopt is its label :data:`LABEL_SPARE`: the pool, the
-golden state and the desktop spec, so a desktop only ever adopts one it would have started itself.
+(:mod:`rayenv.pool.reaper`). A spare is labelled with the actor that made it, and goes with that actor if nobody
+adopts it (after a grace in which that actor's replacement may); the adopter writes its own actor id into the
+spare's work directory (:data:`ADOPTER`), which the reaper reads before the label. Which desktops may adopt it
+says its label :data:`LABEL_SPARE` with the pool's: the golden state and the whole desktop spec, so a desktop
+only ever adopts one it would have started itself.
 """
 
 from __future__ import annotations
