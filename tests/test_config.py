@@ -68,6 +68,13 @@ def test_a_value_out_of_range_in_an_override_is_still_refused():
         PoolConfig.load(None, desktop={"screen_width": 10})
 
 
+def test_a_host_spare_is_refused_for_desktops_not_started_from_a_vm_template():
+    for desktop in ({"host_spare": True}, {"host_spare": True, "vm_template": False}):
+        with pytest.raises(ConfigError, match="host_spare needs VM desktops started from a template"):
+            PoolConfig.load(None, provider="lite" if "vm_template" not in desktop else "docker", desktop=desktop)
+    assert PoolConfig.load(None, provider="docker", desktop={"host_spare": True}).desktop.host_spare
+
+
 def test_a_warm_spare_is_refused_for_process_desktops_and_counts_twice_for_memory():
     with pytest.raises(ConfigError, match="warm_spare needs a container provider"):
         PoolConfig.load(None, provider="process", desktop={"warm_spare": True})

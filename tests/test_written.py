@@ -169,6 +169,16 @@ def test_the_stream_is_filtered_as_it_arrives_on_a_unix_socket_with_a_long_path(
     assert not (directory / "stream.sock").exists()
 
 
+def test_where_no_one_can_tell_the_written_pages_the_stream_is_kept_whole(tmp_path):
+    data, _ = stream_of(100, whole=set(range(10, 90)))
+    with receiving(tmp_path / "stream.sock", tmp_path / "state", None, timeout=30) as received:
+        sender = threading.Thread(target=send, args=(tmp_path / "stream.sock", data))
+        sender.start()
+        assert received.result(timeout=30).bytes == len(data)
+        sender.join()
+    assert (tmp_path / "state").read_bytes() == data
+
+
 def test_a_receiver_nobody_sends_to_gives_up_without_a_state(tmp_path):
     with receiving(tmp_path / "stream.sock", tmp_path / "state", np.zeros(4, bool), timeout=30) as received:
         pass

@@ -129,6 +129,13 @@ class DesktopSpec(StrictModel):
                              "slot would share the host's app ports")
         return self
 
+    @model_validator(mode="after")
+    def _host_spare_of_a_template(self) -> "DesktopSpec":
+        if self.host_spare and (self.provider != "docker" or not (self.snapshot_reset and self.vm_template)):
+            raise ValueError("host_spare needs VM desktops started from a template (provider: docker, with "
+                             "snapshot_reset and vm_template on)")
+        return self
+
     def container_limits(self) -> dict[str, Any]:
         """docker-py ``containers.run`` options that bound one desktop's container (empty: unbounded)."""
         limits: dict[str, Any] = {}

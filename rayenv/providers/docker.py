@@ -54,6 +54,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import requests
 
 from ..engine import containers
@@ -336,8 +337,13 @@ class DockerProvider(ContainerProvider):
         """Migrate the stopped VM into ``fork``'s state without the template's pages it has not written (QEMU's
         stream carries every page of a private mapping: :mod:`rayenv.providers.written` filters it on the way)."""
         env = self.ownership.env_name
+        written: np.ndarray | None
         try:
             written = written_pages(monitor.pid(), f"{GOLDEN_RAM_MOUNT}/{RAM_FILE}")
+        except PermissionError as exc:  # QEMU runs as another user (root) than this host's Ray, which is not root
+            written = None
+            logger.warning("%s: the fork saves all of the desktop's RAM, not only what it wrote (%s): reading QEMU's "
+                           "page map needs this host's Ray to run as QEMU's user (root)", env, exc)
         except (OSError, StreamError) as exc:
             raise SnapshotError(f"could not tell which RAM the desktop wrote: {exc}", env=env, phase="fork",
                                 hint="the fork was not saved; the desktop runs on") from None

@@ -87,9 +87,11 @@ def keep_written(source: BinaryIO, target: BinaryIO, written: np.ndarray) -> Kep
 
 
 @contextlib.contextmanager
-def receiving(path: Path, target: Path, written: np.ndarray, timeout: float) -> Iterator[concurrent.futures.Future]:
+def receiving(path: Path, target: Path, written: np.ndarray | None,
+              timeout: float) -> Iterator[concurrent.futures.Future]:
     """Listen on unix socket ``path`` for one QEMU's migration stream (``migrate unix:...``) and write it to
-    ``target`` through :func:`keep_written`, in a thread: the filter reads while QEMU writes. Yields the
+    ``target`` through :func:`keep_written` (or whole, without ``written``), in a thread: the filter reads while
+    QEMU writes. Yields the
     future of its :class:`Kept` (``target`` is there, whole, once it is done); ``timeout`` bounds the wait for
     QEMU to connect and each read. On the way out a receiver still waiting is woken and the socket removed."""
     path.unlink(missing_ok=True)
@@ -115,7 +117,7 @@ def receiving(path: Path, target: Path, written: np.ndarray, timeout: float) -> 
         path.unlink(missing_ok=True)
 
 
-def _receive(server: socket.socket, target: Path, written: np.ndarray, timeout: float) -> Kept:
+def _receive(server: socket.socket, target: Path, written: np.ndarray | None, timeout: float) -> Kept:
     connection, _ = server.accept()
     part = target.with_name(target.name + ".part")
     with connection, open(part, "wb") as out:
@@ -123,10 +125,19 @@ def _receive(server: socket.socket, target: Path, written: np.ndarray, timeout: 
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(timeout), 0))
         chunks = _Chunks(connection)
         try:
-            kept = keep_written(chunks, out, written)
+            kept = keep_written(chunks, out, written) if written is not None else _copy(chunks, out)
         finally:
             chunks.close()
     os.replace(part, target)
+    return kept
+
+
+def _copy(source: BinaryIO | "_Chunks", target: BinaryIO) -> Kept:
+    """The whole stream, as it is (where no one can tell which pages were written)."""
+    kept = Kept()
+    while chunk := source.read(CHUNK):
+        target.write(chunk)
+        kept.bytes += len(chunk)
     return kept
 
 
