@@ -40,10 +40,11 @@ from measure import seconds_chart, summary, timed
 
 from rayenv.desktop_lite.build import build_image
 from rayenv.desktop_vm.build import build_vm_desktop
-from rayenv.engine.containers import client
+from rayenv.engine.containers import client, owned, remove
 from rayenv.engine.kvm import kvm_status
 from rayenv.env.desktop import Desktop
 from rayenv.providers import DesktopSpec, Ownership
+from rayenv.providers.docker import FORK_STATE
 from rayenv.providers.golden import RAM_FILE, GoldenStore
 from rayenv.providers.host_spare import LABEL_SPARE
 from rayenv.waiting import WaitTimeout, wait_until
@@ -126,8 +127,9 @@ def adopted_starts(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
     try:
         return starts(spec, rounds, name)
     finally:
-        for container in client().containers.list(all=True, filters={"label": [f"rayenv.owner={OWNER}", LABEL_SPARE]}):
-            container.remove(force=True, v=True)
+        for container in owned(OWNER):  # with its work and screen directories
+            if LABEL_SPARE in container.labels:
+                remove(container)
 
 
 def qemu_pss_mib(container_name: str) -> float:
@@ -182,7 +184,7 @@ def forks(spec: DesktopSpec, rounds: int, name: str) -> dict[str, Any]:
                 for branch in branches:
                     branch.provider.settle()
                 ready.append(time.perf_counter() - began)
-                state_mib.append((Path(saved.directory) / "state").stat().st_size / 2**20)
+                state_mib.append((Path(saved.directory) / FORK_STATE).stat().st_size / 2**20)
         return {"save": summary(saves), "load": summary(loads), "fork_into_3": summary(totals),
                 "fork_into_3_ready": summary(ready), "state_mib_p50": statistics.median(state_mib)}
     finally:
@@ -228,8 +230,8 @@ def lite_part(cycles: int) -> dict[str, Any]:
     return {"restart": lite("restart", cycles), "spare": lite("spare", cycles), "load_average": os.getloadavg()}
 
 
-WAYS = {"host_spare": ("host spare adopted", "#004d40"), "spare": ("template + warm spare", "#1b5e20"), "template": ("template, no spare", "#66bb6a"),
-        "loadvm": ("loadvm", "#f9a825"), "restart": ("restart", "#c62828")}
+WAYS = {"host_spare": ("host spare adopted", "#004d40"), "spare": ("template + warm spare", "#1b5e20"),
+        "template": ("template, no spare", "#66bb6a"), "loadvm": ("loadvm", "#f9a825"), "restart": ("restart", "#c62828")}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

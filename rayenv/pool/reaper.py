@@ -31,9 +31,9 @@ from ..providers.host_spare import adopter, free_for
 logger = logging.getLogger(__name__)
 
 IsOrphan = Callable[[str], bool]
+"""Decides from a desktop's actor id whether the desktop is an orphan."""
 #: Seconds a free host spare is kept after the desktop that made it is gone, for another desktop to adopt.
 SPARE_GRACE = 120.0
-"""Decides from a desktop's actor id whether the desktop is an orphan."""
 
 
 def every_desktop(_actor_id: str) -> bool:

@@ -107,7 +107,7 @@ class DesktopSpec(StrictModel):
                                     "per desktop); false: none")
     host_spare: bool = Field(False, description="docker provider with vm_template: keep one more VM desktop of the "
                              "pool per env host started, warmed up and paused, which the pool's next new desktop there "
-                             "adopts (~0.2 s instead of ~1.5 s under TCG; a replacement, a scale-up) and then replaces "
+                             "adopts (~0.1 s instead of ~1 s under TCG; a replacement, a scale-up) and then replaces "
                              "in the background; costs one desktop's memory per host")
     memory_limit: str | None = Field(None, description="the container's hard memory limit (docker's mem_limit, e.g. "
                                      "'6g'); the kernel kills a desktop above it [default: docker: docker_memory + 1g; "

@@ -54,7 +54,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 import requests
 
 from ..engine import containers
@@ -337,7 +336,6 @@ class DockerProvider(ContainerProvider):
         """Migrate the stopped VM into ``fork``'s state without the template's pages it has not written (QEMU's
         stream carries every page of a private mapping: :mod:`rayenv.providers.written` filters it on the way)."""
         env = self.ownership.env_name
-        written: np.ndarray | None
         try:
             written = written_pages(monitor.pid(), f"{GOLDEN_RAM_MOUNT}/{RAM_FILE}")
         except PermissionError as exc:  # QEMU runs as another user (root) than this host's Ray, which is not root

@@ -1,6 +1,6 @@
 """Host spares: a started VM desktop per pool, VM shape and env host, paused, that the pool's next new desktop adopts.
 
-A new VM desktop, even a clone of its template, takes ~1.5 s here: ``docker run``, a QEMU started and its state
+A new VM desktop, even a clone of its template, takes ~1 s here: ``docker run``, a QEMU started and its state
 loaded, a cold guest's first answers (under TCG a new QEMU translates the guest's code anew). A host spare is
 such a desktop made ahead of time, warmed up (its guest answered and had its clock set) and paused; a new desktop
 of the same pool and shape on the host adopts it (a rename of its marker, QEMU's ``cont``, the clock set in the
@@ -79,7 +79,7 @@ def free_for(labels: dict[str, str]) -> float | None:
 def waiting(owner: str, key: str) -> int:
     """How many of ``owner``'s host spares labelled ``key`` are free now."""
     return sum(1 for container in containers.owned(owner) if container.labels.get(LABEL_SPARE) == key
-               and (Path(container.labels.get(LABEL_WORKDIR, "/nonexistent")) / FREE).exists())
+               and free_for(container.labels) is not None)
 
 
 @contextlib.contextmanager

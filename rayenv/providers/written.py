@@ -91,9 +91,8 @@ def receiving(path: Path, target: Path, written: np.ndarray | None,
               timeout: float) -> Iterator[concurrent.futures.Future]:
     """Listen on unix socket ``path`` for one QEMU's migration stream (``migrate unix:...``) and write it to
     ``target`` through :func:`keep_written` (or whole, without ``written``), in a thread: the filter reads while
-    QEMU writes. Yields the
-    future of its :class:`Kept` (``target`` is there, whole, once it is done); ``timeout`` bounds the wait for
-    QEMU to connect and each read. On the way out a receiver still waiting is woken and the socket removed."""
+    QEMU writes. Yields the future of its :class:`Kept` (``target`` is there, whole, once it is done); ``timeout``
+    bounds the wait for QEMU to connect and each read. On the way out a receiver still waiting is woken and the socket removed."""
     path.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     address = f"/proc/self/fd/{directory}/{path.name}"  # a unix socket's path has at most 107 bytes; a work dir's can
@@ -125,16 +124,16 @@ def _receive(server: socket.socket, target: Path, written: np.ndarray | None, ti
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(timeout), 0))
         chunks = _Chunks(connection)
         try:
-            kept = keep_written(chunks, out, written) if written is not None else _copy(chunks, out)
+            kept = keep_written(chunks, out, written) if written is not None else _copy(chunks, out, Kept())
         finally:
             chunks.close()
     os.replace(part, target)
     return kept
 
 
-def _copy(source: BinaryIO | "_Chunks", target: BinaryIO) -> Kept:
-    """The whole stream, as it is (where no one can tell which pages were written)."""
-    kept = Kept()
+def _copy(source: BinaryIO | "_Chunks", target: BinaryIO, kept: Kept) -> Kept:
+    """The rest of the stream as it is (the devices after the RAM; all of it where no one can tell which pages
+    were written), its bytes counted in ``kept``."""
     while chunk := source.read(CHUNK):
         target.write(chunk)
         kept.bytes += len(chunk)
@@ -149,8 +148,7 @@ class _Chunks:
     def __init__(self, connection: socket.socket) -> None:
         self._chunks: queue.Queue[bytes | bytearray | BaseException] = queue.Queue(maxsize=4)
         self._closed = False
-        self._reader = threading.Thread(target=self._read, args=(connection,), name="fork-stream-read", daemon=True)
-        self._reader.start()
+        threading.Thread(target=self._read, args=(connection,), name="fork-stream-read", daemon=True).start()
 
     def _read(self, connection: socket.socket) -> None:
         try:
@@ -192,9 +190,7 @@ class _Filter:
         position = self._head()
         self._out(self.buffer[:position])
         self._records(position)
-        while more := self.source.read(CHUNK):  # the devices, after the RAM: as they are
-            self._out(more)
-        return self.kept
+        return _copy(self.source, self.target, self.kept)
 
     def _head(self) -> int:
         """Where the RAM section's first record starts (the bytes before it are copied as they are)."""
@@ -246,15 +242,15 @@ class _Filter:
                 run = _run(buffer, position, page + 1, len(written), size, kind)
                 if run:
                     self._out(buffer[span:position])
-                    for index in np.flatnonzero(self.flags[page + 1:page + 1 + run]):  # the written ones stay
+                    stay = np.flatnonzero(self.flags[page + 1:page + 1 + run])  # the written ones
+                    for index in stay:
                         at = position + int(index) * size
                         header = int.from_bytes(buffer[at:at + 8], "big")
                         self._out(self._named(header, block) if named != block else buffer[at:at + 8])
                         self._out(buffer[at + 8:at + size])
                         named = block
-                        kept.pages += 1
-                        kept.dropped -= 1
-                    kept.dropped += run
+                    kept.pages += len(stay)
+                    kept.dropped += run - len(stay)
                     position = span = position + size * run
                     page += run
                 streak = 0
